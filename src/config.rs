@@ -1,0 +1,722 @@
+//! Loads the TOML config file into validated [`Config`]: every error in the
+//! file is collected (not just the first), each naming file, line, column,
+//! key path and what is wrong. Unknown keys are errors, so a typo cannot
+//! silently disable a rule.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use toml::de::{DeTable, DeValue};
+use toml::Spanned;
+
+use crate::policy::{Action, AddrPattern, Conditions, Glob, Matchers, PatternList, Policy, Rule};
+use crate::units::{parse_duration, parse_size, ByteSize};
+
+/// Where the daemon looks when no `--config` is given.
+pub const DEFAULT_PATH: &str = "/etc/replwarden/replwarden.toml";
+/// Used when `[postgres] conninfo` is absent: the local socket, as the role
+/// `config/setup.sql` creates.
+pub const DEFAULT_CONNINFO: &str = "host=/var/run/postgresql port=5432 dbname=postgres user=replwarden";
+
+/// A loaded, validated config file.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub path: PathBuf,
+    pub postgres: PostgresSettings,
+    pub daemon: DaemonSettings,
+    pub policy: Policy,
+}
+
+/// `[postgres]`: how to reach the server.
+#[derive(Clone, Debug)]
+pub struct PostgresSettings {
+    /// As written; compared on reload to tell whether to reconnect.
+    pub conninfo: String,
+    /// The parsed form tokio-postgres connects with.
+    pub connect: tokio_postgres::Config,
+    /// `statement_timeout` set on the daemon's session.
+    pub statement_timeout: Duration,
+}
+
+/// `[daemon]`: the loop.
+#[derive(Clone, Debug)]
+pub struct DaemonSettings {
+    pub interval: Duration,
+    pub dry_run: bool,
+}
+
+/// One problem found in a config file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigError {
+    pub file: PathBuf,
+    /// 1-based line and column; `None` when the file could not be read.
+    pub position: Option<(usize, usize)>,
+    /// Key path such as `rule[2].replay_lag`; empty for syntax errors.
+    pub key: String,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file.display())?;
+        if let Some((line, col)) = self.position {
+            write!(f, ":{line}:{col}")?;
+        }
+        if !self.key.is_empty() {
+            write!(f, ": {}", self.key)?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+/// All problems found in a config file, in file order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.0.len();
+        write!(f, "{n} error{} in config", if n == 1 { "" } else { "s" })?;
+        for e in &self.0 {
+            write!(f, "\n  {e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+/// Reads and validates the file at `path`.
+pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        ConfigErrors(vec![ConfigError {
+            file: path.to_path_buf(),
+            position: None,
+            key: String::new(),
+            message: format!("cannot read config file: {e}"),
+        }])
+    })?;
+    parse(path, &text)
+}
+
+/// Validates `text` as if read from `path` (which only names it in errors).
+pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigErrors> {
+    let mut walker = Walker {
+        file: path,
+        text,
+        errors: Vec::new(),
+    };
+    let (document, syntax_errors) = DeTable::parse_recoverable(text);
+    for e in syntax_errors {
+        let span = e.span().unwrap_or(0..0);
+        walker.error(span, "", format!("TOML syntax error: {}", e.message()));
+    }
+    let config = walker.document(path, document.get_ref());
+    walker.errors.sort_by_key(|e| e.position);
+    match config {
+        Some(config) if walker.errors.is_empty() => Ok(config),
+        _ => Err(ConfigErrors(walker.errors)),
+    }
+}
+
+type Value<'i> = Spanned<DeValue<'i>>;
+
+const TOP_KEYS: &[&str] = &["postgres", "daemon", "rule"];
+const POSTGRES_KEYS: &[&str] = &["conninfo", "statement_timeout"];
+const DAEMON_KEYS: &[&str] = &["interval", "dry_run"];
+const RULE_KEYS: &[&str] = &[
+    "name",
+    "action",
+    "grace",
+    "escalate_after",
+    "application_name",
+    "user",
+    "client_addr",
+    "state",
+    "sync_state",
+    "write_lag",
+    "flush_lag",
+    "replay_lag",
+    "write_lag_bytes",
+    "flush_lag_bytes",
+    "replay_lag_bytes",
+    "retained_wal",
+    "in_state_for",
+    "no_reply_for",
+    "no_progress_for",
+];
+/// States `pg_stat_replication.state` can take; a pattern without wildcards
+/// must be one of them, so a typo does not make a rule that never matches.
+pub const KNOWN_STATES: &[&str] = &["startup", "catchup", "streaming", "backup", "stopping"];
+pub const KNOWN_SYNC_STATES: &[&str] = &["async", "potential", "sync", "quorum"];
+
+struct Walker<'a> {
+    file: &'a Path,
+    text: &'a str,
+    errors: Vec<ConfigError>,
+}
+
+impl Walker<'_> {
+    fn error(&mut self, span: Range<usize>, key: &str, message: impl Into<String>) {
+        let position = line_col(self.text, span.start);
+        self.errors.push(ConfigError {
+            file: self.file.to_path_buf(),
+            position: Some(position),
+            key: key.to_string(),
+            message: message.into(),
+        });
+    }
+
+    fn document(&mut self, path: &Path, top: &DeTable<'_>) -> Option<Config> {
+        self.reject_unknown(top, "", TOP_KEYS);
+        let postgres = self.postgres(top.get("postgres"));
+        let daemon = self.daemon(top.get("daemon"));
+        let policy = self.rules(top.get("rule"));
+        Some(Config {
+            path: path.to_path_buf(),
+            postgres: postgres?,
+            daemon: daemon?,
+            policy: policy?,
+        })
+    }
+
+    fn reject_unknown(&mut self, table: &DeTable<'_>, prefix: &str, known: &[&str]) {
+        for key in table.keys() {
+            let name = key.get_ref().as_ref();
+            if !known.contains(&name) {
+                let hint = closest(name, known)
+                    .map(|k| format!(" (did you mean `{k}`?)"))
+                    .unwrap_or_default();
+                self.error(
+                    key.span(),
+                    &join(prefix, name),
+                    format!("unknown key{hint}; known keys here: {}", known.join(", ")),
+                );
+            }
+        }
+    }
+
+    /// A sub-table such as `[postgres]`, or `None` after reporting a type error.
+    fn table<'v, 'i>(&mut self, value: &'v Value<'i>, key: &str) -> Option<&'v DeTable<'i>> {
+        match value.get_ref() {
+            DeValue::Table(t) => Some(t),
+            other => {
+                self.error(value.span(), key, format!("expected a table, found {}", kind(other)));
+                None
+            }
+        }
+    }
+
+    fn string<'v>(&mut self, value: &'v Value<'_>, key: &str) -> Option<&'v str> {
+        match value.get_ref() {
+            DeValue::String(s) => Some(s.as_ref()),
+            other => {
+                self.error(value.span(), key, format!("expected a string, found {}", kind(other)));
+                None
+            }
+        }
+    }
+
+    fn duration(&mut self, value: &Value<'_>, key: &str) -> Option<Duration> {
+        let text = self.string(value, key)?;
+        parse_duration(text).map_err(|e| self.error(value.span(), key, e)).ok()
+    }
+
+    fn positive_duration(&mut self, value: &Value<'_>, key: &str) -> Option<Duration> {
+        let d = self.duration(value, key)?;
+        if d.is_zero() {
+            self.error(value.span(), key, "must be greater than zero");
+            return None;
+        }
+        Some(d)
+    }
+
+    fn size(&mut self, value: &Value<'_>, key: &str) -> Option<ByteSize> {
+        let text = self.string(value, key)?;
+        parse_size(text).map_err(|e| self.error(value.span(), key, e)).ok()
+    }
+
+    /// A string or a list of strings, each checked by `parse`; `!` excludes.
+    fn patterns<P>(
+        &mut self,
+        value: &Value<'_>,
+        key: &str,
+        parse: impl Fn(&str) -> Result<P, String>,
+    ) -> Option<PatternList<P>> {
+        let items: Vec<&Value<'_>> = match value.get_ref() {
+            DeValue::String(_) => vec![value],
+            DeValue::Array(items) if !items.is_empty() => items.iter().collect(),
+            DeValue::Array(_) => {
+                self.error(value.span(), key, "empty list: give at least one pattern or leave the key out");
+                return None;
+            }
+            other => {
+                self.error(
+                    value.span(),
+                    key,
+                    format!("expected a list of strings, found {}", kind(other)),
+                );
+                return None;
+            }
+        };
+        let mut list = PatternList {
+            include: Vec::new(),
+            exclude: Vec::new(),
+        };
+        let mut ok = true;
+        for (i, item) in items.into_iter().enumerate() {
+            let item_key = format!("{key}[{}]", i + 1);
+            let Some(text) = self.string(item, &item_key) else {
+                ok = false;
+                continue;
+            };
+            let (negated, body) = match text.strip_prefix('!') {
+                Some(body) => (true, body),
+                None => (false, text),
+            };
+            match parse(body) {
+                Ok(p) if negated => list.exclude.push(p),
+                Ok(p) => list.include.push(p),
+                Err(e) => {
+                    self.error(item.span(), &item_key, e);
+                    ok = false;
+                }
+            }
+        }
+        ok.then_some(list)
+    }
+
+    fn postgres(&mut self, value: Option<&Value<'_>>) -> Option<PostgresSettings> {
+        let mut conninfo = DEFAULT_CONNINFO.to_string();
+        let mut statement_timeout = Duration::from_secs(5);
+        let mut ok = true;
+        if let Some(value) = value {
+            let table = self.table(value, "postgres")?;
+            self.reject_unknown(table, "postgres", POSTGRES_KEYS);
+            if let Some(v) = table.get("conninfo") {
+                match self.string(v, "postgres.conninfo") {
+                    Some(s) => conninfo = s.to_string(),
+                    None => ok = false,
+                }
+            }
+            if let Some(v) = table.get("statement_timeout") {
+                match self.positive_duration(v, "postgres.statement_timeout") {
+                    Some(d) => statement_timeout = d,
+                    None => ok = false,
+                }
+            }
+        }
+        let connect = match tokio_postgres::Config::from_str(&conninfo) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                let span = value
+                    .and_then(|v| match v.get_ref() {
+                        DeValue::Table(t) => t.get("conninfo").map(|c| c.span()),
+                        _ => None,
+                    })
+                    .unwrap_or(0..0);
+                // The message never echoes the string: it may hold a password.
+                self.error(span, "postgres.conninfo", format!("not a valid connection string: {e}"));
+                None
+            }
+        };
+        let connect = connect?;
+        ok.then_some(PostgresSettings {
+            conninfo,
+            connect,
+            statement_timeout,
+        })
+    }
+
+    fn daemon(&mut self, value: Option<&Value<'_>>) -> Option<DaemonSettings> {
+        let mut settings = DaemonSettings {
+            interval: Duration::from_secs(1),
+            dry_run: false,
+        };
+        let Some(value) = value else {
+            return Some(settings);
+        };
+        let table = self.table(value, "daemon")?;
+        self.reject_unknown(table, "daemon", DAEMON_KEYS);
+        let mut ok = true;
+        if let Some(v) = table.get("interval") {
+            match self.positive_duration(v, "daemon.interval") {
+                Some(d) => settings.interval = d,
+                None => ok = false,
+            }
+        }
+        if let Some(v) = table.get("dry_run") {
+            match v.get_ref() {
+                DeValue::Boolean(b) => settings.dry_run = *b,
+                other => {
+                    self.error(
+                        v.span(),
+                        "daemon.dry_run",
+                        format!("expected true or false, found {}", kind(other)),
+                    );
+                    ok = false;
+                }
+            }
+        }
+        ok.then_some(settings)
+    }
+
+    fn rules(&mut self, value: Option<&Value<'_>>) -> Option<Policy> {
+        let Some(value) = value else {
+            return Some(Policy::default());
+        };
+        let DeValue::Array(items) = value.get_ref() else {
+            self.error(
+                value.span(),
+                "rule",
+                "expected an array of tables: write each rule under its own [[rule]] header",
+            );
+            return None;
+        };
+        let mut rules = Vec::new();
+        let mut ok = true;
+        let mut seen_names: HashSet<String> = HashSet::new();
+        for (i, item) in items.iter().enumerate() {
+            let key = format!("rule[{}]", i + 1);
+            match self.rule(item, &key) {
+                Some(rule) => {
+                    if !seen_names.insert(rule.name.clone()) {
+                        let span = match item.get_ref() {
+                            DeValue::Table(t) => t.get("name").map(|n| n.span()),
+                            _ => None,
+                        };
+                        self.error(
+                            span.unwrap_or_else(|| item.span()),
+                            &format!("{key}.name"),
+                            format!("duplicate rule name {:?}: rule names must be unique", rule.name),
+                        );
+                        ok = false;
+                    }
+                    rules.push(rule);
+                }
+                None => ok = false,
+            }
+        }
+        ok.then_some(Policy { rules })
+    }
+
+    fn rule(&mut self, value: &Value<'_>, key: &str) -> Option<Rule> {
+        let table = self.table(value, key)?;
+        self.reject_unknown(table, key, RULE_KEYS);
+        let errors_before = self.errors.len();
+        let k = |name: &str| format!("{key}.{name}");
+
+        let name = match table.get("name") {
+            Some(v) => match self.string(v, &k("name")) {
+                Some("") => {
+                    self.error(v.span(), &k("name"), "must not be empty");
+                    None
+                }
+                other => other.map(str::to_string),
+            },
+            None => {
+                self.error(value.span(), &k("name"), "missing: every rule needs a unique name");
+                None
+            }
+        };
+        let action = match table.get("action") {
+            None => Some(Action::Log),
+            Some(v) => match self.string(v, &k("action")) {
+                Some("log") => Some(Action::Log),
+                Some("cancel") => Some(Action::Cancel),
+                Some("terminate") => Some(Action::Terminate),
+                Some(other) => {
+                    self.error(
+                        v.span(),
+                        &k("action"),
+                        format!("unknown action {other:?}: use \"log\", \"cancel\" or \"terminate\""),
+                    );
+                    None
+                }
+                None => None,
+            },
+        };
+        let grace = match table.get("grace") {
+            Some(v) => self.duration(v, &k("grace")),
+            None => Some(Duration::ZERO),
+        };
+        let escalate_after = table
+            .get("escalate_after")
+            .and_then(|v| self.positive_duration(v, &k("escalate_after")).map(|d| (v, d)));
+        if let (Some((v, _)), Some(action)) = (escalate_after, action) {
+            if action != Action::Cancel {
+                self.error(
+                    v.span(),
+                    &k("escalate_after"),
+                    format!("only applies to action = \"cancel\" (this rule's action is \"{action}\")"),
+                );
+            }
+        }
+
+        let mut matchers = Matchers::default();
+        let glob_matcher = |w: &mut Self, name: &str, known: &[&str]| -> Option<PatternList<Glob>> {
+            let v = table.get(name)?;
+            w.patterns(v, &k(name), |text| {
+                let glob = Glob::parse(text)?;
+                let literal = !text.contains(['*', '?', '[']);
+                if !known.is_empty() && literal && !known.contains(&text) {
+                    return Err(format!("unknown {name} {text:?}: use one of {}", known.join(", ")));
+                }
+                Ok(glob)
+            })
+        };
+        matchers.application_name = glob_matcher(self, "application_name", &[]);
+        matchers.user = glob_matcher(self, "user", &[]);
+        matchers.state = glob_matcher(self, "state", KNOWN_STATES);
+        matchers.sync_state = glob_matcher(self, "sync_state", KNOWN_SYNC_STATES);
+        matchers.client_addr = table
+            .get("client_addr")
+            .and_then(|v| self.patterns(v, &k("client_addr"), AddrPattern::parse));
+
+        let dur = |w: &mut Self, name: &str| table.get(name).and_then(|v| w.duration(v, &k(name)));
+        let conditions = Conditions {
+            write_lag: dur(self, "write_lag"),
+            flush_lag: dur(self, "flush_lag"),
+            replay_lag: dur(self, "replay_lag"),
+            in_state_for: dur(self, "in_state_for"),
+            no_reply_for: dur(self, "no_reply_for"),
+            no_progress_for: dur(self, "no_progress_for"),
+            write_lag_bytes: table.get("write_lag_bytes").and_then(|v| self.size(v, &k("write_lag_bytes"))),
+            flush_lag_bytes: table.get("flush_lag_bytes").and_then(|v| self.size(v, &k("flush_lag_bytes"))),
+            replay_lag_bytes: table
+                .get("replay_lag_bytes")
+                .and_then(|v| self.size(v, &k("replay_lag_bytes"))),
+            retained_wal: table.get("retained_wal").and_then(|v| self.size(v, &k("retained_wal"))),
+        };
+
+        if self.errors.len() > errors_before {
+            return None;
+        }
+        if matchers.is_empty() && conditions.is_empty() {
+            self.error(
+                value.span(),
+                key,
+                "this rule has no matcher and no condition, so it would act on every walsender; \
+                 add a matcher (application_name, user, client_addr, state, sync_state) or a condition",
+            );
+            return None;
+        }
+        Some(Rule {
+            name: name?,
+            matchers,
+            conditions,
+            grace: grace?,
+            action: action?,
+            escalate_after: escalate_after.map(|(_, d)| d),
+        })
+    }
+}
+
+fn join(prefix: &str, key: &str) -> String {
+    if prefix.is_empty() {
+        key.to_string()
+    } else {
+        format!("{prefix}.{key}")
+    }
+}
+
+fn kind(value: &DeValue<'_>) -> &'static str {
+    match value {
+        DeValue::String(_) => "a string",
+        DeValue::Integer(_) => "a number (durations and sizes are strings with a unit, like \"5m\" or \"1GB\")",
+        DeValue::Float(_) => "a number (durations and sizes are strings with a unit, like \"5m\" or \"1GB\")",
+        DeValue::Boolean(_) => "a boolean",
+        DeValue::Datetime(_) => "a date",
+        DeValue::Array(_) => "a list",
+        DeValue::Table(_) => "a table",
+    }
+}
+
+/// 1-based line and column (in characters) of byte `offset` in `text`.
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let offset = offset.min(text.len());
+    let before = &text[..text.floor_char_boundary_compat(offset)];
+    let line = before.matches('\n').count() + 1;
+    let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, col)
+}
+
+trait FloorCharBoundary {
+    fn floor_char_boundary_compat(&self, index: usize) -> usize;
+}
+
+impl FloorCharBoundary for str {
+    fn floor_char_boundary_compat(&self, mut index: usize) -> usize {
+        while !self.is_char_boundary(index) {
+            index -= 1;
+        }
+        index
+    }
+}
+
+/// The known key nearest to a misspelt one, if it is near enough to be a typo.
+fn closest<'k>(name: &str, known: &[&'k str]) -> Option<&'k str> {
+    known
+        .iter()
+        .map(|k| (edit_distance(name, k), *k))
+        .filter(|(d, k)| *d <= (k.len() / 3).max(1))
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, k)| k)
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut prev = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let cur = row[j + 1];
+            row[j + 1] = (prev + usize::from(ca != *cb)).min(row[j] + 1).min(cur + 1);
+            prev = cur;
+        }
+    }
+    row[b.len()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn errors(text: &str) -> Vec<String> {
+        match parse(Path::new("t.toml"), text) {
+            Ok(_) => panic!("expected errors for:\n{text}"),
+            Err(e) => e.0.iter().map(|e| e.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn the_shipped_example_is_valid() {
+        let text = include_str!("../config/replwarden.toml");
+        let config = parse(Path::new("config/replwarden.toml"), text).unwrap();
+        let names: Vec<_> = config.policy.rules.iter().map(|r| r.name.as_str()).collect();
+        assert_eq!(
+            names,
+            ["no-rogue-tools", "reporting-replica-too-far-behind", "stuck-base-backup", "silent-standby"]
+        );
+        let lagging = &config.policy.rules[1];
+        assert_eq!(lagging.conditions.replay_lag, Some(Duration::from_secs(300)));
+        assert_eq!(lagging.conditions.replay_lag_bytes, Some(ByteSize(1 << 30)));
+        assert_eq!(lagging.grace, Duration::from_secs(120));
+        assert_eq!(lagging.action, Action::Terminate);
+        let silent = &config.policy.rules[3];
+        assert_eq!(silent.action, Action::Cancel);
+        assert_eq!(silent.escalate_after, Some(Duration::from_secs(15)));
+        assert_eq!(config.daemon.interval, Duration::from_secs(1));
+        assert!(!config.daemon.dry_run);
+    }
+
+    #[test]
+    fn an_empty_file_is_a_valid_do_nothing_config() {
+        let config = parse(Path::new("t.toml"), "").unwrap();
+        assert!(config.policy.rules.is_empty());
+        assert_eq!(config.postgres.conninfo, DEFAULT_CONNINFO);
+    }
+
+    #[test]
+    fn every_error_is_reported_with_position_and_key() {
+        let text = r#"
+[daemon]
+interval = "0s"
+
+[[rule]]
+name = "a"
+application_name = ["x"]
+replay_lagg = "5m"
+
+[[rule]]
+name = "a"
+replay_lag = "5 parsecs"
+client_addr = ["10.0.0.0/33"]
+action = "kill"
+"#;
+        let errs = errors(text);
+        assert_eq!(
+            errs,
+            [
+                "t.toml:3:12: daemon.interval: must be greater than zero",
+                "t.toml:8:1: rule[1].replay_lagg: unknown key (did you mean `replay_lag`?); known keys here: name, action, grace, escalate_after, application_name, user, client_addr, state, sync_state, write_lag, flush_lag, replay_lag, write_lag_bytes, flush_lag_bytes, replay_lag_bytes, retained_wal, in_state_for, no_reply_for, no_progress_for",
+                "t.toml:12:14: rule[2].replay_lag: \"5 parsecs\" is not a duration (unknown time unit \"parsecs\", supported units: ns, us/µs, ms, sec, min, hours, days, weeks, months, years (and few variations)): write a number and a unit, like \"250ms\", \"30s\", \"5m\", \"6h\"",
+                "t.toml:13:16: rule[2].client_addr[1]: \"10.0.0.0/33\" is not a CIDR, an IP address or \"local\" (e.g. \"10.0.0.0/8\", \"::1\", \"local\")",
+                "t.toml:14:10: rule[2].action: unknown action \"kill\": use \"log\", \"cancel\" or \"terminate\"",
+            ]
+        );
+    }
+
+    #[test]
+    fn duplicate_names_and_empty_rules_are_refused() {
+        let errs = errors(
+            "[[rule]]\nname = \"a\"\nuser = [\"x\"]\n[[rule]]\nname = \"a\"\nuser = [\"y\"]\n[[rule]]\nname = \"b\"\n",
+        );
+        assert_eq!(errs.len(), 2, "{errs:#?}");
+        assert!(errs[0].starts_with("t.toml:5:8: rule[2].name: duplicate rule name \"a\""));
+        assert!(errs[1].contains("rule[3]: this rule has no matcher and no condition"));
+    }
+
+    #[test]
+    fn bad_values_are_refused() {
+        let cases = [
+            ("[daemon]\ninterval = \"-1s\"", "daemon.interval: \"-1s\" is negative"),
+            ("[daemon]\ninterval = 5", "daemon.interval: expected a string, found a number"),
+            ("[daemon]\ndry_run = \"yes\"", "daemon.dry_run: expected true or false"),
+            ("[[rule]]\nname = \"r\"\napplication_name = [\"[oops\"]", "rule[1].application_name[1]: \"[oops\" is not a valid glob"),
+            ("[[rule]]\nname = \"r\"\nstate = [\"bakcup\"]", "rule[1].state[1]: unknown state \"bakcup\""),
+            ("[[rule]]\nname = \"r\"\nsync_state = [\"!synch\"]", "rule[1].sync_state[1]: unknown sync_state \"synch\""),
+            ("[[rule]]\nname = \"r\"\nuser = []", "rule[1].user: empty list"),
+            ("[[rule]]\nname = \"r\"\nretained_wal = \"lots\"", "rule[1].retained_wal: \"lots\" is not a size"),
+            ("[[rule]]\nuser = [\"x\"]", "rule[1].name: missing"),
+            ("[[rule]]\nname = \"\"\nuser = [\"x\"]", "rule[1].name: must not be empty"),
+            (
+                "[[rule]]\nname = \"r\"\nuser = [\"x\"]\naction = \"terminate\"\nescalate_after = \"5s\"",
+                "rule[1].escalate_after: only applies to action = \"cancel\"",
+            ),
+            ("[postgres]\nconninfo = \"host=x port=notaport\"", "postgres.conninfo: not a valid connection string"),
+            ("[postgres]\nconnifo = \"host=x\"", "postgres.connifo: unknown key (did you mean `conninfo`?)"),
+            ("[deamon]\ninterval = \"1s\"", "deamon: unknown key (did you mean `daemon`?)"),
+            ("rule = 5", "rule: expected an array of tables"),
+            ("[daemon\ninterval = \"1s\"", "TOML syntax error"),
+        ];
+        for (text, expected) in cases {
+            let errs = errors(text);
+            assert!(
+                errs.iter().any(|e| e.contains(expected)),
+                "for {text:?} expected {expected:?} in {errs:#?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_password_in_a_bad_conninfo_is_not_echoed() {
+        let errs = errors("[postgres]\nconninfo = \"password=hunter2 port=x\"");
+        assert!(errs.iter().all(|e| !e.contains("hunter2")), "{errs:#?}");
+    }
+
+    #[test]
+    fn patterns_accept_a_single_string_and_exclusions() {
+        let config = parse(
+            Path::new("t.toml"),
+            "[[rule]]\nname = \"r\"\napplication_name = \"rogue_*\"\nclient_addr = [\"!local\", \"10.0.0.0/8\"]",
+        )
+        .unwrap();
+        let m = &config.policy.rules[0].matchers;
+        assert_eq!(m.application_name.as_ref().unwrap().include[0].text, "rogue_*");
+        let addrs = m.client_addr.as_ref().unwrap();
+        assert_eq!(addrs.exclude, [AddrPattern::Local]);
+        assert_eq!(addrs.include.len(), 1);
+    }
+
+    #[test]
+    fn line_and_column_count_characters() {
+        assert_eq!(line_col("ab\ncd", 4), (2, 2));
+        assert_eq!(line_col("é = 1", 3), (1, 3));
+    }
+}

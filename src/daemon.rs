@@ -1,0 +1,332 @@
+//! The loop: connect (waiting out a server that is down, with capped
+//! backoff), poll on every tick, decide, act, log; reload on request
+//! (all-or-nothing); stop on request after the statement in flight.
+//!
+//! Control arrives as [`Control`] messages, so `main` maps OS signals to them
+//! and tests can drive the loop without signals.
+
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc::UnboundedReceiver;
+use tokio::time::MissedTickBehavior;
+use tokio_postgres::{Client, NoTls};
+use tracing::{debug, error, info, info_span, warn, Instrument};
+
+use crate::actions::{is_connection_error, Outcome, Signaller};
+use crate::config::{self, Config, PostgresSettings};
+use crate::engine::{self, Memory};
+use crate::report;
+use crate::snapshot::Poller;
+
+/// What the outside world asks of the loop.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Control {
+    /// Re-read the config file (SIGHUP).
+    Reload,
+    /// Stop after the statement in flight (SIGTERM, SIGINT).
+    Shutdown,
+}
+
+/// First and last wait between connection attempts.
+const BACKOFF_START: Duration = Duration::from_millis(500);
+const BACKOFF_CAP: Duration = Duration::from_secs(30);
+/// How often a persisting privilege problem is logged again.
+const PRIVILEGE_REMINDER: Duration = Duration::from_secs(60);
+/// The oldest major whose `pg_stat_replication` has every column used.
+const OLDEST_MAJOR: i32 = 13;
+
+/// An open, prepared session with the server.
+pub struct Session {
+    client: Client,
+    poller: Poller,
+    signaller: Signaller,
+    connection: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        self.connection.abort();
+    }
+}
+
+/// Why connecting failed, worded for the log.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("cannot connect: {0}")]
+    Connect(#[source] tokio_postgres::Error),
+    #[error("connected, but setting up the session failed: {0}")]
+    Setup(#[source] tokio_postgres::Error),
+    #[error("server version {0} is too old: replwarden supports PostgreSQL {OLDEST_MAJOR} and newer")]
+    TooOld(String),
+}
+
+/// Opens the daemon's one connection: `application_name=replwarden`, a
+/// short `statement_timeout`, the poll and signal statements prepared.
+pub async fn connect(settings: &PostgresSettings) -> Result<Session, ConnectError> {
+    let mut pg = settings.connect.clone();
+    pg.application_name("replwarden");
+    if pg.get_connect_timeout().is_none() {
+        pg.connect_timeout(Duration::from_secs(5));
+    }
+    let (client, connection) = pg.connect(NoTls).await.map_err(ConnectError::Connect)?;
+    let connection = tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            debug!(error = %e, "connection ended");
+        }
+    });
+    let setup = async {
+        client
+            .batch_execute(&format!(
+                "SET statement_timeout = {}; SET lock_timeout = {0}; SET idle_in_transaction_session_timeout = '60s'",
+                settings.statement_timeout.as_millis().max(1)
+            ))
+            .await?;
+        let version: String = client.query_one("SHOW server_version_num", &[]).await?.get(0);
+        Ok::<_, tokio_postgres::Error>(version)
+    };
+    let version = setup.await.map_err(ConnectError::Setup)?;
+    if version.parse::<i32>().unwrap_or(0) / 10000 < OLDEST_MAJOR {
+        return Err(ConnectError::TooOld(version));
+    }
+    Ok(Session {
+        poller: Poller::prepare(&client).await.map_err(ConnectError::Setup)?,
+        signaller: Signaller::prepare(&client).await.map_err(ConnectError::Setup)?,
+        client,
+        connection,
+    })
+}
+
+/// Settings from the command line that override the file.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Overrides {
+    /// `--dry-run`: signal nothing whatever the file says.
+    pub dry_run: bool,
+}
+
+/// The running daemon's state.
+struct Daemon {
+    config: Config,
+    overrides: Overrides,
+    memory: Memory,
+    /// When the privilege problem was last logged.
+    privilege_warned: Option<Instant>,
+}
+
+/// What ended a phase of the loop.
+enum Next {
+    Reconnect,
+    Stop,
+}
+
+/// Runs until `Control::Shutdown` (or the sender is dropped). Database
+/// trouble never ends it.
+pub async fn run(config: Config, overrides: Overrides, mut control: UnboundedReceiver<Control>) {
+    let mut daemon = Daemon {
+        config,
+        overrides,
+        memory: Memory::default(),
+        privilege_warned: None,
+    };
+    info!(
+        config = %daemon.config.path.display(),
+        rules = daemon.config.policy.rules.len(),
+        interval = %crate::units::fmt_duration(daemon.config.daemon.interval),
+        dry_run = daemon.dry_run(),
+        "replwarden starting"
+    );
+    loop {
+        let Some(session) = daemon.connect_with_backoff(&mut control).await else {
+            break;
+        };
+        match daemon.serve(&session, &mut control).await {
+            Next::Reconnect => continue,
+            Next::Stop => break,
+        }
+    }
+    info!("replwarden stopped");
+}
+
+impl Daemon {
+    fn dry_run(&self) -> bool {
+        self.overrides.dry_run || self.config.daemon.dry_run
+    }
+
+    /// Connects, retrying with capped exponential backoff; `None` on shutdown.
+    async fn connect_with_backoff(&mut self, control: &mut UnboundedReceiver<Control>) -> Option<Session> {
+        let mut delay = BACKOFF_START;
+        let mut attempt = 1u32;
+        loop {
+            let target = report::redacted_conninfo(&self.config.postgres.connect);
+            let result = tokio::select! {
+                r = connect(&self.config.postgres) => r,
+                c = control.recv() => {
+                    if self.handle(c).is_some() { return None; }
+                    continue;
+                }
+            };
+            match result {
+                Ok(session) => {
+                    info!(target_server = %target, attempt, "connected to PostgreSQL");
+                    return Some(session);
+                }
+                Err(e) => warn!(
+                    target_server = %target,
+                    attempt,
+                    retry_in = %crate::units::fmt_duration(delay),
+                    error = %e,
+                    "waiting for PostgreSQL"
+                ),
+            }
+            let sleep = tokio::time::sleep(delay);
+            tokio::pin!(sleep);
+            loop {
+                tokio::select! {
+                    _ = &mut sleep => break,
+                    c = control.recv() => if self.handle(c).is_some() { return None; },
+                }
+            }
+            delay = (delay * 2).min(BACKOFF_CAP);
+            attempt += 1;
+        }
+    }
+
+    /// Handles a control message; `Some(Next)` when the loop must change
+    /// course (stop, or reconnect because the connection settings changed).
+    fn handle(&mut self, control: Option<Control>) -> Option<Next> {
+        match control {
+            None | Some(Control::Shutdown) => {
+                info!("shutdown requested");
+                Some(Next::Stop)
+            }
+            Some(Control::Reload) => self.reload(),
+        }
+    }
+
+    /// All-or-nothing reload: a bad file is logged and the running policy
+    /// stays; a good one replaces it, keeping the per-walsender memory.
+    fn reload(&mut self) -> Option<Next> {
+        let path = self.config.path.clone();
+        match config::load(&path) {
+            Err(errors) => {
+                for e in &errors.0 {
+                    error!(config = %path.display(), error = %e, "config error");
+                }
+                error!(
+                    config = %path.display(),
+                    errors = errors.0.len(),
+                    "reload rejected: the running policy stays in force"
+                );
+                None
+            }
+            Ok(new) => {
+                let reconnect = new.postgres.conninfo != self.config.postgres.conninfo
+                    || new.postgres.statement_timeout != self.config.postgres.statement_timeout;
+                let names = |c: &Config| c.policy.rules.iter().map(|r| r.name.clone()).collect::<Vec<_>>();
+                let (old_names, new_names) = (names(&self.config), names(&new));
+                let added: Vec<_> = new_names.iter().filter(|n| !old_names.contains(n)).cloned().collect();
+                let removed: Vec<_> = old_names.iter().filter(|n| !new_names.contains(n)).cloned().collect();
+                self.config = new;
+                info!(
+                    config = %path.display(),
+                    rules = new_names.len(),
+                    added = ?added,
+                    removed = ?removed,
+                    interval = %crate::units::fmt_duration(self.config.daemon.interval),
+                    dry_run = self.dry_run(),
+                    reconnect,
+                    "config reloaded"
+                );
+                reconnect.then_some(Next::Reconnect)
+            }
+        }
+    }
+
+    /// Polls on every tick until the connection fails or a stop is asked.
+    async fn serve(&mut self, session: &Session, control: &mut UnboundedReceiver<Control>) -> Next {
+        let mut interval = self.config.daemon.interval;
+        let mut ticker = tokio::time::interval(interval);
+        ticker.set_missed_tick_behavior(MissedTickBehavior::Skip);
+        loop {
+            tokio::select! {
+                biased;
+                c = control.recv() => {
+                    if let Some(next) = self.handle(c) { return next; }
+                    if self.config.daemon.interval != interval {
+                        interval = self.config.daemon.interval;
+                        ticker = tokio::time::interval(interval);
+                        ticker.set_missed_tick_behavior(MissedTickBehavior::Skip);
+                    }
+                }
+                _ = ticker.tick() => {
+                    let span = info_span!("poll");
+                    if let Err(e) = self.poll_once(session).instrument(span).await {
+                        if is_connection_error(&e) || session.client.is_closed() {
+                            error!(error = %e, "lost the connection to PostgreSQL; reconnecting");
+                            return Next::Reconnect;
+                        }
+                        error!(error = %e, "poll failed; will retry at the next tick");
+                    }
+                }
+            }
+        }
+    }
+
+    /// One poll: read, decide, act, log.
+    async fn poll_once(&mut self, session: &Session) -> Result<(), tokio_postgres::Error> {
+        let started = Instant::now();
+        let snapshot = session.poller.poll(&session.client).await?;
+        let now = Instant::now();
+        if !snapshot.hidden.is_empty() {
+            if self
+                .privilege_warned
+                .is_none_or(|at| now.duration_since(at) >= PRIVILEGE_REMINDER)
+            {
+                error!(role = %snapshot.role, hidden = snapshot.hidden.len(), "{}", report::privilege_advice(&snapshot));
+                self.privilege_warned = Some(now);
+            }
+            return Ok(());
+        }
+        self.privilege_warned = None;
+        let round = engine::decide(&self.config.policy, &snapshot, &mut self.memory, now);
+        for decision in &round.decisions {
+            let outcome = if self.dry_run() && decision.action != crate::policy::Action::Log {
+                Outcome::DryRun
+            } else {
+                session
+                    .signaller
+                    .signal(&session.client, decision.action, decision.walsender.id)
+                    .await?
+            };
+            report::log_decision(decision, &outcome);
+        }
+        debug!(
+            walsenders = snapshot.walsenders.len(),
+            decisions = round.decisions.len(),
+            in_recovery = snapshot.in_recovery,
+            elapsed_us = started.elapsed().as_micros() as u64,
+            "poll done"
+        );
+        Ok(())
+    }
+}
+
+/// `replwarden plan`: one poll with a fresh memory, printed; signals nothing.
+pub async fn plan(config: &Config, dry_run: bool) -> Result<String, PlanError> {
+    let session = connect(&config.postgres).await?;
+    let snapshot = session
+        .poller
+        .poll(&session.client)
+        .await
+        .map_err(PlanError::Poll)?;
+    let round = engine::decide(&config.policy, &snapshot, &mut Memory::default(), Instant::now());
+    Ok(report::plan(config, &snapshot, &round, dry_run))
+}
+
+/// Why `plan` could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum PlanError {
+    #[error(transparent)]
+    Connect(#[from] ConnectError),
+    #[error("the poll query failed: {0}")]
+    Poll(#[source] tokio_postgres::Error),
+}

@@ -1,0 +1,23 @@
+//! replwarden: enforces replication hygiene on a PostgreSQL host.
+//!
+//! # Layout
+//! The pipeline is config → poll → decide → act → log:
+//! - [`units`]: `Lsn`, `ByteSize`, the duration and size parsers.
+//! - [`config`]: TOML file → validated [`config::Config`], every error at once.
+//! - [`policy`]: rules, matchers and conditions (pure data and matching).
+//! - [`snapshot`]: the poll query and the rows it yields ([`snapshot::Walsender`]).
+//! - [`engine`]: pure decisions from (policy, snapshot, memory, now).
+//! - [`actions`]: the safe cancel/terminate statements and their outcomes.
+//! - [`daemon`]: the loop — connect with backoff, tick, reload, shut down.
+//! - [`report`]: log events for decisions, and the `check`/`plan` printouts.
+//!
+//! `main.rs` is a thin command-line shell over this library.
+
+pub mod actions;
+pub mod config;
+pub mod daemon;
+pub mod engine;
+pub mod policy;
+pub mod report;
+pub mod snapshot;
+pub mod units;

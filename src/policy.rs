@@ -1,0 +1,189 @@
+//! The validated policy: rules made of matchers (who a rule is about) and
+//! conditions (what must hold for it to act), and the action it takes. Built
+//! only by [`crate::config`]; read by [`crate::engine`]. Pure data and pure
+//! matching, no I/O.
+
+use std::fmt;
+use std::net::IpAddr;
+use std::time::Duration;
+
+use ipnet::IpNet;
+
+use crate::snapshot::{ClientAddr, Walsender};
+use crate::units::ByteSize;
+
+/// Everything a rule can do to a walsender that breaks it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Action {
+    /// Log the breach and touch nothing.
+    Log,
+    /// `pg_cancel_backend`: for a walsender this ends the stream as well
+    /// (the client reconnects), but the client logs "canceling statement".
+    Cancel,
+    /// `pg_terminate_backend`.
+    Terminate,
+}
+
+impl Action {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Log => "log",
+            Action::Cancel => "cancel",
+            Action::Terminate => "terminate",
+        }
+    }
+}
+
+impl fmt::Display for Action {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A list of patterns where `!pattern` excludes. A value matches when it
+/// matches any positive pattern (or there is none) and no excluding one.
+#[derive(Clone, Debug)]
+pub struct PatternList<P> {
+    pub include: Vec<P>,
+    pub exclude: Vec<P>,
+}
+
+impl<P> PatternList<P> {
+    pub fn matches_with(&self, hit: impl Fn(&P) -> bool) -> bool {
+        (self.include.is_empty() || self.include.iter().any(&hit)) && !self.exclude.iter().any(hit)
+    }
+}
+
+/// A glob pattern as written in the config (`rogue_*`), kept with its source
+/// text for summaries.
+#[derive(Clone, Debug)]
+pub struct Glob {
+    pub text: String,
+    pub pattern: glob::Pattern,
+}
+
+impl Glob {
+    pub fn parse(text: &str) -> Result<Glob, String> {
+        glob::Pattern::new(text)
+            .map(|pattern| Glob {
+                text: text.to_string(),
+                pattern,
+            })
+            .map_err(|e| format!("{text:?} is not a valid glob pattern: {e}"))
+    }
+}
+
+/// One `client_addr` pattern: a network, or `local` for unix-socket clients.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AddrPattern {
+    Local,
+    Net(IpNet),
+}
+
+impl AddrPattern {
+    /// `"local"`, a CIDR (`"10.0.0.0/8"`, `"fd00::/8"`) or a single address.
+    pub fn parse(text: &str) -> Result<AddrPattern, String> {
+        if text == "local" {
+            return Ok(AddrPattern::Local);
+        }
+        if let Ok(net) = text.parse::<IpNet>() {
+            return Ok(AddrPattern::Net(net.trunc()));
+        }
+        text.parse::<IpAddr>()
+            .map(|ip| AddrPattern::Net(IpNet::from(ip)))
+            .map_err(|_| {
+                format!("{text:?} is not a CIDR, an IP address or \"local\" (e.g. \"10.0.0.0/8\", \"::1\", \"local\")")
+            })
+    }
+
+    fn matches(&self, addr: &ClientAddr) -> bool {
+        match (self, addr) {
+            (AddrPattern::Local, ClientAddr::Local) => true,
+            (AddrPattern::Net(net), ClientAddr::Ip(ip)) => net.contains(ip),
+            _ => false,
+        }
+    }
+}
+
+/// Who a rule is about. Every matcher given must match; `None` matches all.
+#[derive(Clone, Debug, Default)]
+pub struct Matchers {
+    pub application_name: Option<PatternList<Glob>>,
+    pub user: Option<PatternList<Glob>>,
+    pub client_addr: Option<PatternList<AddrPattern>>,
+    pub state: Option<PatternList<Glob>>,
+    pub sync_state: Option<PatternList<Glob>>,
+}
+
+fn glob_list_matches(list: &Option<PatternList<Glob>>, value: Option<&str>) -> bool {
+    match list {
+        None => true,
+        // A value the server did not give (NULL) matches no pattern; only a
+        // list made of exclusions alone lets it through.
+        Some(list) => list.matches_with(|g| value.is_some_and(|v| g.pattern.matches(v))),
+    }
+}
+
+impl Matchers {
+    pub fn matches(&self, ws: &Walsender) -> bool {
+        glob_list_matches(&self.application_name, Some(&ws.application_name))
+            && glob_list_matches(&self.user, ws.user.as_deref())
+            && glob_list_matches(&self.state, ws.state.as_deref())
+            && glob_list_matches(&self.sync_state, ws.sync_state.as_deref())
+            && match &self.client_addr {
+                None => true,
+                Some(list) => list.matches_with(|p| p.matches(&ws.client_addr)),
+            }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.application_name.is_none()
+            && self.user.is_none()
+            && self.client_addr.is_none()
+            && self.state.is_none()
+            && self.sync_state.is_none()
+    }
+}
+
+/// What must hold, all together, for a rule to act. Every field is a
+/// threshold; `None` means the condition is not part of the rule.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Conditions {
+    pub write_lag: Option<Duration>,
+    pub flush_lag: Option<Duration>,
+    pub replay_lag: Option<Duration>,
+    pub write_lag_bytes: Option<ByteSize>,
+    pub flush_lag_bytes: Option<ByteSize>,
+    pub replay_lag_bytes: Option<ByteSize>,
+    pub retained_wal: Option<ByteSize>,
+    pub in_state_for: Option<Duration>,
+    pub no_reply_for: Option<Duration>,
+    pub no_progress_for: Option<Duration>,
+}
+
+impl Conditions {
+    pub fn is_empty(&self) -> bool {
+        *self == Conditions::default()
+    }
+}
+
+/// One `[[rule]]`.
+#[derive(Clone, Debug)]
+pub struct Rule {
+    /// Unique; shows in every log line about the rule.
+    pub name: String,
+    pub matchers: Matchers,
+    pub conditions: Conditions,
+    /// How long the conditions must hold without a break before acting.
+    pub grace: Duration,
+    pub action: Action,
+    /// For `cancel`: terminate the same process instance if it is still
+    /// there this long after the cancel.
+    pub escalate_after: Option<Duration>,
+}
+
+/// The rules, in file order.
+#[derive(Clone, Debug, Default)]
+pub struct Policy {
+    pub rules: Vec<Rule>,
+}

@@ -1,0 +1,265 @@
+//! What people read: the structured log event for each decision (the audit
+//! trail, same fields in text and JSON), the `check` summary and the `plan`
+//! table.
+
+use std::fmt::Write as _;
+
+use crate::actions::Outcome;
+use crate::config::Config;
+use crate::engine::{evidence_line, Cause, Decision, Round};
+use crate::policy::{Glob, PatternList, Rule};
+use crate::snapshot::{Snapshot, Walsender};
+use crate::units::fmt_duration;
+
+/// Logs one decision and its outcome as one event. Field names are stable:
+/// alert on `event="action"` and `outcome`.
+pub fn log_decision(decision: &Decision, outcome: &Outcome) {
+    let ws = &decision.walsender;
+    let cause = match decision.cause {
+        Cause::Breach => "breach".to_string(),
+        Cause::Escalation { cancelled_ago } => {
+            format!("escalation: still alive {} after cancel", fmt_duration(cancelled_ago))
+        }
+    };
+    let detail = match outcome {
+        Outcome::Refused(why) | Outcome::Failed(why) => why.as_str(),
+        _ => "",
+    };
+    macro_rules! event {
+        ($level:ident, $message:literal) => {
+            tracing::$level!(
+                event = "action",
+                rule = %decision.rule,
+                action = %decision.action,
+                outcome = outcome.as_str(),
+                cause = %cause,
+                pid = ws.id.pid,
+                backend_start = %ws.id.started(),
+                application_name = %ws.application_name,
+                user = ws.user.as_deref().unwrap_or("NULL"),
+                client_addr = %ws.client_addr,
+                state = ws.state.as_deref().unwrap_or("NULL"),
+                sync_state = ws.sync_state.as_deref().unwrap_or("NULL"),
+                measured = %evidence_line(&decision.evidence),
+                detail,
+                $message
+            )
+        };
+    }
+    match outcome {
+        Outcome::Signalled => event!(warn, "walsender signalled"),
+        Outcome::Gone => event!(info, "walsender already gone; nothing signalled"),
+        Outcome::DryRun => event!(warn, "dry run: would signal walsender"),
+        Outcome::Logged => event!(warn, "rule breached (action log)"),
+        Outcome::NotSignalled => event!(error, "signal not delivered"),
+        Outcome::Refused(_) => event!(error, "signal refused by the server"),
+        Outcome::Failed(_) => event!(error, "signal failed"),
+    }
+}
+
+fn globs(list: &Option<PatternList<Glob>>) -> Option<String> {
+    list.as_ref().map(|l| {
+        let inc = l.include.iter().map(|g| g.text.clone());
+        let exc = l.exclude.iter().map(|g| format!("!{}", g.text));
+        inc.chain(exc).collect::<Vec<_>>().join(", ")
+    })
+}
+
+/// One line per rule: `name: action when <matchers> and <conditions>`.
+pub fn rule_summary(rule: &Rule) -> String {
+    let m = &rule.matchers;
+    let mut who = Vec::new();
+    for (name, list) in [
+        ("application_name", &m.application_name),
+        ("user", &m.user),
+        ("state", &m.state),
+        ("sync_state", &m.sync_state),
+    ] {
+        if let Some(text) = globs(list) {
+            who.push(format!("{name} in [{text}]"));
+        }
+    }
+    if let Some(addrs) = &m.client_addr {
+        let show = |p: &crate::policy::AddrPattern| match p {
+            crate::policy::AddrPattern::Local => "local".to_string(),
+            crate::policy::AddrPattern::Net(n) => n.to_string(),
+        };
+        let inc = addrs.include.iter().map(show);
+        let exc = addrs.exclude.iter().map(|p| format!("!{}", show(p)));
+        who.push(format!("client_addr in [{}]", inc.chain(exc).collect::<Vec<_>>().join(", ")));
+    }
+    let c = &rule.conditions;
+    let mut when = Vec::new();
+    let d = |name: &str, v: Option<std::time::Duration>| v.map(|v| format!("{name} > {}", fmt_duration(v)));
+    let b = |name: &str, v: Option<crate::units::ByteSize>| v.map(|v| format!("{name} > {v}"));
+    when.extend(d("write_lag", c.write_lag));
+    when.extend(d("flush_lag", c.flush_lag));
+    when.extend(d("replay_lag", c.replay_lag));
+    when.extend(b("write_lag_bytes", c.write_lag_bytes));
+    when.extend(b("flush_lag_bytes", c.flush_lag_bytes));
+    when.extend(b("replay_lag_bytes", c.replay_lag_bytes));
+    when.extend(b("retained_wal", c.retained_wal));
+    when.extend(d("in_state_for", c.in_state_for));
+    when.extend(d("no_reply_for", c.no_reply_for));
+    when.extend(d("no_progress_for", c.no_progress_for));
+
+    let mut line = format!("{}: {}", rule.name, rule.action);
+    line += if who.is_empty() { " any walsender" } else { " walsenders with " };
+    line += &who.join(" and ");
+    if when.is_empty() {
+        line += " (blocked: matching is the offence)";
+    } else {
+        line += &format!(" when {}", when.join(" and "));
+    }
+    if !rule.grace.is_zero() {
+        line += &format!(" for {}", fmt_duration(rule.grace));
+    }
+    if let Some(after) = rule.escalate_after {
+        line += &format!("; terminate if still alive {} after the cancel", fmt_duration(after));
+    }
+    line
+}
+
+/// What `replwarden check` prints for a valid config.
+pub fn check_summary(config: &Config) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "{}: OK", config.path.display());
+    let _ = writeln!(
+        out,
+        "poll every {}, {}; statement_timeout {}",
+        fmt_duration(config.daemon.interval),
+        if config.daemon.dry_run {
+            "dry run (signals nothing)"
+        } else {
+            "enforcing"
+        },
+        fmt_duration(config.postgres.statement_timeout),
+    );
+    let _ = writeln!(out, "connect: {}", redacted_conninfo(&config.postgres.connect));
+    let _ = writeln!(out, "{} rule(s):", config.policy.rules.len());
+    for (i, rule) in config.policy.rules.iter().enumerate() {
+        let _ = writeln!(out, "  {}. {}", i + 1, rule_summary(rule));
+    }
+    out
+}
+
+/// The connection target without any password.
+pub fn redacted_conninfo(c: &tokio_postgres::Config) -> String {
+    let hosts: Vec<String> = c
+        .get_hosts()
+        .iter()
+        .map(|h| match h {
+            tokio_postgres::config::Host::Tcp(name) => name.clone(),
+            tokio_postgres::config::Host::Unix(path) => path.display().to_string(),
+        })
+        .collect();
+    let ports: Vec<String> = c.get_ports().iter().map(|p| p.to_string()).collect();
+    let mut out = format!(
+        "host={} port={}",
+        if hosts.is_empty() { "(default)".into() } else { hosts.join(",") },
+        if ports.is_empty() { "5432".into() } else { ports.join(",") }
+    );
+    if let Some(db) = c.get_dbname() {
+        out += &format!(" dbname={db}");
+    }
+    if let Some(user) = c.get_user() {
+        out += &format!(" user={user}");
+    }
+    if c.get_password().is_some() {
+        out += " password=<hidden>";
+    }
+    out
+}
+
+fn opt<T: ToString>(v: &Option<T>) -> String {
+    v.as_ref().map_or_else(|| "NULL".to_string(), |v| v.to_string())
+}
+
+fn measured(ws: &Walsender) -> String {
+    let d = |v: Option<std::time::Duration>| v.map_or_else(|| "NULL".to_string(), fmt_duration);
+    format!(
+        "lag write/flush/replay {}/{}/{}; bytes behind write/flush/replay {}/{}/{}; reply age {}; flush_lsn {}; slot {} retaining {}",
+        d(ws.write_lag),
+        d(ws.flush_lag),
+        d(ws.replay_lag),
+        opt(&ws.write_lag_bytes),
+        opt(&ws.flush_lag_bytes),
+        opt(&ws.replay_lag_bytes),
+        d(ws.reply_age),
+        opt(&ws.flush_lsn),
+        opt(&ws.slot_name),
+        opt(&ws.retained_wal),
+    )
+}
+
+/// What `replwarden plan` prints: each walsender, its measured values, the
+/// rules that match it and what the daemon would do now.
+pub fn plan(config: &Config, snapshot: &Snapshot, round: &Round, dry_run: bool) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "server: {} at WAL {}; connected as {}; {} walsender(s); {} rule(s){}",
+        if snapshot.in_recovery { "standby (cascading walsenders)" } else { "primary" },
+        opt(&snapshot.current_lsn),
+        snapshot.role,
+        snapshot.walsenders.len(),
+        config.policy.rules.len(),
+        if dry_run { "; dry run" } else { "" },
+    );
+    if !snapshot.hidden.is_empty() {
+        let _ = writeln!(out, "\n{}", privilege_advice(snapshot));
+    }
+    for (wi, ws) in snapshot.walsenders.iter().enumerate() {
+        let _ = writeln!(
+            out,
+            "\n{} {:?} user={} client_addr={} state={} sync_state={}",
+            ws.id,
+            ws.application_name,
+            ws.user.as_deref().unwrap_or("NULL"),
+            ws.client_addr,
+            ws.state.as_deref().unwrap_or("NULL"),
+            ws.sync_state.as_deref().unwrap_or("NULL"),
+        );
+        let _ = writeln!(out, "  {}", measured(ws));
+        let mut any = false;
+        for (w, ri, verdict) in &round.verdicts {
+            if *w == wi {
+                any = true;
+                let _ = writeln!(out, "  rule {:?}: {verdict}", config.policy.rules[*ri].name);
+            }
+        }
+        if !any {
+            let _ = writeln!(out, "  no rule matches: left alone");
+        }
+    }
+    if !round.decisions.is_empty() {
+        let _ = writeln!(out, "\nwould act now:");
+        for d in &round.decisions {
+            let _ = writeln!(
+                out,
+                "  {} {} ({:?}) by rule {:?}: {}",
+                d.action,
+                d.walsender.id,
+                d.walsender.application_name,
+                d.rule,
+                evidence_line(&d.evidence)
+            );
+        }
+    }
+    let _ = writeln!(
+        out,
+        "\nnote: conditions with a time (grace, in_state_for, no_progress_for) start counting at the daemon's first poll; plan shows one poll."
+    );
+    out
+}
+
+/// The loud message for a role that cannot read `pg_stat_replication`.
+pub fn privilege_advice(snapshot: &Snapshot) -> String {
+    format!(
+        "role {role:?} cannot read pg_stat_replication for {n} walsender(s) (pids {pids:?}): their state, positions and \
+         client_addr read as NULL, so replwarden acts on NOTHING. Fix: GRANT pg_monitor TO {role};",
+        role = snapshot.role,
+        n = snapshot.hidden.len(),
+        pids = snapshot.hidden,
+    )
+}
