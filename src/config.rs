@@ -20,7 +20,8 @@ use crate::units::{parse_duration, parse_size, ByteSize};
 pub const DEFAULT_PATH: &str = "/etc/replwarden/replwarden.toml";
 /// Used when `[postgres] conninfo` is absent: the local socket, as the role
 /// `config/setup.sql` creates.
-pub const DEFAULT_CONNINFO: &str = "host=/var/run/postgresql port=5432 dbname=postgres user=replwarden";
+pub const DEFAULT_CONNINFO: &str =
+    "host=/var/run/postgresql port=5432 dbname=postgres user=replwarden";
 
 /// A loaded, validated config file.
 #[derive(Clone, Debug)]
@@ -205,7 +206,11 @@ impl Walker<'_> {
         match value.get_ref() {
             DeValue::Table(t) => Some(t),
             other => {
-                self.error(value.span(), key, format!("expected a table, found {}", kind(other)));
+                self.error(
+                    value.span(),
+                    key,
+                    format!("expected a table, found {}", kind(other)),
+                );
                 None
             }
         }
@@ -215,7 +220,11 @@ impl Walker<'_> {
         match value.get_ref() {
             DeValue::String(s) => Some(s.as_ref()),
             other => {
-                self.error(value.span(), key, format!("expected a string, found {}", kind(other)));
+                self.error(
+                    value.span(),
+                    key,
+                    format!("expected a string, found {}", kind(other)),
+                );
                 None
             }
         }
@@ -223,7 +232,9 @@ impl Walker<'_> {
 
     fn duration(&mut self, value: &Value<'_>, key: &str) -> Option<Duration> {
         let text = self.string(value, key)?;
-        parse_duration(text).map_err(|e| self.error(value.span(), key, e)).ok()
+        parse_duration(text)
+            .map_err(|e| self.error(value.span(), key, e))
+            .ok()
     }
 
     fn positive_duration(&mut self, value: &Value<'_>, key: &str) -> Option<Duration> {
@@ -237,7 +248,9 @@ impl Walker<'_> {
 
     fn size(&mut self, value: &Value<'_>, key: &str) -> Option<ByteSize> {
         let text = self.string(value, key)?;
-        parse_size(text).map_err(|e| self.error(value.span(), key, e)).ok()
+        parse_size(text)
+            .map_err(|e| self.error(value.span(), key, e))
+            .ok()
     }
 
     /// A string or a list of strings, each checked by `parse`; `!` excludes.
@@ -251,7 +264,11 @@ impl Walker<'_> {
             DeValue::String(_) => vec![value],
             DeValue::Array(items) if !items.is_empty() => items.iter().collect(),
             DeValue::Array(_) => {
-                self.error(value.span(), key, "empty list: give at least one pattern or leave the key out");
+                self.error(
+                    value.span(),
+                    key,
+                    "empty list: give at least one pattern or leave the key out",
+                );
                 return None;
             }
             other => {
@@ -320,7 +337,11 @@ impl Walker<'_> {
                     })
                     .unwrap_or(0..0);
                 // The message never echoes the string: it may hold a password.
-                self.error(span, "postgres.conninfo", format!("not a valid connection string: {e}"));
+                self.error(
+                    span,
+                    "postgres.conninfo",
+                    format!("not a valid connection string: {e}"),
+                );
                 None
             }
         };
@@ -392,7 +413,10 @@ impl Walker<'_> {
                         self.error(
                             span.unwrap_or_else(|| item.span()),
                             &format!("{key}.name"),
-                            format!("duplicate rule name {:?}: rule names must be unique", rule.name),
+                            format!(
+                                "duplicate rule name {:?}: rule names must be unique",
+                                rule.name
+                            ),
                         );
                         ok = false;
                     }
@@ -419,56 +443,69 @@ impl Walker<'_> {
                 other => other.map(str::to_string),
             },
             None => {
-                self.error(value.span(), &k("name"), "missing: every rule needs a unique name");
+                self.error(
+                    value.span(),
+                    &k("name"),
+                    "missing: every rule needs a unique name",
+                );
                 None
             }
         };
         let action = match table.get("action") {
             None => Some(Action::Log),
-            Some(v) => match self.string(v, &k("action")) {
-                Some("log") => Some(Action::Log),
-                Some("cancel") => Some(Action::Cancel),
-                Some("terminate") => Some(Action::Terminate),
-                Some(other) => {
-                    self.error(
+            Some(v) => {
+                match self.string(v, &k("action")) {
+                    Some("log") => Some(Action::Log),
+                    Some("cancel") => Some(Action::Cancel),
+                    Some("terminate") => Some(Action::Terminate),
+                    Some(other) => {
+                        self.error(
                         v.span(),
                         &k("action"),
                         format!("unknown action {other:?}: use \"log\", \"cancel\" or \"terminate\""),
                     );
-                    None
+                        None
+                    }
+                    None => None,
                 }
-                None => None,
-            },
+            }
         };
         let grace = match table.get("grace") {
             Some(v) => self.duration(v, &k("grace")),
             None => Some(Duration::ZERO),
         };
-        let escalate_after = table
-            .get("escalate_after")
-            .and_then(|v| self.positive_duration(v, &k("escalate_after")).map(|d| (v, d)));
+        let escalate_after = table.get("escalate_after").and_then(|v| {
+            self.positive_duration(v, &k("escalate_after"))
+                .map(|d| (v, d))
+        });
         if let (Some((v, _)), Some(action)) = (escalate_after, action) {
             if action != Action::Cancel {
                 self.error(
                     v.span(),
                     &k("escalate_after"),
-                    format!("only applies to action = \"cancel\" (this rule's action is \"{action}\")"),
+                    format!(
+                        "only applies to action = \"cancel\" (this rule's action is \"{action}\")"
+                    ),
                 );
             }
         }
 
         let mut matchers = Matchers::default();
-        let glob_matcher = |w: &mut Self, name: &str, known: &[&str]| -> Option<PatternList<Glob>> {
-            let v = table.get(name)?;
-            w.patterns(v, &k(name), |text| {
-                let glob = Glob::parse(text)?;
-                let literal = !text.contains(['*', '?', '[']);
-                if !known.is_empty() && literal && !known.contains(&text) {
-                    return Err(format!("unknown {name} {text:?}: use one of {}", known.join(", ")));
-                }
-                Ok(glob)
-            })
-        };
+        let glob_matcher =
+            |w: &mut Self, name: &str, known: &[&str]| -> Option<PatternList<Glob>> {
+                let v = table.get(name)?;
+                w.patterns(v, &k(name), |text| {
+                    let glob = Glob::parse(text)?;
+                    let literal = !text.contains(['*', '?', '[']);
+                    if !known.is_empty() && literal && !known.contains(&text) {
+                        return Err(format!(
+                            "unknown {name} {text:?}: use one of {}",
+                            known.join(", ")
+                        ));
+                    }
+                    Ok(glob)
+                })
+            };
         matchers.application_name = glob_matcher(self, "application_name", &[]);
         matchers.user = glob_matcher(self, "user", &[]);
         matchers.state = glob_matcher(self, "state", KNOWN_STATES);
@@ -485,12 +522,18 @@ impl Walker<'_> {
             in_state_for: dur(self, "in_state_for"),
             no_reply_for: dur(self, "no_reply_for"),
             no_progress_for: dur(self, "no_progress_for"),
-            write_lag_bytes: table.get("write_lag_bytes").and_then(|v| self.size(v, &k("write_lag_bytes"))),
-            flush_lag_bytes: table.get("flush_lag_bytes").and_then(|v| self.size(v, &k("flush_lag_bytes"))),
+            write_lag_bytes: table
+                .get("write_lag_bytes")
+                .and_then(|v| self.size(v, &k("write_lag_bytes"))),
+            flush_lag_bytes: table
+                .get("flush_lag_bytes")
+                .and_then(|v| self.size(v, &k("flush_lag_bytes"))),
             replay_lag_bytes: table
                 .get("replay_lag_bytes")
                 .and_then(|v| self.size(v, &k("replay_lag_bytes"))),
-            retained_wal: table.get("retained_wal").and_then(|v| self.size(v, &k("retained_wal"))),
+            retained_wal: table
+                .get("retained_wal")
+                .and_then(|v| self.size(v, &k("retained_wal"))),
         };
 
         if self.errors.len() > errors_before {
@@ -527,8 +570,12 @@ fn join(prefix: &str, key: &str) -> String {
 fn kind(value: &DeValue<'_>) -> &'static str {
     match value {
         DeValue::String(_) => "a string",
-        DeValue::Integer(_) => "a number (durations and sizes are strings with a unit, like \"5m\" or \"1GB\")",
-        DeValue::Float(_) => "a number (durations and sizes are strings with a unit, like \"5m\" or \"1GB\")",
+        DeValue::Integer(_) => {
+            "a number (durations and sizes are strings with a unit, like \"5m\" or \"1GB\")"
+        }
+        DeValue::Float(_) => {
+            "a number (durations and sizes are strings with a unit, like \"5m\" or \"1GB\")"
+        }
         DeValue::Boolean(_) => "a boolean",
         DeValue::Datetime(_) => "a date",
         DeValue::Array(_) => "a list",
@@ -598,13 +645,26 @@ mod tests {
     fn the_shipped_example_is_valid() {
         let text = include_str!("../config/replwarden.toml");
         let config = parse(Path::new("config/replwarden.toml"), text).unwrap();
-        let names: Vec<_> = config.policy.rules.iter().map(|r| r.name.as_str()).collect();
+        let names: Vec<_> = config
+            .policy
+            .rules
+            .iter()
+            .map(|r| r.name.as_str())
+            .collect();
         assert_eq!(
             names,
-            ["no-rogue-tools", "reporting-replica-too-far-behind", "stuck-base-backup", "silent-standby"]
+            [
+                "no-rogue-tools",
+                "reporting-replica-too-far-behind",
+                "stuck-base-backup",
+                "silent-standby"
+            ]
         );
         let lagging = &config.policy.rules[1];
-        assert_eq!(lagging.conditions.replay_lag, Some(Duration::from_secs(300)));
+        assert_eq!(
+            lagging.conditions.replay_lag,
+            Some(Duration::from_secs(300))
+        );
         assert_eq!(lagging.conditions.replay_lag_bytes, Some(ByteSize(1 << 30)));
         assert_eq!(lagging.grace, Duration::from_secs(120));
         assert_eq!(lagging.action, Action::Terminate);
@@ -708,7 +768,10 @@ action = "kill"
         )
         .unwrap();
         let m = &config.policy.rules[0].matchers;
-        assert_eq!(m.application_name.as_ref().unwrap().include[0].text, "rogue_*");
+        assert_eq!(
+            m.application_name.as_ref().unwrap().include[0].text,
+            "rogue_*"
+        );
         let addrs = m.client_addr.as_ref().unwrap();
         assert_eq!(addrs.exclude, [AddrPattern::Local]);
         assert_eq!(addrs.include.len(), 1);

@@ -56,7 +56,9 @@ pub enum ConnectError {
     Connect(#[source] tokio_postgres::Error),
     #[error("connected, but setting up the session failed: {0}")]
     Setup(#[source] tokio_postgres::Error),
-    #[error("server version {0} is too old: replwarden supports PostgreSQL {OLDEST_MAJOR} and newer")]
+    #[error(
+        "server version {0} is too old: replwarden supports PostgreSQL {OLDEST_MAJOR} and newer"
+    )]
     TooOld(String),
 }
 
@@ -81,7 +83,10 @@ pub async fn connect(settings: &PostgresSettings) -> Result<Session, ConnectErro
                 settings.statement_timeout.as_millis().max(1)
             ))
             .await?;
-        let version: String = client.query_one("SHOW server_version_num", &[]).await?.get(0);
+        let version: String = client
+            .query_one("SHOW server_version_num", &[])
+            .await?
+            .get(0);
         Ok::<_, tokio_postgres::Error>(version)
     };
     let version = setup.await.map_err(ConnectError::Setup)?;
@@ -89,8 +94,12 @@ pub async fn connect(settings: &PostgresSettings) -> Result<Session, ConnectErro
         return Err(ConnectError::TooOld(version));
     }
     Ok(Session {
-        poller: Poller::prepare(&client).await.map_err(ConnectError::Setup)?,
-        signaller: Signaller::prepare(&client).await.map_err(ConnectError::Setup)?,
+        poller: Poller::prepare(&client)
+            .await
+            .map_err(ConnectError::Setup)?,
+        signaller: Signaller::prepare(&client)
+            .await
+            .map_err(ConnectError::Setup)?,
         client,
         connection,
     })
@@ -152,7 +161,10 @@ impl Daemon {
     }
 
     /// Connects, retrying with capped exponential backoff; `None` on shutdown.
-    async fn connect_with_backoff(&mut self, control: &mut UnboundedReceiver<Control>) -> Option<Session> {
+    async fn connect_with_backoff(
+        &mut self,
+        control: &mut UnboundedReceiver<Control>,
+    ) -> Option<Session> {
         let mut delay = BACKOFF_START;
         let mut attempt = 1u32;
         loop {
@@ -221,10 +233,24 @@ impl Daemon {
             Ok(new) => {
                 let reconnect = new.postgres.conninfo != self.config.postgres.conninfo
                     || new.postgres.statement_timeout != self.config.postgres.statement_timeout;
-                let names = |c: &Config| c.policy.rules.iter().map(|r| r.name.clone()).collect::<Vec<_>>();
+                let names = |c: &Config| {
+                    c.policy
+                        .rules
+                        .iter()
+                        .map(|r| r.name.clone())
+                        .collect::<Vec<_>>()
+                };
                 let (old_names, new_names) = (names(&self.config), names(&new));
-                let added: Vec<_> = new_names.iter().filter(|n| !old_names.contains(n)).cloned().collect();
-                let removed: Vec<_> = old_names.iter().filter(|n| !new_names.contains(n)).cloned().collect();
+                let added: Vec<_> = new_names
+                    .iter()
+                    .filter(|n| !old_names.contains(n))
+                    .cloned()
+                    .collect();
+                let removed: Vec<_> = old_names
+                    .iter()
+                    .filter(|n| !new_names.contains(n))
+                    .cloned()
+                    .collect();
                 self.config = new;
                 info!(
                     config = %path.display(),
@@ -318,7 +344,12 @@ pub async fn plan(config: &Config, dry_run: bool) -> Result<String, PlanError> {
         .poll(&session.client)
         .await
         .map_err(PlanError::Poll)?;
-    let round = engine::decide(&config.policy, &snapshot, &mut Memory::default(), Instant::now());
+    let round = engine::decide(
+        &config.policy,
+        &snapshot,
+        &mut Memory::default(),
+        Instant::now(),
+    );
     Ok(report::plan(config, &snapshot, &round, dry_run))
 }
 

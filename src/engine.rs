@@ -72,7 +72,11 @@ impl fmt::Display for Evidence {
 
 /// Joins evidence for one log field: `replay_lag=6m (> 5m), replay_lag_bytes=2.0 GiB (> 1.0 GiB)`.
 pub fn evidence_line(evidence: &[Evidence]) -> String {
-    evidence.iter().map(|e| e.to_string()).collect::<Vec<_>>().join(", ")
+    evidence
+        .iter()
+        .map(|e| e.to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Why an action is taken.
@@ -161,7 +165,8 @@ pub fn decide(policy: &Policy, snapshot: &Snapshot, memory: &mut Memory, now: In
             inst.flush = ws.flush_lsn;
             inst.progress_since = now;
         }
-        inst.rules.retain(|name, _| policy.rules.iter().any(|r| r.name == *name));
+        inst.rules
+            .retain(|name, _| policy.rules.iter().any(|r| r.name == *name));
 
         for (ri, rule) in policy.rules.iter().enumerate() {
             if !rule.matchers.matches(ws) {
@@ -253,7 +258,11 @@ fn matcher_evidence(rule: &Rule, ws: &Walsender) -> Vec<Evidence> {
             });
         }
     };
-    push("application_name", &m.application_name, Some(&ws.application_name));
+    push(
+        "application_name",
+        &m.application_name,
+        Some(&ws.application_name),
+    );
     push("user", &m.user, ws.user.as_deref());
     push("state", &m.state, ws.state.as_deref());
     push("sync_state", &m.sync_state, ws.sync_state.as_deref());
@@ -278,7 +287,10 @@ fn check(
     let mut evidence = Vec::new();
     let mut unmet = Vec::new();
 
-    let mut over = |name: &'static str, measured: Option<Duration>, limit: Option<Duration>, null_means: &str| {
+    let mut over = |name: &'static str,
+                    measured: Option<Duration>,
+                    limit: Option<Duration>,
+                    null_means: &str| {
         let Some(limit) = limit else { return };
         match measured {
             Some(m) if m > limit => evidence.push(Evidence {
@@ -286,7 +298,11 @@ fn check(
                 measured: fmt_duration(m),
                 against: format!("> {}", fmt_duration(limit)),
             }),
-            Some(m) => unmet.push(format!("{name} {} <= {}", fmt_duration(m), fmt_duration(limit))),
+            Some(m) => unmet.push(format!(
+                "{name} {} <= {}",
+                fmt_duration(m),
+                fmt_duration(limit)
+            )),
             None => unmet.push(format!("{name} is NULL ({null_means})")),
         }
     };
@@ -294,21 +310,25 @@ fn check(
     over("flush_lag", ws.flush_lag, c.flush_lag, "caught up");
     over("replay_lag", ws.replay_lag, c.replay_lag, "caught up");
     over("no_reply_for", ws.reply_age, c.no_reply_for, "no reply yet");
-    let in_state = ws.state.as_ref().map(|_| now.saturating_duration_since(inst.state_since));
+    let in_state = ws
+        .state
+        .as_ref()
+        .map(|_| now.saturating_duration_since(inst.state_since));
     over("in_state_for", in_state, c.in_state_for, "state unknown");
 
-    let mut bytes_over = |name: &'static str, measured: Option<ByteSize>, limit: Option<ByteSize>| {
-        let Some(limit) = limit else { return };
-        match measured {
-            Some(m) if m > limit => evidence.push(Evidence {
-                name,
-                measured: m.to_string(),
-                against: format!("> {limit}"),
-            }),
-            Some(m) => unmet.push(format!("{name} {m} <= {limit}")),
-            None => unmet.push(format!("{name} is NULL (column not reported)")),
-        }
-    };
+    let mut bytes_over =
+        |name: &'static str, measured: Option<ByteSize>, limit: Option<ByteSize>| {
+            let Some(limit) = limit else { return };
+            match measured {
+                Some(m) if m > limit => evidence.push(Evidence {
+                    name,
+                    measured: m.to_string(),
+                    against: format!("> {limit}"),
+                }),
+                Some(m) => unmet.push(format!("{name} {m} <= {limit}")),
+                None => unmet.push(format!("{name} is NULL (column not reported)")),
+            }
+        };
     bytes_over("write_lag_bytes", ws.write_lag_bytes, c.write_lag_bytes);
     bytes_over("flush_lag_bytes", ws.flush_lag_bytes, c.flush_lag_bytes);
     bytes_over("replay_lag_bytes", ws.replay_lag_bytes, c.replay_lag_bytes);
@@ -321,7 +341,10 @@ fn check(
                 if stalled >= limit {
                     evidence.push(Evidence {
                         name: "no_progress_for",
-                        measured: format!("{} at {flush} while server at {current}", fmt_duration(stalled)),
+                        measured: format!(
+                            "{} at {flush} while server at {current}",
+                            fmt_duration(stalled)
+                        ),
                         against: format!(">= {}", fmt_duration(limit)),
                     });
                 } else {
@@ -332,7 +355,9 @@ fn check(
                     ));
                 }
             }
-            (Some(_), Some(_)) => unmet.push("no_progress_for: flushed all the server has".to_string()),
+            (Some(_), Some(_)) => {
+                unmet.push("no_progress_for: flushed all the server has".to_string())
+            }
             _ => unmet.push("no_progress_for: flush_lsn is NULL (column not reported)".to_string()),
         }
     }
@@ -410,9 +435,20 @@ action = "terminate"
         let p = policy(BLOCK);
         let t0 = Instant::now();
         let mut m = Memory::default();
-        let s = snap(vec![ws(1, "standby_a"), ws(2, "rogue_x"), ws(3, "adhoc_ok"), ws(4, "adhoc_1")]);
+        let s = snap(vec![
+            ws(1, "standby_a"),
+            ws(2, "rogue_x"),
+            ws(3, "adhoc_ok"),
+            ws(4, "adhoc_1"),
+        ]);
         let r = decide(&p, &s, &mut m, t0);
-        assert_eq!(acted(&r), [(2, "no-rogue", Action::Terminate), (4, "no-rogue", Action::Terminate)]);
+        assert_eq!(
+            acted(&r),
+            [
+                (2, "no-rogue", Action::Terminate),
+                (4, "no-rogue", Action::Terminate)
+            ]
+        );
         assert_eq!(
             r.decisions[0].evidence,
             [Evidence {
@@ -424,7 +460,13 @@ action = "terminate"
         // Still there on the next poll (the kill is in flight or failed): no repeat.
         let r = decide(&p, &s, &mut m, t0 + Duration::from_secs(1));
         assert!(r.decisions.is_empty());
-        assert!(matches!(r.verdicts[0].2, Verdict::Done { action: Action::Terminate, .. }));
+        assert!(matches!(
+            r.verdicts[0].2,
+            Verdict::Done {
+                action: Action::Terminate,
+                ..
+            }
+        ));
     }
 
     #[test]
@@ -467,7 +509,9 @@ action = "terminate"
         let gib = 1 << 30;
         // Time lag alone is not enough.
         let r = decide(&p, &snap(vec![lagging(7, 400, 10)]), &mut m, s(0));
-        assert!(matches!(&r.verdicts[0].2, Verdict::Unmet(why) if why[0].starts_with("replay_lag_bytes")));
+        assert!(
+            matches!(&r.verdicts[0].2, Verdict::Unmet(why) if why[0].starts_with("replay_lag_bytes"))
+        );
         // Both hold: the grace starts.
         let r = decide(&p, &snap(vec![lagging(7, 400, 2 * gib)]), &mut m, s(10));
         assert!(matches!(r.verdicts[0].2, Verdict::InGrace { .. }));
@@ -524,11 +568,24 @@ action = "terminate"
         w.state = Some("backup".into());
         let r = decide(&p, &snap(vec![w.clone()]), &mut m, h(1));
         assert!(matches!(&r.verdicts[0].2, Verdict::Unmet(_)));
-        let r = decide(&p, &snap(vec![w.clone()]), &mut m, h(7) - Duration::from_secs(1));
+        let r = decide(
+            &p,
+            &snap(vec![w.clone()]),
+            &mut m,
+            h(7) - Duration::from_secs(1),
+        );
         assert!(r.decisions.is_empty());
-        let r = decide(&p, &snap(vec![w.clone()]), &mut m, h(7) + Duration::from_secs(1));
+        let r = decide(
+            &p,
+            &snap(vec![w.clone()]),
+            &mut m,
+            h(7) + Duration::from_secs(1),
+        );
         assert_eq!(acted(&r), [(9, "stuck", Action::Terminate)]);
-        assert_eq!(r.decisions[0].evidence[0].to_string(), "in_state_for=6h 1s (> 6h)");
+        assert_eq!(
+            r.decisions[0].evidence[0].to_string(),
+            "in_state_for=6h 1s (> 6h)"
+        );
     }
 
     #[test]
@@ -565,7 +622,12 @@ action = "terminate"
         w.reply_age = Some(Duration::from_secs(121));
         let mut quiet = ws(4, "pg_basebackup");
         quiet.reply_age = None;
-        let r = decide(&p, &snap(vec![w, quiet]), &mut Memory::default(), Instant::now());
+        let r = decide(
+            &p,
+            &snap(vec![w, quiet]),
+            &mut Memory::default(),
+            Instant::now(),
+        );
         assert_eq!(acted(&r), [(3, "silent", Action::Cancel)]);
     }
 
@@ -579,8 +641,13 @@ action = "terminate"
         let mut w = ws(3, "standby_c");
         w.reply_age = Some(Duration::from_secs(200));
         let mut m = Memory::default();
-        assert_eq!(acted(&decide(&p, &snap(vec![w.clone()]), &mut m, s(0))), [(3, "silent", Action::Cancel)]);
-        assert!(decide(&p, &snap(vec![w.clone()]), &mut m, s(14)).decisions.is_empty());
+        assert_eq!(
+            acted(&decide(&p, &snap(vec![w.clone()]), &mut m, s(0))),
+            [(3, "silent", Action::Cancel)]
+        );
+        assert!(decide(&p, &snap(vec![w.clone()]), &mut m, s(14))
+            .decisions
+            .is_empty());
         let r = decide(&p, &snap(vec![w.clone()]), &mut m, s(15));
         assert_eq!(acted(&r), [(3, "silent", Action::Terminate)]);
         assert_eq!(
@@ -589,7 +656,12 @@ action = "terminate"
                 cancelled_ago: Duration::from_secs(15)
             }
         );
-        assert!(decide(&p, &snap(vec![w]), &mut m, s(60)).decisions.is_empty(), "escalates once");
+        assert!(
+            decide(&p, &snap(vec![w]), &mut m, s(60))
+                .decisions
+                .is_empty(),
+            "escalates once"
+        );
     }
 
     #[test]
@@ -599,7 +671,9 @@ action = "terminate"
         let mut m = Memory::default();
         let s = snap(vec![ws(1, "x")]);
         assert_eq!(decide(&p, &s, &mut m, t0).decisions.len(), 1);
-        assert!(decide(&p, &s, &mut m, t0 + Duration::from_secs(3600)).decisions.is_empty());
+        assert!(decide(&p, &s, &mut m, t0 + Duration::from_secs(3600))
+            .decisions
+            .is_empty());
     }
 
     #[test]
@@ -614,7 +688,12 @@ action = "terminate"
         let r = decide(&policy(&reloaded), &snapshot, &mut m, s(120));
         assert_eq!(acted(&r), [(7, "lag", Action::Terminate)]);
         // Reload without it, then with it again: its memory starts over.
-        decide(&policy("[[rule]]\nname = \"other\"\nuser = [\"nobody\"]"), &snapshot, &mut m, s(130));
+        decide(
+            &policy("[[rule]]\nname = \"other\"\nuser = [\"nobody\"]"),
+            &snapshot,
+            &mut m,
+            s(130),
+        );
         let r = decide(&policy(LAG), &snapshot, &mut m, s(140));
         assert!(matches!(r.verdicts[0].2, Verdict::InGrace { .. }));
     }
@@ -632,7 +711,11 @@ sync_state = ["!sync"]
 "#,
         );
         let t0 = Instant::now();
-        let fired = |w: Walsender| !decide(&p, &snap(vec![w]), &mut Memory::default(), t0).decisions.is_empty();
+        let fired = |w: Walsender| {
+            !decide(&p, &snap(vec![w]), &mut Memory::default(), t0)
+                .decisions
+                .is_empty()
+        };
         assert!(fired(ws(1, "a")));
         let mut w = ws(1, "a");
         w.client_addr = ClientAddr::Local;
@@ -662,11 +745,21 @@ sync_state = ["!sync"]
 
     #[test]
     fn every_rule_acts_independently() {
-        let p = policy(&format!("{BLOCK}\n[[rule]]\nname = \"log-all-rogues\"\napplication_name = [\"rogue_*\"]\n"));
-        let r = decide(&p, &snap(vec![ws(2, "rogue_x")]), &mut Memory::default(), Instant::now());
+        let p = policy(&format!(
+            "{BLOCK}\n[[rule]]\nname = \"log-all-rogues\"\napplication_name = [\"rogue_*\"]\n"
+        ));
+        let r = decide(
+            &p,
+            &snap(vec![ws(2, "rogue_x")]),
+            &mut Memory::default(),
+            Instant::now(),
+        );
         assert_eq!(
             acted(&r),
-            [(2, "no-rogue", Action::Terminate), (2, "log-all-rogues", Action::Log)]
+            [
+                (2, "no-rogue", Action::Terminate),
+                (2, "log-all-rogues", Action::Log)
+            ]
         );
     }
 }

@@ -87,14 +87,22 @@ enum LogFormat {
 
 fn init_logging(format: Option<LogFormat>, level: LevelFilter) {
     let terminal = std::io::stderr().is_terminal();
-    let format = format.unwrap_or(if terminal { LogFormat::Text } else { LogFormat::Json });
+    let format = format.unwrap_or(if terminal {
+        LogFormat::Text
+    } else {
+        LogFormat::Json
+    });
     let builder = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_max_level(level)
         .with_target(false);
     match format {
         LogFormat::Text => builder.with_ansi(terminal).init(),
-        LogFormat::Json => builder.json().flatten_event(true).with_current_span(false).init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .init(),
     }
 }
 
@@ -107,7 +115,10 @@ fn load(path: &std::path::Path) -> Result<config::Config, ExitCode> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("replwarden: cannot start the async runtime: {e}");
@@ -161,7 +172,11 @@ fn main() -> ExitCode {
                 };
                 tokio::spawn(async move {
                     while let Some(signal) = signals.next().await {
-                        let control = if signal == SIGHUP { Control::Reload } else { Control::Shutdown };
+                        let control = if signal == SIGHUP {
+                            Control::Reload
+                        } else {
+                            Control::Shutdown
+                        };
                         if tx.send(control).is_err() {
                             break;
                         }

@@ -18,7 +18,10 @@ pub fn log_decision(decision: &Decision, outcome: &Outcome) {
     let cause = match decision.cause {
         Cause::Breach => "breach".to_string(),
         Cause::Escalation { cancelled_ago } => {
-            format!("escalation: still alive {} after cancel", fmt_duration(cancelled_ago))
+            format!(
+                "escalation: still alive {} after cancel",
+                fmt_duration(cancelled_ago)
+            )
         }
     };
     let detail = match outcome {
@@ -86,11 +89,16 @@ pub fn rule_summary(rule: &Rule) -> String {
         };
         let inc = addrs.include.iter().map(show);
         let exc = addrs.exclude.iter().map(|p| format!("!{}", show(p)));
-        who.push(format!("client_addr in [{}]", inc.chain(exc).collect::<Vec<_>>().join(", ")));
+        who.push(format!(
+            "client_addr in [{}]",
+            inc.chain(exc).collect::<Vec<_>>().join(", ")
+        ));
     }
     let c = &rule.conditions;
     let mut when = Vec::new();
-    let d = |name: &str, v: Option<std::time::Duration>| v.map(|v| format!("{name} > {}", fmt_duration(v)));
+    let d = |name: &str, v: Option<std::time::Duration>| {
+        v.map(|v| format!("{name} > {}", fmt_duration(v)))
+    };
     let b = |name: &str, v: Option<crate::units::ByteSize>| v.map(|v| format!("{name} > {v}"));
     when.extend(d("write_lag", c.write_lag));
     when.extend(d("flush_lag", c.flush_lag));
@@ -104,7 +112,11 @@ pub fn rule_summary(rule: &Rule) -> String {
     when.extend(d("no_progress_for", c.no_progress_for));
 
     let mut line = format!("{}: {}", rule.name, rule.action);
-    line += if who.is_empty() { " any walsender" } else { " walsenders with " };
+    line += if who.is_empty() {
+        " any walsender"
+    } else {
+        " walsenders with "
+    };
     line += &who.join(" and ");
     if when.is_empty() {
         line += " (blocked: matching is the offence)";
@@ -115,7 +127,10 @@ pub fn rule_summary(rule: &Rule) -> String {
         line += &format!(" for {}", fmt_duration(rule.grace));
     }
     if let Some(after) = rule.escalate_after {
-        line += &format!("; terminate if still alive {} after the cancel", fmt_duration(after));
+        line += &format!(
+            "; terminate if still alive {} after the cancel",
+            fmt_duration(after)
+        );
     }
     line
 }
@@ -135,7 +150,11 @@ pub fn check_summary(config: &Config) -> String {
         },
         fmt_duration(config.postgres.statement_timeout),
     );
-    let _ = writeln!(out, "connect: {}", redacted_conninfo(&config.postgres.connect));
+    let _ = writeln!(
+        out,
+        "connect: {}",
+        redacted_conninfo(&config.postgres.connect)
+    );
     let _ = writeln!(out, "{} rule(s):", config.policy.rules.len());
     for (i, rule) in config.policy.rules.iter().enumerate() {
         let _ = writeln!(out, "  {}. {}", i + 1, rule_summary(rule));
@@ -156,8 +175,16 @@ pub fn redacted_conninfo(c: &tokio_postgres::Config) -> String {
     let ports: Vec<String> = c.get_ports().iter().map(|p| p.to_string()).collect();
     let mut out = format!(
         "host={} port={}",
-        if hosts.is_empty() { "(default)".into() } else { hosts.join(",") },
-        if ports.is_empty() { "5432".into() } else { ports.join(",") }
+        if hosts.is_empty() {
+            "(default)".into()
+        } else {
+            hosts.join(",")
+        },
+        if ports.is_empty() {
+            "5432".into()
+        } else {
+            ports.join(",")
+        }
     );
     if let Some(db) = c.get_dbname() {
         out += &format!(" dbname={db}");
@@ -172,7 +199,8 @@ pub fn redacted_conninfo(c: &tokio_postgres::Config) -> String {
 }
 
 fn opt<T: ToString>(v: &Option<T>) -> String {
-    v.as_ref().map_or_else(|| "NULL".to_string(), |v| v.to_string())
+    v.as_ref()
+        .map_or_else(|| "NULL".to_string(), |v| v.to_string())
 }
 
 fn measured(ws: &Walsender) -> String {
@@ -199,7 +227,11 @@ pub fn plan(config: &Config, snapshot: &Snapshot, round: &Round, dry_run: bool) 
     let _ = writeln!(
         out,
         "server: {} at WAL {}; connected as {}; {} walsender(s); {} rule(s){}",
-        if snapshot.in_recovery { "standby (cascading walsenders)" } else { "primary" },
+        if snapshot.in_recovery {
+            "standby (cascading walsenders)"
+        } else {
+            "primary"
+        },
         opt(&snapshot.current_lsn),
         snapshot.role,
         snapshot.walsenders.len(),

@@ -157,7 +157,9 @@ fn from_rows(rows: &[Row]) -> Result<Snapshot, tokio_postgres::Error> {
     let mut snapshot = Snapshot::default();
     for row in rows {
         snapshot.in_recovery = row.try_get("in_recovery")?;
-        snapshot.current_lsn = row.try_get::<_, Option<PgLsn>>("current_lsn")?.map(Lsn::from);
+        snapshot.current_lsn = row
+            .try_get::<_, Option<PgLsn>>("current_lsn")?
+            .map(Lsn::from);
         snapshot.role = row.try_get("role")?;
         let Some(pid) = row.try_get::<_, Option<i32>>("pid")? else {
             continue;
@@ -177,7 +179,9 @@ fn from_rows(rows: &[Row]) -> Result<Snapshot, tokio_postgres::Error> {
         };
         snapshot.walsenders.push(Walsender {
             id: WalsenderId { pid, backend_start },
-            application_name: row.try_get::<_, Option<String>>("application_name")?.unwrap_or_default(),
+            application_name: row
+                .try_get::<_, Option<String>>("application_name")?
+                .unwrap_or_default(),
             user: row.try_get("usename")?,
             client_addr,
             state: Some(state),

@@ -133,7 +133,14 @@ mod tests {
         for (text, bytes) in cases {
             assert_eq!(parse_size(text), Ok(ByteSize(bytes)), "{text}");
         }
-        for bad in ["", "GB", "1 parsec", "-1GB", "1..2MB", "99999999999999999999TB"] {
+        for bad in [
+            "",
+            "GB",
+            "1 parsec",
+            "-1GB",
+            "1..2MB",
+            "99999999999999999999TB",
+        ] {
             assert!(parse_size(bad).is_err(), "{bad} should be refused");
         }
     }

@@ -1,0 +1,703 @@
+//! Throwaway PostgreSQL clusters and replication clients for end-to-end
+//! tests, from the local server binaries, on loopback ports with private
+//! socket folders. Everything started here is stopped and removed in `Drop`
+//! (which never panics).
+//!
+//! Binaries: `$REPLWARDEN_PG_BIN` if set, else the newest
+//! `/usr/lib/postgresql/*/bin`. When the tests run as root (as CI does),
+//! servers and their client tools run as the `postgres` system user through
+//! `setpriv`, in folders it owns; `psql` (a plain client) runs as is.
+
+#![allow(dead_code)] // each test binary uses its own part of the harness
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// Where the server binaries are and who runs them.
+struct Binaries {
+    bin: PathBuf,
+    as_postgres: bool,
+}
+
+fn binaries() -> &'static Binaries {
+    static BINARIES: OnceLock<Binaries> = OnceLock::new();
+    BINARIES.get_or_init(|| {
+        let bin = match std::env::var_os("REPLWARDEN_PG_BIN") {
+            Some(dir) => PathBuf::from(dir),
+            None => {
+                let mut found: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+                    .into_iter()
+                    .flatten()
+                    .flatten()
+                    .filter_map(|e| {
+                        let major = e.file_name().to_str()?.parse().ok()?;
+                        let bin = e.path().join("bin");
+                        bin.join("postgres").exists().then_some((major, bin))
+                    })
+                    .collect();
+                found.sort();
+                match found.pop() {
+                    Some((_, bin)) => bin,
+                    None => panic!(
+                        "no PostgreSQL server binaries: install postgresql-15 (apt-get install postgresql-15) \
+                         or set REPLWARDEN_PG_BIN to a folder holding initdb, pg_ctl and postgres"
+                    ),
+                }
+            }
+        };
+        let as_postgres = unsafe { libc::geteuid() } == 0;
+        Binaries { bin, as_postgres }
+    })
+}
+
+/// A server-side tool (initdb, pg_ctl, pg_basebackup, …) as the right user.
+fn tool(name: &str) -> Command {
+    let b = binaries();
+    let mut cmd = if b.as_postgres {
+        let mut c = Command::new("setpriv");
+        c.args([
+            "--reuid=postgres",
+            "--regid=postgres",
+            "--init-groups",
+            "--",
+        ]);
+        c.arg(b.bin.join(name));
+        c
+    } else {
+        Command::new(b.bin.join(name))
+    };
+    cmd.env("HOME", std::env::temp_dir())
+        .current_dir(std::env::temp_dir());
+    cmd
+}
+
+fn run(mut cmd: Command, what: &str) -> String {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("{what}: cannot start: {e}"));
+    if !out.status.success() {
+        panic!(
+            "{what} failed ({}):\n{}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A fresh folder owned by whoever runs the servers.
+fn scratch(name: &str) -> PathBuf {
+    static COUNTER: AtomicUsize = AtomicUsize::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+    let dir = std::env::temp_dir().join(format!("rw-{}-{n}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("create scratch folder");
+    if binaries().as_postgres {
+        let mut c = Command::new("chown");
+        c.args(["postgres:postgres"]).arg(&dir);
+        run(c, "chown scratch folder");
+    }
+    dir
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("find a free port")
+}
+
+/// Sends `signal` to `pid`, ignoring a process that is already gone.
+pub fn kill(pid: i32, signal: i32) {
+    unsafe {
+        libc::kill(pid, signal);
+    }
+}
+
+/// Polls `check` every 100 ms until it returns `Some` or `timeout` passes.
+pub fn wait_until<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = check() {
+            return v;
+        }
+        if Instant::now() > deadline {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// One row of `pg_stat_replication` as the tests look at it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WalsenderRow {
+    pub pid: i32,
+    pub application_name: String,
+    pub state: String,
+    pub backend_start: String,
+}
+
+/// A PostgreSQL cluster in its own folder.
+pub struct Cluster {
+    pub name: String,
+    pub dir: PathBuf,
+    pub port: u16,
+    /// Processes stopped with SIGSTOP, continued before the cluster stops.
+    frozen: Mutex<Vec<i32>>,
+}
+
+const BASE_CONF: &str = "
+listen_addresses = '127.0.0.1'
+wal_level = logical
+max_wal_senders = 30
+max_replication_slots = 30
+max_connections = 60
+shared_buffers = '16MB'
+fsync = off
+hot_standby = on
+wal_sender_timeout = '60s'
+wal_receiver_status_interval = '1s'
+wal_retrieve_retry_interval = '1s'
+log_line_prefix = '%m [%p] %a '
+log_connections = on
+log_disconnections = on
+";
+
+impl Cluster {
+    fn data(&self) -> PathBuf {
+        self.dir.join("data")
+    }
+
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.join("server.log")
+    }
+
+    /// A new primary with the roles the tests use: `replicator` (REPLICATION,
+    /// not a superuser, so the daemon may signal its walsenders) and
+    /// `replwarden` (pg_monitor + pg_signal_backend, the daemon's role).
+    pub fn primary(name: &str) -> Cluster {
+        let cluster = Cluster::new(name);
+        let mut init = tool("initdb");
+        init.arg("-D").arg(cluster.data()).args([
+            "-U",
+            "postgres",
+            "-A",
+            "trust",
+            "--no-sync",
+            "-E",
+            "UTF8",
+            "--locale=C",
+        ]);
+        run(init, "initdb");
+        cluster.write_conf("");
+        cluster.start();
+        cluster.sql(
+            "CREATE ROLE replicator LOGIN REPLICATION;
+             CREATE ROLE replwarden LOGIN;
+             GRANT pg_monitor, pg_signal_backend TO replwarden;
+             CREATE TABLE t (id bigserial PRIMARY KEY, payload text);
+             GRANT SELECT ON t TO replicator;",
+        );
+        cluster
+    }
+
+    /// A streaming standby of `upstream` (which may itself be a standby: a
+    /// cascade), whose walsender on `upstream` is named `name`.
+    pub fn standby(upstream: &Cluster, name: &str) -> Cluster {
+        let cluster = Cluster::new(name);
+        let mut bb = tool("pg_basebackup");
+        bb.arg("-D").arg(cluster.data()).args([
+            "-d",
+            &format!("host=127.0.0.1 port={} user=replicator", upstream.port),
+            "-X",
+            "stream",
+            "-c",
+            "fast",
+            "--no-sync",
+        ]);
+        run(bb, "pg_basebackup for a standby");
+        cluster.write_conf(&format!(
+            "primary_conninfo = 'host=127.0.0.1 port={} user=replicator application_name={name}'\n",
+            upstream.port
+        ));
+        std::fs::write(cluster.data().join("standby.signal"), "").expect("standby.signal");
+        cluster.chown(&cluster.data().join("standby.signal"));
+        cluster.start();
+        upstream.wait_streaming(name);
+        cluster
+    }
+
+    fn new(name: &str) -> Cluster {
+        Cluster {
+            name: name.to_string(),
+            dir: scratch(name),
+            port: free_port(),
+            frozen: Mutex::new(Vec::new()),
+        }
+    }
+
+    fn chown(&self, path: &Path) {
+        if binaries().as_postgres {
+            let mut c = Command::new("chown");
+            c.arg("postgres:postgres").arg(path);
+            run(c, "chown");
+        }
+    }
+
+    /// Appends the test settings (later lines win over the copied ones).
+    fn write_conf(&self, extra: &str) {
+        let path = self.data().join("postgresql.conf");
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .expect("open postgresql.conf");
+        write!(
+            f,
+            "{BASE_CONF}port = {}\nunix_socket_directories = '{}'\n{extra}",
+            self.port,
+            self.dir.display()
+        )
+        .expect("write postgresql.conf");
+    }
+
+    fn pg_ctl(&self, args: &[&str]) -> Command {
+        let mut c = tool("pg_ctl");
+        c.arg("-D")
+            .arg(self.data())
+            .arg("-l")
+            .arg(self.log_path())
+            .args(args);
+        c
+    }
+
+    pub fn start(&self) {
+        run(
+            self.pg_ctl(&["-w", "-t", "60", "start"]),
+            &format!("start {}", self.name),
+        );
+    }
+
+    pub fn stop(&self, mode: &str) {
+        self.thaw();
+        run(
+            self.pg_ctl(&["-w", "-t", "60", "-m", mode, "stop"]),
+            &format!("stop {}", self.name),
+        );
+    }
+
+    /// `pg_ctl restart -m fast`: every session, the daemon's included, is cut.
+    pub fn restart(&self) {
+        run(
+            self.pg_ctl(&["-w", "-t", "60", "-m", "fast", "restart"]),
+            &format!("restart {}", self.name),
+        );
+    }
+
+    /// Runs SQL as the superuser and returns the unaligned, tuples-only output.
+    pub fn sql(&self, sql: &str) -> String {
+        let mut c = Command::new("psql");
+        c.args([
+            "-X",
+            "-A",
+            "-t",
+            "-q",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-h",
+            "127.0.0.1",
+            "-U",
+            "postgres",
+            "-d",
+            "postgres",
+        ])
+        .arg("-p")
+        .arg(self.port.to_string())
+        .arg("-c")
+        .arg(sql)
+        .env("PGCONNECT_TIMEOUT", "10");
+        run(c, &format!("psql on {}: {sql}", self.name))
+            .trim()
+            .to_string()
+    }
+
+    /// A conninfo for the daemon (role `replwarden` unless said otherwise).
+    pub fn conninfo(&self, user: &str) -> String {
+        format!(
+            "host=127.0.0.1 port={} dbname=postgres user={user}",
+            self.port
+        )
+    }
+
+    pub fn walsenders(&self) -> Vec<WalsenderRow> {
+        self.sql("SELECT pid, application_name, state, backend_start FROM pg_stat_replication ORDER BY pid")
+            .lines()
+            .filter(|l| !l.is_empty())
+            .map(|l| {
+                let f: Vec<&str> = l.split('|').collect();
+                WalsenderRow {
+                    pid: f[0].parse().expect("pid"),
+                    application_name: f[1].to_string(),
+                    state: f[2].to_string(),
+                    backend_start: f[3].to_string(),
+                }
+            })
+            .collect()
+    }
+
+    pub fn walsender(&self, application_name: &str) -> Option<WalsenderRow> {
+        self.walsenders()
+            .into_iter()
+            .find(|w| w.application_name == application_name)
+    }
+
+    pub fn wait_walsender(&self, application_name: &str, state: &str) -> WalsenderRow {
+        wait_until(
+            &format!(
+                "walsender {application_name} in state {state} on {}",
+                self.name
+            ),
+            Duration::from_secs(60),
+            || {
+                self.walsender(application_name)
+                    .filter(|w| w.state == state)
+            },
+        )
+    }
+
+    pub fn wait_streaming(&self, application_name: &str) -> WalsenderRow {
+        self.wait_walsender(application_name, "streaming")
+    }
+
+    /// The walreceiver's pid on this standby.
+    pub fn walreceiver_pid(&self) -> i32 {
+        wait_until("a walreceiver", Duration::from_secs(30), || {
+            self.sql("SELECT pid FROM pg_stat_wal_receiver")
+                .parse()
+                .ok()
+        })
+    }
+
+    /// SIGSTOPs a server process of this cluster (continued again in `Drop`).
+    pub fn freeze(&self, pid: i32) {
+        self.frozen.lock().unwrap().push(pid);
+        kill(pid, libc::SIGSTOP);
+    }
+
+    fn thaw(&self) {
+        for pid in self.frozen.lock().unwrap().drain(..) {
+            kill(pid, libc::SIGCONT);
+        }
+    }
+
+    pub fn server_log(&self) -> String {
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        self.thaw();
+        let _ = self
+            .pg_ctl(&["-w", "-t", "30", "-m", "immediate", "stop"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A replication client process (pg_receivewal, pg_basebackup, a WAL pump),
+/// killed and cleaned up in `Drop`.
+pub struct Client {
+    child: Child,
+    dir: PathBuf,
+}
+
+impl Client {
+    fn spawn(mut cmd: Command, dir: PathBuf, what: &str) -> Client {
+        let log = std::fs::File::create(dir.join("client.log")).expect("client log");
+        let child = cmd
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {what}: {e}"));
+        Client { child, dir }
+    }
+
+    /// `pg_receivewal` streaming from `upstream` as `application_name`
+    /// (it retries every 5 s when its walsender is ended).
+    pub fn receivewal(upstream: &Cluster, application_name: &str) -> Client {
+        let dir = scratch(application_name);
+        let mut c = tool("pg_receivewal");
+        c.arg("-D").arg(dir.join("wal"));
+        std::fs::create_dir_all(dir.join("wal")).expect("wal dir");
+        upstream.chown(&dir.join("wal"));
+        c.args([
+            "-d",
+            &format!(
+                "host=127.0.0.1 port={} user=replicator application_name={application_name}",
+                upstream.port
+            ),
+            "--no-sync",
+        ]);
+        Client::spawn(c, dir, "pg_receivewal")
+    }
+
+    /// A `pg_basebackup` throttled to 32 kB/s, which stays in state `backup`
+    /// for many minutes.
+    pub fn slow_basebackup(upstream: &Cluster, application_name: &str) -> Client {
+        let dir = scratch(application_name);
+        let mut c = tool("pg_basebackup");
+        c.arg("-D").arg(dir.join("backup")).args([
+            "-d",
+            &format!(
+                "host=127.0.0.1 port={} user=replicator application_name={application_name}",
+                upstream.port
+            ),
+            "-X",
+            "none",
+            "-c",
+            "fast",
+            "--max-rate=32k",
+            "--no-sync",
+        ]);
+        Client::spawn(c, dir, "pg_basebackup")
+    }
+
+    /// Writes a little WAL on `primary` every 100 ms for up to 10 minutes,
+    /// so that lag and progress can be measured.
+    pub fn wal_pump(primary: &Cluster) -> Client {
+        let dir = scratch("wal-pump");
+        let mut c = Command::new("psql");
+        c.args([
+            "-X",
+            "-q",
+            "-h",
+            "127.0.0.1",
+            "-U",
+            "postgres",
+            "-d",
+            "postgres",
+            "-p",
+        ])
+        .arg(primary.port.to_string())
+        .arg("-c")
+        .arg(
+            "DO $$ BEGIN FOR i IN 1..6000 LOOP \
+                 INSERT INTO t (payload) SELECT repeat('x', 200) FROM generate_series(1, 20); \
+                 COMMIT; PERFORM pg_sleep(0.1); END LOOP; END $$",
+        );
+        Client::spawn(c, dir, "WAL pump")
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("client.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Client {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A logical subscriber cluster subscribed to `t` on `publisher`; its
+/// walsender on the publisher is named `subscription`.
+pub fn logical_subscriber(publisher: &Cluster, subscription: &str) -> Cluster {
+    publisher.sql("CREATE PUBLICATION pub FOR TABLE t");
+    let sub = Cluster::new(subscription);
+    let mut init = tool("initdb");
+    init.arg("-D").arg(sub.data()).args([
+        "-U",
+        "postgres",
+        "-A",
+        "trust",
+        "--no-sync",
+        "-E",
+        "UTF8",
+        "--locale=C",
+    ]);
+    run(init, "initdb for the subscriber");
+    sub.write_conf("");
+    sub.start();
+    sub.sql("CREATE TABLE t (id bigserial PRIMARY KEY, payload text)");
+    sub.sql(&format!(
+        "CREATE SUBSCRIPTION {subscription} CONNECTION 'host=127.0.0.1 port={} user=replicator dbname=postgres' PUBLICATION pub",
+        publisher.port
+    ));
+    publisher.wait_streaming(subscription);
+    sub
+}
+
+/// The replwarden binary running as a daemon with JSON logs, its events
+/// collected as they come.
+pub struct Daemon {
+    child: Child,
+    events: Arc<Mutex<Vec<Value>>>,
+    pub config_path: PathBuf,
+    dir: PathBuf,
+}
+
+impl Daemon {
+    pub fn start(config: &str, extra_args: &[&str]) -> Daemon {
+        let dir = scratch("daemon");
+        let config_path = dir.join("replwarden.toml");
+        std::fs::write(&config_path, config).expect("write daemon config");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_replwarden"))
+            .args([
+                "run",
+                "--log-format",
+                "json",
+                "--log-level",
+                "debug",
+                "--config",
+            ])
+            .arg(&config_path)
+            .args(extra_args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start replwarden");
+        let events = Arc::new(Mutex::new(Vec::new()));
+        let stderr = child.stderr.take().expect("stderr");
+        let sink = events.clone();
+        thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let event = serde_json::from_str(&line).unwrap_or_else(|_| Value::String(line));
+                sink.lock().unwrap().push(event);
+            }
+        });
+        Daemon {
+            child,
+            events,
+            config_path,
+            dir,
+        }
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    pub fn events(&self) -> Vec<Value> {
+        self.events.lock().unwrap().clone()
+    }
+
+    /// Events with `event = "action"` (one per decision).
+    pub fn actions(&self) -> Vec<Value> {
+        self.events()
+            .into_iter()
+            .filter(|e| e["event"] == "action")
+            .collect()
+    }
+
+    /// Waits for the first event (from the start) that `pred` accepts.
+    pub fn wait_for(&self, what: &str, timeout: Duration, pred: impl Fn(&Value) -> bool) -> Value {
+        self.wait_for_from(0, what, timeout, pred)
+    }
+
+    /// How many events have been logged so far (a mark for `wait_for_from`).
+    pub fn mark(&self) -> usize {
+        self.events.lock().unwrap().len()
+    }
+
+    /// Waits for the first event after the first `from` that `pred` accepts.
+    pub fn wait_for_from(
+        &self,
+        from: usize,
+        what: &str,
+        timeout: Duration,
+        pred: impl Fn(&Value) -> bool,
+    ) -> Value {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(e) = self.events().into_iter().skip(from).find(&pred) {
+                return e;
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "timed out after {timeout:?} waiting for {what}; daemon log:\n{}",
+                    self.dump()
+                );
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Waits for an event whose message contains `text`.
+    pub fn wait_message(&self, text: &str, timeout: Duration) -> Value {
+        self.wait_for(&format!("a log line with {text:?}"), timeout, |e| {
+            e["message"].as_str().is_some_and(|m| m.contains(text))
+        })
+    }
+
+    pub fn count_messages(&self, text: &str) -> usize {
+        self.events()
+            .iter()
+            .filter(|e| e["message"].as_str().is_some_and(|m| m.contains(text)))
+            .count()
+    }
+
+    pub fn dump(&self) -> String {
+        self.events()
+            .iter()
+            .filter(|e| e["message"] != "poll done")
+            .map(|e| e.to_string())
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    pub fn write_config(&self, config: &str) {
+        std::fs::write(&self.config_path, config).expect("rewrite daemon config");
+    }
+
+    pub fn signal(&self, signal: i32) {
+        kill(self.pid(), signal);
+    }
+
+    /// Waits for the process to exit; its status, or `None` on timeout.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A daemon config for `cluster` with the given rules.
+pub fn config(cluster: &Cluster, user: &str, interval: &str, rules: &str) -> String {
+    format!(
+        "[postgres]\nconninfo = \"{}\"\n\n[daemon]\ninterval = \"{interval}\"\n\n{rules}",
+        cluster.conninfo(user)
+    )
+}
