@@ -579,7 +579,7 @@ impl Daemon {
         let sink = events.clone();
         thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                let event = serde_json::from_str(&line).unwrap_or_else(|_| Value::String(line));
+                let event = serde_json::from_str(&line).unwrap_or(Value::String(line));
                 sink.lock().unwrap().push(event);
             }
         });

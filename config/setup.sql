@@ -1,0 +1,15 @@
+-- The least-privileged role for replwarden. Run once as a superuser:
+--   psql -U postgres -d postgres -f config/setup.sql
+--
+-- pg_monitor          lets it read every column of pg_stat_replication and
+--                     pg_replication_slots (without it they read as NULL and
+--                     replwarden acts on nothing).
+-- pg_signal_backend   lets it cancel/terminate walsenders of non-superuser
+--                     roles. It can never signal a walsender whose role is a
+--                     superuser: replicate as a role WITH REPLICATION instead
+--                     of as postgres.
+CREATE ROLE replwarden LOGIN;
+GRANT pg_monitor, pg_signal_backend TO replwarden;
+-- Connect over the local socket with peer authentication, as the replwarden
+-- system user the service runs as. In pg_hba.conf, before broader lines:
+--   local   postgres   replwarden   peer
