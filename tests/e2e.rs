@@ -292,7 +292,27 @@ fn dry_run_plan_and_a_blind_role_signal_nothing() {
     assert_eq!(e["level"], "ERROR");
     std::thread::sleep(Duration::from_secs(1));
     assert!(daemon.actions().is_empty(), "{}", daemon.dump());
-    assert_eq!(primary.walsender("rogue_tool"), Some(rogue));
+    assert_eq!(primary.walsender("rogue_tool"), Some(rogue.clone()));
+    drop(daemon);
+
+    // A superuser's walsender: pg_signal_backend may not touch it. The
+    // refusal is logged with advice, once per instance, and nothing breaks.
+    let _super_client = Client::receivewal_as(&primary, "rogue_super", "postgres");
+    let superuser = primary.wait_streaming("rogue_super");
+    let only_super = "[[rule]]\nname = \"block\"\napplication_name = [\"rogue_super\"]\naction = \"terminate\"\n";
+    let daemon = Daemon::start(&config(&primary, "replwarden", "200ms", only_super), &[]);
+    let refused = daemon.wait_for("the refusal", Duration::from_secs(10), |e| {
+        e["event"] == "action"
+    });
+    assert_eq!(refused["outcome"], "refused", "{refused}");
+    assert_eq!(refused["level"], "ERROR");
+    assert!(
+        refused["detail"].as_str().unwrap().contains("superuser"),
+        "{refused}"
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(daemon.actions().len(), 1, "{}", daemon.dump());
+    assert_eq!(primary.walsender("rogue_super"), Some(superuser));
 }
 
 /// SIGHUP: a broken file is rejected with its errors and the running policy

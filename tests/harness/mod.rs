@@ -436,6 +436,11 @@ impl Client {
     /// `pg_receivewal` streaming from `upstream` as `application_name`
     /// (it retries every 5 s when its walsender is ended).
     pub fn receivewal(upstream: &Cluster, application_name: &str) -> Client {
+        Client::receivewal_as(upstream, application_name, "replicator")
+    }
+
+    /// `pg_receivewal` connecting as `user` (e.g. the `postgres` superuser).
+    pub fn receivewal_as(upstream: &Cluster, application_name: &str, user: &str) -> Client {
         let dir = scratch(application_name);
         let mut c = tool("pg_receivewal");
         c.arg("-D").arg(dir.join("wal"));
@@ -444,7 +449,7 @@ impl Client {
         c.args([
             "-d",
             &format!(
-                "host=127.0.0.1 port={} user=replicator application_name={application_name}",
+                "host=127.0.0.1 port={} user={user} application_name={application_name}",
                 upstream.port
             ),
             "--no-sync",
