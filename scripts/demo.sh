@@ -64,7 +64,14 @@ max_wal_senders = 10
 wal_receiver_status_interval = '1s'
 fsync = off
 EOF
-as_pg "$pg_bin/pg_ctl" -D "$work/primary" -l "$work/primary.log" -w start >/dev/null
+start_server() { # data folder, log file
+    as_pg "$pg_bin/pg_ctl" -D "$1" -l "$2" -w start >/dev/null || {
+        echo "demo: the server in $1 did not start; its log:" >&2
+        cat "$2" >&2
+        exit 1
+    }
+}
+start_server "$work/primary" "$work/primary.log"
 psql() { command psql -X -q -h 127.0.0.1 -U postgres -d postgres "$@"; }
 psql -p "$port" -c "CREATE ROLE replicator LOGIN REPLICATION" \
     -c "CREATE ROLE replwarden LOGIN" \
@@ -77,7 +84,7 @@ port = $standby_port
 primary_conninfo = 'host=127.0.0.1 port=$port user=replicator application_name=demo_standby'
 EOF
 as_pg touch "$work/standby/standby.signal"
-as_pg "$pg_bin/pg_ctl" -D "$work/standby" -l "$work/standby.log" -w start >/dev/null
+start_server "$work/standby" "$work/standby.log"
 
 step "starting a rogue client: pg_receivewal as 'rogue_receiver' (it reconnects every 5 s)"
 as_pg mkdir "$work/rogue"

@@ -1,20 +1,20 @@
 //! The only code that signals a backend. Each signal is one autocommit
-//! statement that finds the walsender by `(pid, backend_start)` in a fresh
-//! `pg_stat_replication` snapshot and never the daemon's own backend, so a
-//! pid the OS has handed to another process is never hit.
+//! statement (see [`crate::sql`]) that finds the walsender by `(pid,
+//! backend_start)` in a fresh `pg_stat_replication` snapshot and never the
+//! daemon's own backend, so a pid the OS has handed to another process is
+//! never hit. On PostgreSQL 14+ a terminate waits for the process to exit
+//! and says whether it did.
 
 use std::fmt;
+use std::time::Duration;
 
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, Statement};
 
+use crate::engine::Delivery;
 use crate::policy::Action;
 use crate::snapshot::WalsenderId;
-
-const CANCEL_SQL: &str = "SELECT pg_cancel_backend(pid) FROM pg_stat_replication \
-     WHERE pid = $1 AND backend_start = $2 AND pid <> pg_backend_pid()";
-const TERMINATE_SQL: &str = "SELECT pg_terminate_backend(pid) FROM pg_stat_replication \
-     WHERE pid = $1 AND backend_start = $2 AND pid <> pg_backend_pid()";
+use crate::sql::{self, ServerVersion};
 
 /// What became of a decision.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -23,8 +23,13 @@ pub enum Outcome {
     Logged,
     /// Dry run: the signal that would have been sent was not.
     DryRun,
-    /// The server accepted the signal.
+    /// The server accepted the signal (a cancel, or a terminate on a server
+    /// older than 14, which cannot confirm the exit).
     Signalled,
+    /// Terminated, and the process exited within `terminate_timeout`.
+    Terminated,
+    /// Terminated, but the process had not exited within the timeout.
+    NotExited,
     /// No walsender with that `(pid, backend_start)` any more: it exited or
     /// its pid now belongs to another process. Nothing was signalled.
     Gone,
@@ -44,10 +49,25 @@ impl Outcome {
             Outcome::Logged => "logged",
             Outcome::DryRun => "dry_run",
             Outcome::Signalled => "signalled",
+            Outcome::Terminated => "terminated",
+            Outcome::NotExited => "not_exited",
             Outcome::Gone => "already_gone",
             Outcome::NotSignalled => "not_signalled",
             Outcome::Refused(_) => "refused",
             Outcome::Failed(_) => "failed",
+        }
+    }
+
+    /// What the engine needs to know to retry or not.
+    pub fn delivery(&self) -> Delivery {
+        match self {
+            Outcome::Logged
+            | Outcome::DryRun
+            | Outcome::Signalled
+            | Outcome::Terminated
+            | Outcome::Gone => Delivery::Done,
+            Outcome::NotExited | Outcome::NotSignalled | Outcome::Failed(_) => Delivery::Failed,
+            Outcome::Refused(_) => Delivery::Final,
         }
     }
 }
@@ -58,17 +78,32 @@ impl fmt::Display for Outcome {
     }
 }
 
-/// The two signal statements, prepared once per connection.
+/// The signal statements, prepared once per connection for its server version.
 pub struct Signaller {
     cancel: Statement,
     terminate: Statement,
+    /// Milliseconds `pg_terminate_backend` waits (PostgreSQL 14+), else `None`.
+    terminate_wait_ms: Option<i64>,
 }
 
 impl Signaller {
-    pub async fn prepare(client: &Client) -> Result<Signaller, tokio_postgres::Error> {
+    pub async fn prepare(
+        client: &Client,
+        version: ServerVersion,
+        terminate_timeout: Duration,
+    ) -> Result<Signaller, tokio_postgres::Error> {
+        let confirmed = version.has_terminate_timeout();
         Ok(Signaller {
-            cancel: client.prepare(CANCEL_SQL).await?,
-            terminate: client.prepare(TERMINATE_SQL).await?,
+            cancel: client.prepare(sql::CANCEL).await?,
+            terminate: client
+                .prepare(if confirmed {
+                    sql::TERMINATE_CONFIRMED
+                } else {
+                    sql::TERMINATE
+                })
+                .await?,
+            terminate_wait_ms: confirmed
+                .then(|| terminate_timeout.as_millis().clamp(1, i64::MAX as u128) as i64),
         })
     }
 
@@ -81,16 +116,32 @@ impl Signaller {
         action: Action,
         id: WalsenderId,
     ) -> Result<Outcome, tokio_postgres::Error> {
-        let statement = match action {
-            Action::Log => return Ok(Outcome::Logged),
-            Action::Cancel => &self.cancel,
-            Action::Terminate => &self.terminate,
+        let result = match (action, self.terminate_wait_ms) {
+            (Action::Log, _) => return Ok(Outcome::Logged),
+            (Action::Cancel, _) => {
+                client
+                    .query_opt(&self.cancel, &[&id.pid, &id.backend_start])
+                    .await
+            }
+            (Action::Terminate, None) => {
+                client
+                    .query_opt(&self.terminate, &[&id.pid, &id.backend_start])
+                    .await
+            }
+            (Action::Terminate, Some(ms)) => {
+                client
+                    .query_opt(&self.terminate, &[&id.pid, &id.backend_start, &ms])
+                    .await
+            }
         };
-        match client.query_opt(statement, &[&id.pid, &id.backend_start]).await {
+        let confirmed = action == Action::Terminate && self.terminate_wait_ms.is_some();
+        match result {
             Ok(None) => Ok(Outcome::Gone),
-            Ok(Some(row)) => Ok(match row.try_get::<_, Option<bool>>(0)? {
-                Some(true) => Outcome::Signalled,
-                _ => Outcome::NotSignalled,
+            Ok(Some(row)) => Ok(match (row.try_get::<_, Option<bool>>(0)?, confirmed) {
+                (Some(true), true) => Outcome::Terminated,
+                (Some(true), false) => Outcome::Signalled,
+                (_, true) => Outcome::NotExited,
+                (_, false) => Outcome::NotSignalled,
             }),
             Err(e) => match e.as_db_error() {
                 Some(db) if *db.code() == SqlState::INSUFFICIENT_PRIVILEGE => Ok(Outcome::Refused(format!(

@@ -13,7 +13,9 @@ use std::time::Duration;
 use toml::de::{DeTable, DeValue};
 use toml::Spanned;
 
-use crate::policy::{Action, AddrPattern, Conditions, Glob, Matchers, PatternList, Policy, Rule};
+use crate::policy::{
+    Action, AddrPattern, Conditions, Glob, Limits, Matchers, PatternList, Policy, Rule, SyncGuard,
+};
 use crate::units::{parse_duration, parse_size, ByteSize};
 
 /// Where the daemon looks when no `--config` is given.
@@ -126,7 +128,30 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigErrors> {
 
 type Value<'i> = Spanned<DeValue<'i>>;
 
-const TOP_KEYS: &[&str] = &["postgres", "daemon", "rule"];
+const TOP_KEYS: &[&str] = &[
+    "postgres",
+    "daemon",
+    "rule",
+    "protect",
+    "limits",
+    "sync_guard",
+];
+const MATCHER_KEYS: &[&str] = &[
+    "application_name",
+    "user",
+    "client_addr",
+    "state",
+    "sync_state",
+];
+const LIMITS_KEYS: &[&str] = &[
+    "max_actions",
+    "per",
+    "reconnect_backoff",
+    "reconnect_backoff_max",
+    "max_retries",
+    "terminate_timeout",
+];
+const SYNC_GUARD_KEYS: &[&str] = &["enabled", "healthy_reply_within"];
 const POSTGRES_KEYS: &[&str] = &["conninfo", "statement_timeout"];
 const DAEMON_KEYS: &[&str] = &["interval", "dry_run"];
 const RULE_KEYS: &[&str] = &[
@@ -176,12 +201,37 @@ impl Walker<'_> {
         self.reject_unknown(top, "", TOP_KEYS);
         let postgres = self.postgres(top.get("postgres"));
         let daemon = self.daemon(top.get("daemon"));
-        let policy = self.rules(top.get("rule"));
+        let rules = self.rules(top.get("rule"));
+        let protect = self.protect(top.get("protect"));
+        let limits = self.limits(top.get("limits"));
+        let sync_guard = self.sync_guard(top.get("sync_guard"));
+        let postgres = postgres?;
+        let limits = limits?;
+        if limits.terminate_timeout >= postgres.statement_timeout {
+            let span = top
+                .get("limits")
+                .and_then(|l| l.get_ref().get("terminate_timeout"))
+                .map_or(0..0, |v| v.span());
+            self.error(
+                span,
+                "limits.terminate_timeout",
+                format!(
+                    "must be shorter than postgres.statement_timeout ({}), which bounds the terminate statement",
+                    crate::units::fmt_duration(postgres.statement_timeout)
+                ),
+            );
+            return None;
+        }
         Some(Config {
             path: path.to_path_buf(),
-            postgres: postgres?,
+            postgres,
             daemon: daemon?,
-            policy: policy?,
+            policy: Policy {
+                rules: rules?,
+                protect: protect?,
+                limits,
+                sync_guard: sync_guard?,
+            },
         })
     }
 
@@ -371,24 +421,194 @@ impl Walker<'_> {
             }
         }
         if let Some(v) = table.get("dry_run") {
-            match v.get_ref() {
-                DeValue::Boolean(b) => settings.dry_run = *b,
-                other => {
-                    self.error(
-                        v.span(),
-                        "daemon.dry_run",
-                        format!("expected true or false, found {}", kind(other)),
-                    );
-                    ok = false;
-                }
+            match self.boolean(v, "daemon.dry_run") {
+                Some(b) => settings.dry_run = b,
+                None => ok = false,
             }
         }
         ok.then_some(settings)
     }
 
-    fn rules(&mut self, value: Option<&Value<'_>>) -> Option<Policy> {
+    /// The matcher keys of a rule or a `[protect]` entry.
+    fn matchers(&mut self, table: &DeTable<'_>, key: &str) -> Matchers {
+        let k = |name: &str| format!("{key}.{name}");
+        let glob_matcher =
+            |w: &mut Self, name: &str, known: &[&str]| -> Option<PatternList<Glob>> {
+                let v = table.get(name)?;
+                w.patterns(v, &k(name), |text| {
+                    let glob = Glob::parse(text)?;
+                    let literal = !text.contains(['*', '?', '[']);
+                    if !known.is_empty() && literal && !known.contains(&text) {
+                        return Err(format!(
+                            "unknown {name} {text:?}: use one of {}",
+                            known.join(", ")
+                        ));
+                    }
+                    Ok(glob)
+                })
+            };
+        Matchers {
+            application_name: glob_matcher(self, "application_name", &[]),
+            user: glob_matcher(self, "user", &[]),
+            state: glob_matcher(self, "state", KNOWN_STATES),
+            sync_state: glob_matcher(self, "sync_state", KNOWN_SYNC_STATES),
+            client_addr: table
+                .get("client_addr")
+                .and_then(|v| self.patterns(v, &k("client_addr"), AddrPattern::parse)),
+        }
+    }
+
+    /// `[protect]` (one table) or `[[protect]]` (several): walsenders no
+    /// rule may touch.
+    fn protect(&mut self, value: Option<&Value<'_>>) -> Option<Vec<Matchers>> {
         let Some(value) = value else {
-            return Some(Policy::default());
+            return Some(Vec::new());
+        };
+        let entries: Vec<(&Value<'_>, String)> = match value.get_ref() {
+            DeValue::Table(_) => vec![(value, "protect".to_string())],
+            DeValue::Array(items) => items
+                .iter()
+                .enumerate()
+                .map(|(i, v)| (v, format!("protect[{}]", i + 1)))
+                .collect(),
+            other => {
+                self.error(
+                    value.span(),
+                    "protect",
+                    format!("expected a table, found {}", kind(other)),
+                );
+                return None;
+            }
+        };
+        let before = self.errors.len();
+        let mut out = Vec::new();
+        for (v, key) in entries {
+            let Some(table) = self.table(v, &key) else {
+                continue;
+            };
+            self.reject_unknown(table, &key, MATCHER_KEYS);
+            let m = self.matchers(table, &key);
+            if m.is_empty() {
+                self.error(v.span(), &key, "no matcher given: name what to protect (application_name, user, client_addr, state, sync_state)");
+            }
+            out.push(m);
+        }
+        (self.errors.len() == before).then_some(out)
+    }
+
+    fn limits(&mut self, value: Option<&Value<'_>>) -> Option<Limits> {
+        let mut limits = Limits::default();
+        let Some(value) = value else {
+            return Some(limits);
+        };
+        let table = self.table(value, "limits")?;
+        self.reject_unknown(table, "limits", LIMITS_KEYS);
+        let before = self.errors.len();
+        if let Some(v) = table.get("max_actions") {
+            if let Some(n) = self.count(v, "limits.max_actions", 1) {
+                limits.max_actions = n;
+            }
+        }
+        if let Some(v) = table.get("max_retries") {
+            if let Some(n) = self.count(v, "limits.max_retries", 0) {
+                limits.max_retries = n;
+            }
+        }
+        let positive = |w: &mut Self, name: &str, slot: &mut Duration| {
+            if let Some(d) = table
+                .get(name)
+                .and_then(|v| w.positive_duration(v, &format!("limits.{name}")))
+            {
+                *slot = d;
+            }
+        };
+        positive(self, "per", &mut limits.per);
+        positive(
+            self,
+            "reconnect_backoff_max",
+            &mut limits.reconnect_backoff_max,
+        );
+        positive(self, "terminate_timeout", &mut limits.terminate_timeout);
+        if let Some(d) = table
+            .get("reconnect_backoff")
+            .and_then(|v| self.duration(v, "limits.reconnect_backoff"))
+        {
+            limits.reconnect_backoff = d;
+        }
+        if limits.reconnect_backoff > limits.reconnect_backoff_max {
+            let span = table
+                .get("reconnect_backoff")
+                .map_or(value.span(), |v| v.span());
+            self.error(
+                span,
+                "limits.reconnect_backoff",
+                format!(
+                    "must not exceed limits.reconnect_backoff_max ({})",
+                    crate::units::fmt_duration(limits.reconnect_backoff_max)
+                ),
+            );
+        }
+        (self.errors.len() == before).then_some(limits)
+    }
+
+    fn sync_guard(&mut self, value: Option<&Value<'_>>) -> Option<SyncGuard> {
+        let mut guard = SyncGuard::default();
+        let Some(value) = value else {
+            return Some(guard);
+        };
+        let table = self.table(value, "sync_guard")?;
+        self.reject_unknown(table, "sync_guard", SYNC_GUARD_KEYS);
+        let before = self.errors.len();
+        if let Some(v) = table.get("enabled") {
+            if let Some(b) = self.boolean(v, "sync_guard.enabled") {
+                guard.enabled = b;
+            }
+        }
+        if let Some(d) = table
+            .get("healthy_reply_within")
+            .and_then(|v| self.positive_duration(v, "sync_guard.healthy_reply_within"))
+        {
+            guard.healthy_reply_within = d;
+        }
+        (self.errors.len() == before).then_some(guard)
+    }
+
+    /// A whole number of at least `min`.
+    fn count(&mut self, value: &Value<'_>, key: &str, min: u32) -> Option<u32> {
+        let parsed = match value.get_ref() {
+            DeValue::Integer(i) => i64::from_str_radix(i.as_str(), i.radix()).ok(),
+            _ => None,
+        };
+        match parsed.and_then(|n| u32::try_from(n).ok()) {
+            Some(n) if n >= min => Some(n),
+            _ => {
+                self.error(
+                    value.span(),
+                    key,
+                    format!("expected a whole number of at least {min}"),
+                );
+                None
+            }
+        }
+    }
+
+    fn boolean(&mut self, value: &Value<'_>, key: &str) -> Option<bool> {
+        match value.get_ref() {
+            DeValue::Boolean(b) => Some(*b),
+            other => {
+                self.error(
+                    value.span(),
+                    key,
+                    format!("expected true or false, found {}", kind(other)),
+                );
+                None
+            }
+        }
+    }
+
+    fn rules(&mut self, value: Option<&Value<'_>>) -> Option<Vec<Rule>> {
+        let Some(value) = value else {
+            return Some(Vec::new());
         };
         let DeValue::Array(items) = value.get_ref() else {
             self.error(
@@ -425,7 +645,7 @@ impl Walker<'_> {
                 None => ok = false,
             }
         }
-        ok.then_some(Policy { rules })
+        ok.then_some(rules)
     }
 
     fn rule(&mut self, value: &Value<'_>, key: &str) -> Option<Rule> {
@@ -490,29 +710,7 @@ impl Walker<'_> {
             }
         }
 
-        let mut matchers = Matchers::default();
-        let glob_matcher =
-            |w: &mut Self, name: &str, known: &[&str]| -> Option<PatternList<Glob>> {
-                let v = table.get(name)?;
-                w.patterns(v, &k(name), |text| {
-                    let glob = Glob::parse(text)?;
-                    let literal = !text.contains(['*', '?', '[']);
-                    if !known.is_empty() && literal && !known.contains(&text) {
-                        return Err(format!(
-                            "unknown {name} {text:?}: use one of {}",
-                            known.join(", ")
-                        ));
-                    }
-                    Ok(glob)
-                })
-            };
-        matchers.application_name = glob_matcher(self, "application_name", &[]);
-        matchers.user = glob_matcher(self, "user", &[]);
-        matchers.state = glob_matcher(self, "state", KNOWN_STATES);
-        matchers.sync_state = glob_matcher(self, "sync_state", KNOWN_SYNC_STATES);
-        matchers.client_addr = table
-            .get("client_addr")
-            .and_then(|v| self.patterns(v, &k("client_addr"), AddrPattern::parse));
+        let matchers = self.matchers(table, key);
 
         let dur = |w: &mut Self, name: &str| table.get(name).and_then(|v| w.duration(v, &k(name)));
         let conditions = Conditions {

@@ -14,9 +14,13 @@ use tracing::{debug, error, info, info_span, warn, Instrument};
 
 use crate::actions::{is_connection_error, Outcome, Signaller};
 use crate::config::{self, Config, PostgresSettings};
-use crate::engine::{self, Memory};
+use crate::engine::{self, Delivery, HoldReason, Memory};
+use crate::policy::Action;
 use crate::report;
+use crate::report::Severity;
 use crate::snapshot::Poller;
+use crate::snapshot::Preflight;
+use crate::sql::{self, ServerVersion, OLDEST_MAJOR};
 
 /// What the outside world asks of the loop.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -32,12 +36,13 @@ const BACKOFF_START: Duration = Duration::from_millis(500);
 const BACKOFF_CAP: Duration = Duration::from_secs(30);
 /// How often a persisting privilege problem is logged again.
 const PRIVILEGE_REMINDER: Duration = Duration::from_secs(60);
-/// The oldest major whose `pg_stat_replication` has every column used.
-const OLDEST_MAJOR: i32 = 13;
 
 /// An open, prepared session with the server.
 pub struct Session {
     client: Client,
+    /// What the role may do, read at connect.
+    pub preflight: Preflight,
+    pub version: ServerVersion,
     poller: Poller,
     signaller: Signaller,
     connection: tokio::task::JoinHandle<()>,
@@ -64,7 +69,10 @@ pub enum ConnectError {
 
 /// Opens the daemon's one connection: `application_name=replwarden`, a
 /// short `statement_timeout`, the poll and signal statements prepared.
-pub async fn connect(settings: &PostgresSettings) -> Result<Session, ConnectError> {
+pub async fn connect(
+    settings: &PostgresSettings,
+    terminate_timeout: Duration,
+) -> Result<Session, ConnectError> {
     let mut pg = settings.connect.clone();
     pg.application_name("replwarden");
     if pg.get_connect_timeout().is_none() {
@@ -89,17 +97,22 @@ pub async fn connect(settings: &PostgresSettings) -> Result<Session, ConnectErro
             .get(0);
         Ok::<_, tokio_postgres::Error>(version)
     };
-    let version = setup.await.map_err(ConnectError::Setup)?;
-    if version.parse::<i32>().unwrap_or(0) / 10000 < OLDEST_MAJOR {
-        return Err(ConnectError::TooOld(version));
+    let version_text = setup.await.map_err(ConnectError::Setup)?;
+    let version = ServerVersion(version_text.parse().unwrap_or(0));
+    if version.major() < sql::OLDEST_MAJOR {
+        return Err(ConnectError::TooOld(version_text));
     }
     Ok(Session {
+        preflight: Preflight::read(&client)
+            .await
+            .map_err(ConnectError::Setup)?,
         poller: Poller::prepare(&client)
             .await
             .map_err(ConnectError::Setup)?,
-        signaller: Signaller::prepare(&client)
+        signaller: Signaller::prepare(&client, version, terminate_timeout)
             .await
             .map_err(ConnectError::Setup)?,
+        version,
         client,
         connection,
     })
@@ -170,7 +183,7 @@ impl Daemon {
         loop {
             let target = report::redacted_conninfo(&self.config.postgres.connect);
             let result = tokio::select! {
-                r = connect(&self.config.postgres) => r,
+                r = connect(&self.config.postgres, self.config.policy.limits.terminate_timeout) => r,
                 c = control.recv() => {
                     if self.handle(c).is_some() { return None; }
                     continue;
@@ -178,7 +191,15 @@ impl Daemon {
             };
             match result {
                 Ok(session) => {
-                    info!(target_server = %target, attempt, "connected to PostgreSQL");
+                    info!(
+                        target_server = %target,
+                        attempt,
+                        server_version = session.version.0,
+                        role = %session.preflight.role,
+                        superuser = session.preflight.superuser,
+                        "connected to PostgreSQL"
+                    );
+                    log_preflight(&session.preflight);
                     return Some(session);
                 }
                 Err(e) => warn!(
@@ -314,16 +335,43 @@ impl Daemon {
         }
         self.privilege_warned = None;
         let round = engine::decide(&self.config.policy, &snapshot, &mut self.memory, now);
+        for held in &round.held {
+            report::log_held(held);
+        }
+        let deferred: Vec<_> = round
+            .held
+            .iter()
+            .filter(|h| matches!(h.reason, HoldReason::Budget { .. }))
+            .collect();
+        report::log_deferred(&deferred);
+        for l in &round.loops {
+            report::log_reconnect_loop(l);
+        }
         for decision in &round.decisions {
-            let outcome = if self.dry_run() && decision.action != crate::policy::Action::Log {
+            let outcome = if self.dry_run() && decision.action != Action::Log {
                 Outcome::DryRun
             } else {
-                session
+                let sent = session
                     .signaller
                     .signal(&session.client, decision.action, decision.walsender.id)
-                    .await?
+                    .await;
+                match sent {
+                    Ok(outcome) => outcome,
+                    Err(e) => {
+                        // The connection broke mid-signal: retry on the next session.
+                        self.memory
+                            .record(decision, Delivery::Failed, &self.config.policy.limits);
+                        return Err(e);
+                    }
+                }
             };
             report::log_decision(decision, &outcome);
+            if let Some(attempts) =
+                self.memory
+                    .record(decision, outcome.delivery(), &self.config.policy.limits)
+            {
+                report::log_gave_up(decision, attempts);
+            }
         }
         debug!(
             walsenders = snapshot.walsenders.len(),
@@ -336,9 +384,26 @@ impl Daemon {
     }
 }
 
+/// Logs what the privilege preflight found (at every connect).
+fn log_preflight(p: &Preflight) {
+    let findings = report::preflight_findings(p);
+    if findings
+        .iter()
+        .all(|(severity, _)| *severity != Severity::Error)
+    {
+        info!(role = %p.role, superuser = p.superuser, "privilege preflight passed");
+    }
+    for (severity, text) in findings {
+        match severity {
+            Severity::Error => error!(role = %p.role, event = "preflight", "{text}"),
+            Severity::Warning => warn!(role = %p.role, event = "preflight", "{text}"),
+        }
+    }
+}
+
 /// `replwarden plan`: one poll with a fresh memory, printed; signals nothing.
 pub async fn plan(config: &Config, dry_run: bool) -> Result<String, PlanError> {
-    let session = connect(&config.postgres).await?;
+    let session = connect(&config.postgres, config.policy.limits.terminate_timeout).await?;
     let snapshot = session
         .poller
         .poll(&session.client)
@@ -350,7 +415,13 @@ pub async fn plan(config: &Config, dry_run: bool) -> Result<String, PlanError> {
         &mut Memory::default(),
         Instant::now(),
     );
-    Ok(report::plan(config, &snapshot, &round, dry_run))
+    Ok(report::plan(
+        config,
+        &session.preflight,
+        &snapshot,
+        &round,
+        dry_run,
+    ))
 }
 
 /// Why `plan` could not run.

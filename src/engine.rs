@@ -6,19 +6,31 @@
 //! backend_start)` — so nothing carries over to a new process instance, even
 //! one that reuses a pid. Memory survives a reload; timers of rules that no
 //! longer exist are dropped.
+//!
+//! A round has two passes. First every rule is judged against every
+//! walsender it matches, giving candidate actions. Then the safety guards
+//! see each candidate in order — the synchronous quorum guard, the
+//! reconnect-loop backoff and the action budget — and either commit it (it
+//! becomes a [`Decision`]) or hold it back ([`Held`]); a held candidate is
+//! not remembered as done, so it is judged again at the next poll.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::time::{Duration, Instant};
 
-use crate::policy::{Action, Conditions, Glob, PatternList, Policy, Rule};
+use crate::policy::{Action, Conditions, Glob, Limits, PatternList, Policy, Rule};
 use crate::snapshot::{Snapshot, Walsender, WalsenderId};
+use crate::syncrep;
 use crate::units::{fmt_duration, ByteSize, Lsn};
 
 /// What the engine remembers between polls.
 #[derive(Debug, Default)]
 pub struct Memory {
     instances: HashMap<WalsenderId, Instance>,
+    /// When the cancels/terminates of the current budget window were decided.
+    recent: VecDeque<Instant>,
+    /// Clients acted on, for reconnect-loop backoff.
+    clients: HashMap<ClientKey, ClientHistory>,
 }
 
 /// Per process instance.
@@ -39,19 +51,109 @@ struct Instance {
 struct RuleMemory {
     /// When the rule's conditions started holding without a break.
     breach_since: Option<Instant>,
-    /// The last action this rule took on this instance, and when. A rule acts
-    /// once per instance, except a cancel escalating to a terminate.
-    acted: Option<(Action, Instant)>,
+    /// What this rule last did to this instance.
+    acted: Option<Acted>,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Acted {
+    action: Action,
+    at: Instant,
+    /// Signals sent for this action so far (1 + retries).
+    attempts: u32,
+    /// The last attempt failed and may be retried.
+    failed: bool,
+    /// The last attempt failed and there are no retries left.
+    gave_up: bool,
+}
+
+/// A client as an operator would block it: the same application, address
+/// and role, whatever process instance it comes back as.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct ClientKey {
+    pub application_name: String,
+    pub client_addr: String,
+    pub user: String,
+}
+
+impl ClientKey {
+    fn of(ws: &Walsender) -> ClientKey {
+        ClientKey {
+            application_name: ws.application_name.clone(),
+            client_addr: ws.client_addr.to_string(),
+            user: ws.user.clone().unwrap_or_default(),
+        }
+    }
+}
+
+impl fmt::Display for ClientKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{:?} from {} as {}",
+            self.application_name, self.client_addr, self.user
+        )
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+struct ClientHistory {
+    actions: u32,
+    last: Instant,
+}
+
+/// The wait before acting on a client again after its `actions`-th action:
+/// `reconnect_backoff` doubled per action, capped.
+fn backoff(limits: &Limits, actions: u32) -> Duration {
+    let factor = 1u32
+        .checked_shl(actions.saturating_sub(1))
+        .unwrap_or(u32::MAX);
+    limits
+        .reconnect_backoff
+        .saturating_mul(factor)
+        .min(limits.reconnect_backoff_max)
+}
+
+/// How a signal went, as far as the engine cares.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Delivery {
+    /// Done (signalled, exited, already gone, logged, dry run).
+    Done,
+    /// Failed in a way worth retrying at the next poll.
+    Failed,
+    /// Failed in a way no retry can fix (refused for lack of privilege).
+    Final,
 }
 
 impl Memory {
-    /// How many process instances are remembered (for tests and the plan).
+    /// How many process instances are remembered.
     pub fn len(&self) -> usize {
         self.instances.len()
     }
 
     pub fn is_empty(&self) -> bool {
         self.instances.is_empty()
+    }
+
+    /// Records how a decision's signal went. Returns the number of attempts
+    /// when a failed signal has used up its retries (report it: it will not
+    /// be tried again on this instance).
+    pub fn record(
+        &mut self,
+        decision: &Decision,
+        delivery: Delivery,
+        limits: &Limits,
+    ) -> Option<u32> {
+        let acted = self
+            .instances
+            .get_mut(&decision.walsender.id)?
+            .rules
+            .get_mut(&decision.rule)?
+            .acted
+            .as_mut()?;
+        acted.failed = delivery == Delivery::Failed && acted.attempts <= limits.max_retries;
+        acted.gave_up = delivery == Delivery::Failed && !acted.failed;
+        acted.gave_up.then_some(acted.attempts)
     }
 }
 
@@ -86,6 +188,24 @@ pub enum Cause {
     Breach,
     /// A cancel left the same process instance alive for `escalate_after`.
     Escalation { cancelled_ago: Duration },
+    /// The previous signal to this instance failed; this is attempt `attempt`.
+    Retry { attempt: u32 },
+}
+
+impl fmt::Display for Cause {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Cause::Breach => f.write_str("breach"),
+            Cause::Escalation { cancelled_ago } => {
+                write!(
+                    f,
+                    "escalation: still alive {} after cancel",
+                    fmt_duration(*cancelled_ago)
+                )
+            }
+            Cause::Retry { attempt } => write!(f, "retry: attempt {attempt}"),
+        }
+    }
 }
 
 /// One thing to do.
@@ -98,6 +218,64 @@ pub struct Decision {
     pub evidence: Vec<Evidence>,
 }
 
+/// Why a candidate action was held back this round.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum HoldReason {
+    /// Losing this walsender would leave fewer healthy synchronous standbys
+    /// than `synchronous_standby_names` requires.
+    SyncQuorum {
+        setting: String,
+        required: u32,
+        /// The healthy synchronous candidates now connected.
+        healthy: Vec<String>,
+    },
+    /// The same client was acted on recently; waiting out the backoff.
+    ReconnectBackoff {
+        client: ClientKey,
+        actions: u32,
+        wait_left: Duration,
+    },
+    /// `[limits] max_actions` per `per` reached.
+    Budget { max_actions: u32, per: Duration },
+}
+
+impl fmt::Display for HoldReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            HoldReason::SyncQuorum { setting, required, healthy } => write!(
+                f,
+                "held: would break synchronous quorum (synchronous_standby_names = {setting:?} needs {required}; healthy sync candidates: {})",
+                if healthy.is_empty() { "none".to_string() } else { healthy.join(", ") }
+            ),
+            HoldReason::ReconnectBackoff { client, actions, wait_left } => write!(
+                f,
+                "held: reconnect loop backoff ({client} acted on {actions} time(s); {} left)",
+                fmt_duration(*wait_left)
+            ),
+            HoldReason::Budget { max_actions, per } => {
+                write!(f, "deferred: action budget of {max_actions} per {} used up", fmt_duration(*per))
+            }
+        }
+    }
+}
+
+/// A candidate action the guards held back.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Held {
+    pub decision: Decision,
+    pub reason: HoldReason,
+}
+
+/// A client acted on again: the loop an operator must end at its source.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReconnectLoop {
+    pub client: ClientKey,
+    /// Actions on this client so far, this one included.
+    pub actions: u32,
+    /// The wait before the next action on it.
+    pub next_wait: Duration,
+}
+
 /// How one rule stands towards one walsender (what `plan` prints).
 #[derive(Clone, Debug, PartialEq)]
 pub enum Verdict {
@@ -107,8 +285,14 @@ pub enum Verdict {
     InGrace { held_for: Duration, grace: Duration },
     /// Acting now (see the matching [`Decision`]).
     Fires(Action),
+    /// Would act, but a guard holds it back.
+    Held(HoldReason),
     /// Already acted on this instance; nothing more to do.
     Done { action: Action, ago: Duration },
+    /// A failed signal was retried as often as allowed.
+    GaveUp { action: Action, attempts: u32 },
+    /// The walsender matches `[protect]`: no rule acts on it.
+    Protected,
 }
 
 impl fmt::Display for Verdict {
@@ -122,7 +306,12 @@ impl fmt::Display for Verdict {
                 fmt_duration(*grace)
             ),
             Verdict::Fires(action) => write!(f, "FIRES: {action}"),
+            Verdict::Held(reason) => reason.fmt(f),
             Verdict::Done { action, ago } => write!(f, "already acted ({action}, {} ago)", fmt_duration(*ago)),
+            Verdict::GaveUp { action, attempts } => {
+                write!(f, "gave up: {action} failed {attempts} time(s)")
+            }
+            Verdict::Protected => f.write_str("protected by [protect]: left alone"),
         }
     }
 }
@@ -130,25 +319,49 @@ impl fmt::Display for Verdict {
 /// The result of one round of deciding.
 #[derive(Debug, Default)]
 pub struct Round {
+    /// What to do now, in order.
     pub decisions: Vec<Decision>,
+    /// What the guards held back this round.
+    pub held: Vec<Held>,
+    /// Clients acted on again this round.
+    pub loops: Vec<ReconnectLoop>,
     /// For each walsender (by index in the snapshot), each matching rule (by
     /// index in the policy) and how it stands.
     pub verdicts: Vec<(usize, usize, Verdict)>,
 }
 
+/// A candidate action and the verdict slot that tells of it.
+struct Candidate {
+    decision: Decision,
+    verdict: usize,
+}
+
 /// Decides what to do about `snapshot` at `now`, updating `memory`.
 ///
-/// The memory is updated as if every decision were carried out: a rule does
-/// not act twice on the same instance (whatever the outcome, which the
-/// daemon logs), except for cancel → terminate escalation.
+/// Committed decisions are remembered as carried out: a rule does not act
+/// twice on the same instance, except to escalate a cancel or to retry a
+/// signal reported failed through [`Memory::record`].
 pub fn decide(policy: &Policy, snapshot: &Snapshot, memory: &mut Memory, now: Instant) -> Round {
     // Forget instances that are gone: a new process, even with the same pid,
     // starts with a clean slate.
     memory
         .instances
         .retain(|id, _| snapshot.walsenders.iter().any(|w| w.id == *id));
+    let limits = &policy.limits;
+    let forget_after = limits.reconnect_backoff_max.saturating_mul(2);
+    memory
+        .clients
+        .retain(|_, h| now.saturating_duration_since(h.last) <= forget_after);
+    while memory
+        .recent
+        .front()
+        .is_some_and(|t| now.saturating_duration_since(*t) >= limits.per)
+    {
+        memory.recent.pop_front();
+    }
 
     let mut round = Round::default();
+    let mut candidates = Vec::new();
     for (wi, ws) in snapshot.walsenders.iter().enumerate() {
         let inst = memory.instances.entry(ws.id).or_insert_with(|| Instance {
             state: ws.state.clone(),
@@ -167,77 +380,274 @@ pub fn decide(policy: &Policy, snapshot: &Snapshot, memory: &mut Memory, now: In
         }
         inst.rules
             .retain(|name, _| policy.rules.iter().any(|r| r.name == *name));
+        let protected = policy.protects(ws);
 
         for (ri, rule) in policy.rules.iter().enumerate() {
             if !rule.matchers.matches(ws) {
                 inst.rules.remove(&rule.name);
                 continue;
             }
+            if protected {
+                inst.rules.remove(&rule.name);
+                round.verdicts.push((wi, ri, Verdict::Protected));
+                continue;
+            }
             let held = check(&rule.conditions, ws, snapshot.current_lsn, inst, now);
             let mem = inst.rules.entry(rule.name.clone()).or_default();
-            let verdict = judge(rule, ws, held, mem, now, &mut round.decisions);
+            let (verdict, candidate) = judge(rule, ws, held, mem, now);
+            if let Some(decision) = candidate {
+                candidates.push(Candidate {
+                    decision,
+                    verdict: round.verdicts.len(),
+                });
+            }
             round.verdicts.push((wi, ri, verdict));
         }
+    }
+
+    let mut quorum = Quorum::new(policy, snapshot);
+    for Candidate { decision, verdict } in candidates {
+        let reason = guard(policy, &quorum, memory, &decision, now);
+        if let Some(reason) = reason {
+            round.verdicts[verdict].2 = Verdict::Held(reason.clone());
+            round.held.push(Held { decision, reason });
+            continue;
+        }
+        commit(memory, &decision, limits, now, &mut round.loops);
+        quorum.lose(&decision.walsender);
+        round.decisions.push(decision);
     }
     round
 }
 
+/// The first guard that holds `d` back, if any. `log` actions signal
+/// nothing and pass every guard.
+fn guard(
+    policy: &Policy,
+    quorum: &Quorum,
+    memory: &Memory,
+    d: &Decision,
+    now: Instant,
+) -> Option<HoldReason> {
+    if d.action == Action::Log {
+        return None;
+    }
+    if let Some(reason) = quorum.would_break(&d.walsender) {
+        return Some(reason);
+    }
+    let limits = &policy.limits;
+    if d.cause == Cause::Breach {
+        let client = ClientKey::of(&d.walsender);
+        if let Some(h) = memory.clients.get(&client) {
+            let wait = backoff(limits, h.actions);
+            let since = now.saturating_duration_since(h.last);
+            if since < wait {
+                return Some(HoldReason::ReconnectBackoff {
+                    client,
+                    actions: h.actions,
+                    wait_left: wait - since,
+                });
+            }
+        }
+    }
+    (memory.recent.len() >= limits.max_actions as usize).then_some(HoldReason::Budget {
+        max_actions: limits.max_actions,
+        per: limits.per,
+    })
+}
+
+/// Remembers `d` as carried out.
+fn commit(
+    memory: &mut Memory,
+    d: &Decision,
+    limits: &Limits,
+    now: Instant,
+    loops: &mut Vec<ReconnectLoop>,
+) {
+    let Some(mem) = memory
+        .instances
+        .get_mut(&d.walsender.id)
+        .and_then(|i| i.rules.get_mut(&d.rule))
+    else {
+        return;
+    };
+    let attempts = match (&d.cause, mem.acted) {
+        (Cause::Retry { attempt }, _) => *attempt,
+        _ => 1,
+    };
+    mem.acted = Some(Acted {
+        action: d.action,
+        at: now,
+        attempts,
+        failed: false,
+        gave_up: false,
+    });
+    if d.action == Action::Log {
+        return;
+    }
+    memory.recent.push_back(now);
+    if d.cause == Cause::Breach {
+        let history = memory
+            .clients
+            .entry(ClientKey::of(&d.walsender))
+            .and_modify(|h| {
+                h.actions += 1;
+                h.last = now;
+            })
+            .or_insert(ClientHistory {
+                actions: 1,
+                last: now,
+            });
+        if history.actions >= 2 {
+            loops.push(ReconnectLoop {
+                client: ClientKey::of(&d.walsender),
+                actions: history.actions,
+                next_wait: backoff(limits, history.actions),
+            });
+        }
+    }
+}
+
+/// The synchronous standbys the server can count on right now.
+struct Quorum {
+    /// `None`: no guard (disabled, no synchronous replication, or a standby).
+    spec: Option<(String, u32)>,
+    /// Healthy synchronous candidates, by pid, with their names.
+    healthy: Vec<(i32, String)>,
+}
+
+impl Quorum {
+    fn new(policy: &Policy, snapshot: &Snapshot) -> Quorum {
+        let setting = snapshot.synchronous_standby_names.trim();
+        if !policy.sync_guard.enabled || snapshot.in_recovery || setting.is_empty() {
+            return Quorum {
+                spec: None,
+                healthy: Vec::new(),
+            };
+        }
+        // A setting we cannot parse still names sync standbys: guard them all.
+        let required = match syncrep::parse(setting) {
+            Ok(Some(spec)) => spec.num_sync,
+            Ok(None) => 0,
+            Err(_) => u32::MAX,
+        };
+        let within = policy.sync_guard.healthy_reply_within;
+        let healthy = snapshot
+            .walsenders
+            .iter()
+            .filter(|w| {
+                matches!(
+                    w.sync_state.as_deref(),
+                    Some("sync" | "potential" | "quorum")
+                )
+            })
+            .filter(|w| w.state.as_deref() == Some("streaming"))
+            .filter(|w| w.reply_age.is_some_and(|age| age <= within))
+            .map(|w| (w.id.pid, w.application_name.clone()))
+            .collect();
+        Quorum {
+            spec: Some((setting.to_string(), required)),
+            healthy,
+        }
+    }
+
+    fn would_break(&self, ws: &Walsender) -> Option<HoldReason> {
+        let (setting, required) = self.spec.as_ref()?;
+        let counts = self.healthy.iter().any(|(pid, _)| *pid == ws.id.pid);
+        (counts && (self.healthy.len() as u64) <= u64::from(*required)).then(|| {
+            HoldReason::SyncQuorum {
+                setting: setting.clone(),
+                required: *required,
+                healthy: self.healthy.iter().map(|(_, n)| n.clone()).collect(),
+            }
+        })
+    }
+
+    /// A committed action takes `ws` out of the count.
+    fn lose(&mut self, ws: &Walsender) {
+        self.healthy.retain(|(pid, _)| *pid != ws.id.pid);
+    }
+}
+
 /// Updates one rule's memory for one instance and says where it stands,
-/// pushing a decision when it acts.
+/// with the action it proposes (not yet committed: the guards see it first).
 fn judge(
     rule: &Rule,
     ws: &Walsender,
     held: Result<Vec<Evidence>, Vec<String>>,
     mem: &mut RuleMemory,
     now: Instant,
-    decisions: &mut Vec<Decision>,
-) -> Verdict {
-    if let Some((acted, at)) = mem.acted {
-        let ago = now.saturating_duration_since(at);
-        return match (acted, rule.escalate_after) {
+) -> (Verdict, Option<Decision>) {
+    let propose = |action, cause, evidence| Decision {
+        rule: rule.name.clone(),
+        action,
+        cause,
+        walsender: ws.clone(),
+        evidence,
+    };
+    if let Some(acted) = mem.acted {
+        let ago = now.saturating_duration_since(acted.at);
+        if acted.failed {
+            let attempt = acted.attempts + 1;
+            let d = propose(
+                acted.action,
+                Cause::Retry { attempt },
+                held.unwrap_or_default(),
+            );
+            return (Verdict::Fires(acted.action), Some(d));
+        }
+        if acted.gave_up {
+            let verdict = Verdict::GaveUp {
+                action: acted.action,
+                attempts: acted.attempts,
+            };
+            return (verdict, None);
+        }
+        return match (acted.action, rule.escalate_after) {
             (Action::Cancel, Some(after)) if ago >= after => {
-                mem.acted = Some((Action::Terminate, now));
-                decisions.push(Decision {
-                    rule: rule.name.clone(),
-                    action: Action::Terminate,
-                    cause: Cause::Escalation { cancelled_ago: ago },
-                    walsender: ws.clone(),
-                    evidence: held.unwrap_or_default(),
-                });
-                Verdict::Fires(Action::Terminate)
+                let d = propose(
+                    Action::Terminate,
+                    Cause::Escalation { cancelled_ago: ago },
+                    held.unwrap_or_default(),
+                );
+                (Verdict::Fires(Action::Terminate), Some(d))
             }
-            _ => Verdict::Done { action: acted, ago },
+            _ => (
+                Verdict::Done {
+                    action: acted.action,
+                    ago,
+                },
+                None,
+            ),
         };
     }
     let evidence = match held {
         Ok(evidence) => evidence,
         Err(unmet) => {
             mem.breach_since = None;
-            return Verdict::Unmet(unmet);
+            return (Verdict::Unmet(unmet), None);
         }
     };
     let since = *mem.breach_since.get_or_insert(now);
     let held_for = now.saturating_duration_since(since);
     if held_for < rule.grace {
-        return Verdict::InGrace {
-            held_for,
-            grace: rule.grace,
-        };
+        return (
+            Verdict::InGrace {
+                held_for,
+                grace: rule.grace,
+            },
+            None,
+        );
     }
     let evidence = if rule.conditions.is_empty() {
         matcher_evidence(rule, ws)
     } else {
         evidence
     };
-    mem.acted = Some((rule.action, now));
-    decisions.push(Decision {
-        rule: rule.name.clone(),
-        action: rule.action,
-        cause: Cause::Breach,
-        walsender: ws.clone(),
-        evidence,
-    });
-    Verdict::Fires(rule.action)
+    (
+        Verdict::Fires(rule.action),
+        Some(propose(rule.action, Cause::Breach, evidence)),
+    )
 }
 
 /// For a block rule (no conditions), the evidence is what matched.
@@ -410,6 +820,7 @@ mod tests {
             in_recovery: false,
             current_lsn: Some(Lsn(0x3000000)),
             role: "replwarden".to_string(),
+            synchronous_standby_names: String::new(),
             walsenders,
             hidden: vec![],
         }
@@ -478,7 +889,13 @@ action = "terminate"
         decide(&p, &snap(vec![first.clone()]), &mut m, t0);
         let mut reborn = first;
         reborn.id.backend_start += Duration::from_secs(5);
-        let r = decide(&p, &snap(vec![reborn]), &mut m, t0 + Duration::from_secs(5));
+        // (10 s later: the default reconnect backoff has passed.)
+        let r = decide(
+            &p,
+            &snap(vec![reborn]),
+            &mut m,
+            t0 + Duration::from_secs(10),
+        );
         assert_eq!(acted(&r), [(2, "no-rogue", Action::Terminate)]);
         assert_eq!(m.len(), 1, "the old instance is forgotten");
     }
@@ -761,5 +1178,251 @@ sync_state = ["!sync"]
                 (2, "log-all-rogues", Action::Log)
             ]
         );
+    }
+
+    fn sync(pid: i32, app: &str, sync_state: &str) -> Walsender {
+        let mut w = ws(pid, app);
+        w.sync_state = Some(sync_state.to_string());
+        w
+    }
+
+    fn held_reasons(r: &Round) -> Vec<(i32, String)> {
+        r.held
+            .iter()
+            .map(|h| (h.decision.walsender.id.pid, h.reason.to_string()))
+            .collect()
+    }
+
+    const KILL_STANDBYS: &str =
+        "[[rule]]\nname = \"k\"\napplication_name = [\"s*\"]\naction = \"terminate\"\n";
+
+    #[test]
+    fn the_quorum_guard_keeps_enough_healthy_sync_standbys() {
+        let p = policy(KILL_STANDBYS);
+        let t0 = Instant::now();
+        // FIRST 1 with one sync and one async: the sync one is held, every time.
+        let mut s = snap(vec![sync(1, "s_sync", "sync"), sync(2, "s_async", "async")]);
+        s.synchronous_standby_names = "FIRST 1 (s_sync)".into();
+        let mut m = Memory::default();
+        let r = decide(&p, &s, &mut m, t0);
+        assert_eq!(acted(&r), [(2, "k", Action::Terminate)]);
+        assert_eq!(
+            held_reasons(&r),
+            [(1, "held: would break synchronous quorum (synchronous_standby_names = \"FIRST 1 (s_sync)\" needs 1; healthy sync candidates: s_sync)".to_string())]
+        );
+        let r = decide(&p, &s, &mut m, t0 + Duration::from_secs(1));
+        assert_eq!(r.held.len(), 1, "held again at the next poll");
+        assert!(matches!(
+            r.verdicts[0].2,
+            Verdict::Held(HoldReason::SyncQuorum { required: 1, .. })
+        ));
+
+        // ANY 1 of two healthy: one may go, not both (same round).
+        let mut s = snap(vec![sync(1, "s_a", "quorum"), sync(2, "s_b", "quorum")]);
+        s.synchronous_standby_names = "ANY 1 (s_a, s_b)".into();
+        let r = decide(&p, &s, &mut Memory::default(), t0);
+        assert_eq!(acted(&r), [(1, "k", Action::Terminate)]);
+        assert_eq!(r.held[0].decision.walsender.id.pid, 2);
+
+        // ANY 1 where the other candidate is frozen (stale reply): hold.
+        let mut frozen = sync(2, "s_b", "quorum");
+        frozen.reply_age = Some(Duration::from_secs(60));
+        let mut s = snap(vec![sync(1, "s_a", "quorum"), frozen]);
+        s.synchronous_standby_names = "ANY 1 (s_a, s_b)".into();
+        let r = decide(&p, &s, &mut Memory::default(), t0);
+        assert_eq!(
+            acted(&r),
+            [(2, "k", Action::Terminate)],
+            "the unhealthy one may go, the healthy one stays"
+        );
+        assert_eq!(r.held[0].decision.walsender.id.pid, 1);
+
+        // FIRST 1 with a healthy potential standby: the sync one may go.
+        let mut s = snap(vec![sync(1, "s_a", "sync"), sync(2, "s_b", "potential")]);
+        s.synchronous_standby_names = "s_a, s_b".into();
+        let r = decide(&p, &s, &mut Memory::default(), t0);
+        assert_eq!(acted(&r), [(1, "k", Action::Terminate)]);
+
+        // An unparsable setting guards every healthy candidate; log actions pass.
+        let p2 = policy(&format!(
+            "{KILL_STANDBYS}[[rule]]\nname = \"l\"\napplication_name = [\"s*\"]\n"
+        ));
+        let mut s = snap(vec![sync(1, "s_a", "sync"), sync(2, "s_b", "potential")]);
+        s.synchronous_standby_names = "FIRST 1 (s_a".into();
+        let r = decide(&p2, &s, &mut Memory::default(), t0);
+        assert_eq!(acted(&r), [(1, "l", Action::Log), (2, "l", Action::Log)]);
+        assert_eq!(r.held.len(), 2);
+
+        // Disabled, or on a standby: no guard.
+        let off = policy(&format!("[sync_guard]\nenabled = false\n{KILL_STANDBYS}"));
+        let mut s = snap(vec![sync(1, "s_sync", "sync")]);
+        s.synchronous_standby_names = "s_sync".into();
+        assert_eq!(
+            decide(&off, &s, &mut Memory::default(), t0).decisions.len(),
+            1
+        );
+        s.in_recovery = true;
+        assert_eq!(
+            decide(&p, &s, &mut Memory::default(), t0).decisions.len(),
+            1
+        );
+    }
+
+    #[test]
+    fn protected_walsenders_are_never_acted_on() {
+        let p = policy(&format!(
+            "[protect]\napplication_name = [\"patroni_*\"]\n{KILL_STANDBYS}[[rule]]\nname = \"all\"\nuser = [\"*\"]\n"
+        ));
+        let r = decide(
+            &p,
+            &snap(vec![ws(1, "s_patroni"), ws(2, "patroni_x")]),
+            &mut Memory::default(),
+            Instant::now(),
+        );
+        assert_eq!(
+            acted(&r),
+            [(1, "k", Action::Terminate), (1, "all", Action::Log)]
+        );
+        assert_eq!(
+            r.verdicts
+                .iter()
+                .filter(|v| v.2 == Verdict::Protected)
+                .count(),
+            1
+        );
+        let several = policy(&format!(
+            "[[protect]]\nuser = [\"patroni\"]\n[[protect]]\nclient_addr = [\"10.0.0.0/8\"]\n{KILL_STANDBYS}"
+        ));
+        let r = decide(
+            &several,
+            &snap(vec![ws(1, "s_a")]),
+            &mut Memory::default(),
+            Instant::now(),
+        );
+        assert!(
+            r.decisions.is_empty(),
+            "10.1.2.3 is protected by the second entry"
+        );
+    }
+
+    #[test]
+    fn the_budget_defers_and_never_drops() {
+        let p = policy(&format!(
+            "[limits]\nmax_actions = 2\nper = \"1m\"\n{KILL_STANDBYS}"
+        ));
+        let t0 = Instant::now();
+        let s = snap((1..=5).map(|i| ws(i, &format!("s{i}"))).collect());
+        let mut m = Memory::default();
+        let r = decide(&p, &s, &mut m, t0);
+        assert_eq!(r.decisions.len(), 2);
+        assert_eq!(r.held.len(), 3);
+        assert!(r
+            .held
+            .iter()
+            .all(|h| matches!(h.reason, HoldReason::Budget { max_actions: 2, .. })));
+        // Still over budget 59 s later; the window frees at 60 s.
+        assert!(decide(&p, &s, &mut m, t0 + Duration::from_secs(59))
+            .decisions
+            .is_empty());
+        let r = decide(&p, &s, &mut m, t0 + Duration::from_secs(60));
+        assert_eq!(
+            r.decisions
+                .iter()
+                .map(|d| d.walsender.id.pid)
+                .collect::<Vec<_>>(),
+            [3, 4]
+        );
+        let r = decide(&p, &s, &mut m, t0 + Duration::from_secs(120));
+        assert_eq!(
+            r.decisions
+                .iter()
+                .map(|d| d.walsender.id.pid)
+                .collect::<Vec<_>>(),
+            [5]
+        );
+    }
+
+    #[test]
+    fn a_client_that_keeps_coming_back_is_backed_off_exponentially() {
+        let p = policy(&format!(
+            "[limits]\nreconnect_backoff = \"10s\"\nreconnect_backoff_max = \"30s\"\nmax_actions = 100\n{BLOCK}"
+        ));
+        let t0 = Instant::now();
+        let mut m = Memory::default();
+        let mut times = Vec::new();
+        let mut loops = Vec::new();
+        // The client reconnects as a new instance one second after each action.
+        let mut instance = 0;
+        let mut w = ws(100, "rogue_x");
+        for second in 0..120 {
+            let now = t0 + Duration::from_secs(second);
+            let r = decide(&p, &snap(vec![w.clone()]), &mut m, now);
+            loops.extend(r.loops.iter().map(|l| (l.actions, l.next_wait)));
+            if !r.decisions.is_empty() {
+                times.push(second);
+                instance += 1;
+                w = ws(100 + instance, "rogue_x");
+            }
+        }
+        assert_eq!(times, [0, 10, 30, 60, 90]);
+        assert_eq!(
+            loops,
+            [
+                (2, Duration::from_secs(20)),
+                (3, Duration::from_secs(30)),
+                (4, Duration::from_secs(30)),
+                (5, Duration::from_secs(30)),
+            ]
+        );
+        // Quiet for twice the cap: forgiven.
+        let r = decide(
+            &p,
+            &snap(vec![ws(999, "rogue_x")]),
+            &mut m,
+            t0 + Duration::from_secs(90 + 61),
+        );
+        assert_eq!(r.decisions.len(), 1);
+        assert!(r.loops.is_empty());
+    }
+
+    #[test]
+    fn failed_signals_are_retried_a_bounded_number_of_times() {
+        let p = policy(&format!("[limits]\nmax_retries = 2\n{BLOCK}"));
+        let t0 = Instant::now();
+        let s = snap(vec![ws(2, "rogue_x")]);
+        let mut m = Memory::default();
+        let mut causes = Vec::new();
+        let mut gave_up = None;
+        for second in 0..10 {
+            let r = decide(&p, &s, &mut m, t0 + Duration::from_secs(second));
+            for d in &r.decisions {
+                causes.push(d.cause.clone());
+                gave_up = gave_up.or(m.record(d, Delivery::Failed, &p.limits));
+            }
+        }
+        assert_eq!(
+            causes,
+            [
+                Cause::Breach,
+                Cause::Retry { attempt: 2 },
+                Cause::Retry { attempt: 3 }
+            ]
+        );
+        assert_eq!(gave_up, Some(3));
+        let r = decide(&p, &s, &mut m, t0 + Duration::from_secs(60));
+        assert_eq!(
+            r.verdicts[0].2,
+            Verdict::GaveUp {
+                action: Action::Terminate,
+                attempts: 3
+            }
+        );
+        // A refusal is final at once; a success is done.
+        let mut m = Memory::default();
+        let r = decide(&p, &s, &mut m, t0);
+        assert_eq!(m.record(&r.decisions[0], Delivery::Final, &p.limits), None);
+        assert!(decide(&p, &s, &mut m, t0 + Duration::from_secs(1))
+            .decisions
+            .is_empty());
     }
 }

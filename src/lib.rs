@@ -8,6 +8,8 @@
 //! - [`snapshot`]: the poll query and the rows it yields ([`snapshot::Walsender`]).
 //! - [`engine`]: pure decisions from (policy, snapshot, memory, now).
 //! - [`actions`]: the safe cancel/terminate statements and their outcomes.
+//! - [`sql`]: every SQL statement, with the version-dependent choices.
+//! - [`syncrep`]: `synchronous_standby_names` parsing for the quorum guard.
 //! - [`daemon`]: the loop — connect with backoff, tick, reload, shut down.
 //! - [`report`]: log events for decisions, and the `check`/`plan` printouts.
 //!
@@ -20,4 +22,6 @@ pub mod engine;
 pub mod policy;
 pub mod report;
 pub mod snapshot;
+pub mod sql;
+pub mod syncrep;
 pub mod units;

@@ -182,8 +182,69 @@ pub struct Rule {
     pub escalate_after: Option<Duration>,
 }
 
-/// The rules, in file order.
+/// `[limits]`: how much the daemon may do, and how it backs off.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// At most this many cancels/terminates …
+    pub max_actions: u32,
+    /// … in any window this long; more are deferred to later polls.
+    pub per: Duration,
+    /// The wait before acting again on a client (application_name +
+    /// client_addr + user) that came back after an action; doubles with each
+    /// further action, up to `reconnect_backoff_max`. Zero disables it.
+    pub reconnect_backoff: Duration,
+    pub reconnect_backoff_max: Duration,
+    /// How often a failed signal is retried before it is reported and left.
+    pub max_retries: u32,
+    /// PostgreSQL 14+: how long `pg_terminate_backend(pid, timeout)` waits
+    /// for the process to exit.
+    pub terminate_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_actions: 5,
+            per: Duration::from_secs(60),
+            reconnect_backoff: Duration::from_secs(10),
+            reconnect_backoff_max: Duration::from_secs(600),
+            max_retries: 3,
+            terminate_timeout: Duration::from_millis(500),
+        }
+    }
+}
+
+/// `[sync_guard]`: never take away a synchronous standby the server needs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SyncGuard {
+    pub enabled: bool,
+    /// A sync candidate counts as healthy when streaming and its last reply
+    /// is at most this old.
+    pub healthy_reply_within: Duration,
+}
+
+impl Default for SyncGuard {
+    fn default() -> Self {
+        SyncGuard {
+            enabled: true,
+            healthy_reply_within: Duration::from_secs(15),
+        }
+    }
+}
+
+/// The whole validated policy.
 #[derive(Clone, Debug, Default)]
 pub struct Policy {
+    /// In file order.
     pub rules: Vec<Rule>,
+    /// Walsenders matching any of these are never acted on.
+    pub protect: Vec<Matchers>,
+    pub limits: Limits,
+    pub sync_guard: SyncGuard,
+}
+
+impl Policy {
+    pub fn protects(&self, ws: &Walsender) -> bool {
+        self.protect.iter().any(|m| m.matches(ws))
+    }
 }

@@ -6,24 +6,15 @@ use std::fmt::Write as _;
 
 use crate::actions::Outcome;
 use crate::config::Config;
-use crate::engine::{evidence_line, Cause, Decision, Round};
+use crate::engine::{evidence_line, Decision, Held, HoldReason, ReconnectLoop, Round};
 use crate::policy::{Glob, PatternList, Rule};
-use crate::snapshot::{Snapshot, Walsender};
+use crate::snapshot::{Preflight, Snapshot, Walsender};
 use crate::units::fmt_duration;
 
 /// Logs one decision and its outcome as one event. Field names are stable:
 /// alert on `event="action"` and `outcome`.
 pub fn log_decision(decision: &Decision, outcome: &Outcome) {
     let ws = &decision.walsender;
-    let cause = match decision.cause {
-        Cause::Breach => "breach".to_string(),
-        Cause::Escalation { cancelled_ago } => {
-            format!(
-                "escalation: still alive {} after cancel",
-                fmt_duration(cancelled_ago)
-            )
-        }
-    };
     let detail = match outcome {
         Outcome::Refused(why) | Outcome::Failed(why) => why.as_str(),
         _ => "",
@@ -35,7 +26,7 @@ pub fn log_decision(decision: &Decision, outcome: &Outcome) {
                 rule = %decision.rule,
                 action = %decision.action,
                 outcome = outcome.as_str(),
-                cause = %cause,
+                cause = %decision.cause,
                 pid = ws.id.pid,
                 backend_start = %ws.id.started(),
                 application_name = %ws.application_name,
@@ -51,6 +42,8 @@ pub fn log_decision(decision: &Decision, outcome: &Outcome) {
     }
     match outcome {
         Outcome::Signalled => event!(warn, "walsender signalled"),
+        Outcome::Terminated => event!(warn, "walsender terminated"),
+        Outcome::NotExited => event!(error, "walsender signalled but did not exit in time"),
         Outcome::Gone => event!(info, "walsender already gone; nothing signalled"),
         Outcome::DryRun => event!(warn, "dry run: would signal walsender"),
         Outcome::Logged => event!(warn, "rule breached (action log)"),
@@ -222,8 +215,25 @@ fn measured(ws: &Walsender) -> String {
 
 /// What `replwarden plan` prints: each walsender, its measured values, the
 /// rules that match it and what the daemon would do now.
-pub fn plan(config: &Config, snapshot: &Snapshot, round: &Round, dry_run: bool) -> String {
+pub fn plan(
+    config: &Config,
+    preflight: &Preflight,
+    snapshot: &Snapshot,
+    round: &Round,
+    dry_run: bool,
+) -> String {
     let mut out = String::new();
+    for (severity, text) in preflight_findings(preflight) {
+        let _ = writeln!(
+            out,
+            "{}: {text}",
+            if severity == Severity::Error {
+                "ERROR"
+            } else {
+                "WARNING"
+            }
+        );
+    }
     let _ = writeln!(
         out,
         "server: {} at WAL {}; connected as {}; {} walsender(s); {} rule(s){}",
@@ -264,6 +274,13 @@ pub fn plan(config: &Config, snapshot: &Snapshot, round: &Round, dry_run: bool) 
             let _ = writeln!(out, "  no rule matches: left alone");
         }
     }
+    for l in &round.loops {
+        let _ = writeln!(
+            out,
+            "\nreconnect loop: {} acted on {} times",
+            l.client, l.actions
+        );
+    }
     if !round.decisions.is_empty() {
         let _ = writeln!(out, "\nwould act now:");
         for d in &round.decisions {
@@ -289,9 +306,181 @@ pub fn plan(config: &Config, snapshot: &Snapshot, round: &Round, dry_run: bool) 
 pub fn privilege_advice(snapshot: &Snapshot) -> String {
     format!(
         "role {role:?} cannot read pg_stat_replication for {n} walsender(s) (pids {pids:?}): their state, positions and \
-         client_addr read as NULL, so replwarden acts on NOTHING. Fix: GRANT pg_monitor TO {role};",
+         client_addr read as NULL, so replwarden acts on NOTHING. Fix: GRANT pg_monitor TO {ident};",
         role = snapshot.role,
         n = snapshot.hidden.len(),
         pids = snapshot.hidden,
+        ident = quote_ident(&snapshot.role),
     )
+}
+
+/// A role name as SQL needs it: bare when that is unambiguous, else quoted.
+pub fn quote_ident(name: &str) -> String {
+    let plain = !name.is_empty()
+        && name
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_lowercase() || c == '_')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    if plain {
+        name.to_string()
+    } else {
+        format!("\"{}\"", name.replace('"', "\"\""))
+    }
+}
+
+/// Severity of a preflight finding.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Severity {
+    Error,
+    Warning,
+}
+
+/// What the privilege preflight found that an operator must fix, worded
+/// with the fix. Empty when all is well.
+pub fn preflight_findings(p: &Preflight) -> Vec<(Severity, String)> {
+    let mut out = Vec::new();
+    let role = quote_ident(&p.role);
+    if p.superuser {
+        return out;
+    }
+    if !p.can_read {
+        out.push((
+            Severity::Error,
+            format!(
+                "role {role} lacks pg_monitor (pg_read_all_stats): it cannot read pg_stat_replication, so replwarden \
+                 will act on nothing. Fix: GRANT pg_monitor TO {role};"
+            ),
+        ));
+    }
+    if !p.can_signal {
+        out.push((
+            Severity::Error,
+            format!(
+                "role {role} lacks pg_signal_backend: every cancel/terminate will be refused. \
+                 Fix: GRANT pg_signal_backend TO {role};"
+            ),
+        ));
+    }
+    if !p.superuser_walsenders.is_empty() {
+        out.push((
+            Severity::Warning,
+            format!(
+                "walsenders of superuser roles cannot be signalled by {role} (only a superuser may): {}. \
+                 Fix: replicate as a non-superuser role (CREATE ROLE replicator LOGIN REPLICATION; and use it in \
+                 primary_conninfo / the client's connection string)",
+                p.superuser_walsenders.join(", ")
+            ),
+        ));
+    }
+    out
+}
+
+/// Logs a held-back action: every time for the synchronous quorum guard
+/// (the operator must see that a rule is blocked), at debug for the
+/// reconnect-loop backoff (its warning comes with each action).
+pub fn log_held(held: &Held) {
+    let ws = &held.decision.walsender;
+    match &held.reason {
+        HoldReason::SyncQuorum {
+            setting,
+            required,
+            healthy,
+        } => tracing::warn!(
+            event = "held",
+            rule = %held.decision.rule,
+            action = %held.decision.action,
+            pid = ws.id.pid,
+            backend_start = %ws.id.started(),
+            application_name = %ws.application_name,
+            sync_state = ws.sync_state.as_deref().unwrap_or("NULL"),
+            synchronous_standby_names = %setting,
+            required = *required,
+            healthy_sync_standbys = healthy.len(),
+            healthy_names = %healthy.join(","),
+            measured = %evidence_line(&held.decision.evidence),
+            "held: would break synchronous quorum"
+        ),
+        HoldReason::ReconnectBackoff { .. } => tracing::debug!(
+            event = "held",
+            rule = %held.decision.rule,
+            pid = ws.id.pid,
+            application_name = %ws.application_name,
+            reason = %held.reason,
+            "held: reconnect loop backoff"
+        ),
+        HoldReason::Budget { .. } => {}
+    }
+}
+
+/// One summary line for the actions the budget deferred this round.
+pub fn log_deferred(deferred: &[&Held]) {
+    let Some(first) = deferred.first() else {
+        return;
+    };
+    let HoldReason::Budget { max_actions, per } = first.reason else {
+        return;
+    };
+    let who: Vec<String> = deferred
+        .iter()
+        .map(|h| {
+            format!(
+                "{} {} ({})",
+                h.decision.action,
+                h.decision.walsender.id.pid,
+                h.decision.walsender.application_name
+            )
+        })
+        .collect();
+    tracing::warn!(
+        event = "deferred",
+        deferred = deferred.len(),
+        max_actions,
+        per = %fmt_duration(per),
+        actions = %who.join(", "),
+        "action budget exhausted: actions deferred to later polls"
+    );
+}
+
+/// The warning for a client acted on again and again, with the lasting fix.
+pub fn log_reconnect_loop(l: &ReconnectLoop) {
+    let c = &l.client;
+    let role = quote_ident(&c.user);
+    let hba = if c.client_addr == "local" {
+        format!("local replication {role} reject")
+    } else {
+        let bits = if c.client_addr.contains(':') { 128 } else { 32 };
+        format!("host replication {role} {}/{bits} reject", c.client_addr)
+    };
+    tracing::warn!(
+        event = "reconnect_loop",
+        application_name = %c.application_name,
+        client_addr = %c.client_addr,
+        user = %c.user,
+        actions = l.actions,
+        next_wait = %fmt_duration(l.next_wait),
+        fix_hba = %hba,
+        fix_role = %format!("ALTER ROLE {role} NOREPLICATION;"),
+        "reconnect loop: this client keeps coming back after being acted on; replwarden now waits {} before acting on it \
+         again. To keep it out for good, add `{hba}` to pg_hba.conf before the line that admits it and SELECT \
+         pg_reload_conf(); or, if no healthy standby uses role {role}: ALTER ROLE {role} NOREPLICATION;",
+        fmt_duration(l.next_wait)
+    );
+}
+
+/// A failed signal that used up its retries.
+pub fn log_gave_up(decision: &Decision, attempts: u32) {
+    let ws = &decision.walsender;
+    tracing::error!(
+        event = "gave_up",
+        rule = %decision.rule,
+        action = %decision.action,
+        attempts,
+        pid = ws.id.pid,
+        backend_start = %ws.id.started(),
+        application_name = %ws.application_name,
+        "giving up: the signal failed on every attempt; this process instance will not be signalled again"
+    );
 }

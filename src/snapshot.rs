@@ -90,40 +90,14 @@ pub struct Snapshot {
     pub current_lsn: Option<Lsn>,
     /// The role the daemon is connected as, for GRANT advice.
     pub role: String,
+    /// The server's `synchronous_standby_names`, for the quorum guard.
+    pub synchronous_standby_names: String,
     pub walsenders: Vec<Walsender>,
     /// Rows whose columns the role could not read (no `pg_monitor`): only pid,
     /// user and application_name are visible. The daemon acts on nothing
     /// while this is non-zero.
     pub hidden: Vec<i32>,
 }
-
-/// The poll query. Lags are read as microseconds and distances as bytes,
-/// both computed in SQL; `pg_current_wal_lsn()` is only evaluated on a
-/// primary (it raises an error during recovery). A LEFT JOIN from `pos`
-/// returns one row even when there is no walsender.
-const POLL_SQL: &str = "\
-WITH pos AS (
-  SELECT pg_is_in_recovery() AS in_recovery,
-         CASE WHEN pg_is_in_recovery()
-              THEN greatest(pg_last_wal_receive_lsn(), pg_last_wal_replay_lsn())
-              ELSE pg_current_wal_lsn() END AS current_lsn
-)
-SELECT pos.in_recovery, pos.current_lsn, current_user::text AS role,
-       r.pid, r.backend_start, r.usename::text AS usename, r.application_name,
-       host(r.client_addr) AS client_addr, r.state, r.sync_state, r.flush_lsn,
-       (extract(epoch FROM r.write_lag) * 1e6)::int8 AS write_lag_us,
-       (extract(epoch FROM r.flush_lag) * 1e6)::int8 AS flush_lag_us,
-       (extract(epoch FROM r.replay_lag) * 1e6)::int8 AS replay_lag_us,
-       greatest(pg_wal_lsn_diff(pos.current_lsn, r.write_lsn), 0)::int8 AS write_lag_bytes,
-       greatest(pg_wal_lsn_diff(pos.current_lsn, r.flush_lsn), 0)::int8 AS flush_lag_bytes,
-       greatest(pg_wal_lsn_diff(pos.current_lsn, r.replay_lsn), 0)::int8 AS replay_lag_bytes,
-       greatest(extract(epoch FROM statement_timestamp() - r.reply_time) * 1e6, 0)::int8 AS reply_age_us,
-       s.slot_name::text AS slot_name,
-       greatest(pg_wal_lsn_diff(pos.current_lsn, s.restart_lsn), 0)::int8 AS retained_wal
-FROM pos
-LEFT JOIN pg_stat_replication r ON r.pid <> pg_backend_pid()
-LEFT JOIN pg_replication_slots s ON s.active_pid = r.pid
-ORDER BY r.pid";
 
 /// The poll statement, prepared once per connection.
 pub struct Poller {
@@ -133,7 +107,7 @@ pub struct Poller {
 impl Poller {
     pub async fn prepare(client: &Client) -> Result<Poller, tokio_postgres::Error> {
         Ok(Poller {
-            statement: client.prepare(POLL_SQL).await?,
+            statement: client.prepare(crate::sql::POLL).await?,
         })
     }
 
@@ -161,6 +135,7 @@ fn from_rows(rows: &[Row]) -> Result<Snapshot, tokio_postgres::Error> {
             .try_get::<_, Option<PgLsn>>("current_lsn")?
             .map(Lsn::from);
         snapshot.role = row.try_get("role")?;
+        snapshot.synchronous_standby_names = row.try_get("synchronous_standby_names")?;
         let Some(pid) = row.try_get::<_, Option<i32>>("pid")? else {
             continue;
         };
@@ -199,4 +174,31 @@ fn from_rows(rows: &[Row]) -> Result<Snapshot, tokio_postgres::Error> {
         });
     }
     Ok(snapshot)
+}
+
+/// What the daemon's role may do on this server, checked at every connect.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Preflight {
+    pub role: String,
+    pub superuser: bool,
+    /// Member of `pg_read_all_stats` (which `pg_monitor` includes).
+    pub can_read: bool,
+    /// Member of `pg_signal_backend`.
+    pub can_signal: bool,
+    /// Walsenders of superuser roles, which only a superuser may signal:
+    /// `name (pid N, role R)`.
+    pub superuser_walsenders: Vec<String>,
+}
+
+impl Preflight {
+    pub async fn read(client: &Client) -> Result<Preflight, tokio_postgres::Error> {
+        let row = client.query_one(crate::sql::PREFLIGHT, &[]).await?;
+        Ok(Preflight {
+            role: row.try_get("role")?,
+            superuser: row.try_get("superuser")?,
+            can_read: row.try_get("can_read")?,
+            can_signal: row.try_get("can_signal")?,
+            superuser_walsenders: row.try_get("superuser_walsenders")?,
+        })
+    }
 }

@@ -26,7 +26,7 @@ fn the_demo_terminates_the_rogue_client_and_cleans_up() {
     assert!(out.status.success(), "{text}");
     let signalled: Vec<&str> = text
         .lines()
-        .filter(|l| l.contains("walsender signalled"))
+        .filter(|l| l.contains("walsender terminated"))
         .collect();
     assert!(!signalled.is_empty(), "{text}");
     assert!(

@@ -74,7 +74,7 @@ action = "terminate"
     });
     assert_eq!(pid_of(&event), rogue.pid as i64);
     assert_eq!(event["action"], "terminate");
-    assert_eq!(event["outcome"], "signalled");
+    assert_eq!(event["outcome"], "terminated");
     assert_eq!(event["application_name"], "rogue_receiver");
     assert_eq!(event["user"], "replicator");
     assert_eq!(event["client_addr"], "127.0.0.1");
@@ -92,7 +92,7 @@ action = "terminate"
         e["event"] == "action" && e["rule"] == "replica-too-far-behind"
     });
     assert_eq!(lag_event["application_name"], "standby_lag", "{lag_event}");
-    assert_eq!(lag_event["outcome"], "signalled");
+    assert_eq!(lag_event["outcome"], "terminated");
     let measured = lag_event["measured"].as_str().unwrap();
     assert!(
         measured.contains("replay_lag=") && measured.contains("replay_lag_bytes="),
@@ -108,7 +108,7 @@ action = "terminate"
         |e| e["event"] == "action" && e["rule"] == "stuck-base-backup",
     );
     assert_eq!(pid_of(&backup_event), backup.pid as i64);
-    assert_eq!(backup_event["outcome"], "signalled");
+    assert_eq!(backup_event["outcome"], "terminated");
     assert!(backup_event["measured"]
         .as_str()
         .unwrap()
@@ -199,7 +199,7 @@ action = "terminate"
         e["event"] == "action" && e["rule"] == "hung"
     });
     assert_eq!(pid_of(&hung), victim.pid as i64);
-    assert_eq!(hung["outcome"], "signalled");
+    assert_eq!(hung["outcome"], "terminated");
     assert!(hung["measured"]
         .as_str()
         .unwrap()
@@ -367,7 +367,7 @@ fn sighup_applies_a_new_rule_and_survives_a_broken_file() {
         (event["rule"].as_str(), pid_of(&event)),
         (Some("block"), rogue.pid as i64)
     );
-    assert_eq!(event["outcome"], "signalled");
+    assert_eq!(event["outcome"], "terminated");
 
     let asked = Instant::now();
     daemon.signal(libc::SIGTERM);
@@ -399,7 +399,7 @@ fn waits_for_the_server_and_keeps_going_across_a_restart() {
 
     let _rogue_client = Client::receivewal(&primary, "rogue_again");
     let first = daemon.wait_for("the rogue to be terminated", Duration::from_secs(10), |e| {
-        e["event"] == "action" && e["outcome"] == "signalled"
+        e["event"] == "action" && e["outcome"] == "terminated"
     });
 
     let mark = daemon.mark();
@@ -422,7 +422,7 @@ fn waits_for_the_server_and_keeps_going_across_a_restart() {
         mark,
         "enforcement after the restart",
         Duration::from_secs(30),
-        |e| e["event"] == "action" && e["outcome"] == "signalled",
+        |e| e["event"] == "action" && e["outcome"] == "terminated",
     );
     assert_ne!(
         (pid_of(&again), &again["backend_start"]),

@@ -58,6 +58,11 @@ fn binaries() -> &'static Binaries {
     })
 }
 
+/// The path of a tool in the server binaries' folder (run as the caller).
+pub fn bin(name: &str) -> PathBuf {
+    binaries().bin.join(name)
+}
+
 /// A server-side tool (initdb, pg_ctl, pg_basebackup, …) as the right user.
 fn tool(name: &str) -> Command {
     let b = binaries();
@@ -109,11 +114,17 @@ fn scratch(name: &str) -> PathBuf {
     dir
 }
 
+/// A free port below the ephemeral range (where an outgoing connection
+/// could be holding it), different for each test process.
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("find a free port")
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let base = 10000 + (std::process::id() as usize % 400) * 25;
+    loop {
+        let port = (base + NEXT.fetch_add(1, Ordering::SeqCst) % 10000) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 /// Sends `signal` to `pid`, ignoring a process that is already gone.
@@ -200,10 +211,28 @@ impl Cluster {
         run(init, "initdb");
         cluster.write_conf("");
         cluster.start();
+        // The daemon's role comes from the shipped setup script.
+        let mut setup = Command::new("psql");
+        setup
+            .args([
+                "-X",
+                "-q",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-h",
+                "127.0.0.1",
+                "-U",
+                "postgres",
+                "-d",
+                "postgres",
+            ])
+            .arg("-p")
+            .arg(cluster.port.to_string())
+            .arg("-f")
+            .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/config/setup.sql"));
+        run(setup, "config/setup.sql");
         cluster.sql(
             "CREATE ROLE replicator LOGIN REPLICATION;
-             CREATE ROLE replwarden LOGIN;
-             GRANT pg_monitor, pg_signal_backend TO replwarden;
              CREATE TABLE t (id bigserial PRIMARY KEY, payload text);
              GRANT SELECT ON t TO replicator;",
         );
@@ -502,6 +531,27 @@ impl Client {
                  COMMIT; PERFORM pg_sleep(0.1); END LOOP; END $$",
         );
         Client::spawn(c, dir, "WAL pump")
+    }
+
+    /// A `psql` walsender (`replication=database`) that runs
+    /// `SELECT pg_sleep(600)`, connecting after `delay` (perl sleeps, then
+    /// execs psql: no fork in between, so the server's fork for it is the
+    /// next one on the machine after the delay).
+    pub fn sql_walsender(upstream: &Cluster, application_name: &str, delay: Duration) -> Client {
+        let dir = scratch(application_name);
+        let mut c = Command::new("perl");
+        c.arg("-e")
+            .arg("select(undef, undef, undef, shift @ARGV); exec @ARGV or die $!")
+            .arg(delay.as_secs_f64().to_string())
+            // The real binary: Debian's /usr/bin/psql wrapper forks.
+            .arg(bin("psql"))
+            .args(["-X", "-q"])
+            .arg(format!(
+                "host=127.0.0.1 port={} user=replicator dbname=postgres replication=database application_name={application_name}",
+                upstream.port
+            ))
+            .args(["-c", "SELECT pg_sleep(600)"]);
+        Client::spawn(c, dir, "psql walsender")
     }
 
     pub fn pid(&self) -> i32 {

@@ -1,0 +1,73 @@
+//! Every SQL statement replwarden sends, in one place, with the choices that
+//! depend on the server's major version.
+
+/// The oldest major supported: `pg_stat_replication.reply_time` (12) and
+/// slot `wal_status` (13) are relied upon, and 12 is out of support.
+pub const OLDEST_MAJOR: u32 = 13;
+
+/// A server's `server_version_num` (e.g. 150018).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ServerVersion(pub u32);
+
+impl ServerVersion {
+    pub fn major(self) -> u32 {
+        self.0 / 10000
+    }
+
+    /// `pg_terminate_backend(pid, timeout)` exists from 14 on.
+    pub fn has_terminate_timeout(self) -> bool {
+        self.major() >= 14
+    }
+}
+
+/// The poll query. Lags are read as microseconds and distances as bytes,
+/// both computed in SQL; `pg_current_wal_lsn()` is only evaluated on a
+/// primary (it raises an error during recovery). A LEFT JOIN from `pos`
+/// returns one row even when there is no walsender.
+pub const POLL: &str = "\
+WITH pos AS (
+  SELECT pg_is_in_recovery() AS in_recovery,
+         CASE WHEN pg_is_in_recovery()
+              THEN greatest(pg_last_wal_receive_lsn(), pg_last_wal_replay_lsn())
+              ELSE pg_current_wal_lsn() END AS current_lsn
+)
+SELECT pos.in_recovery, pos.current_lsn, current_user::text AS role,
+       current_setting('synchronous_standby_names') AS synchronous_standby_names,
+       r.pid, r.backend_start, r.usename::text AS usename, r.application_name,
+       host(r.client_addr) AS client_addr, r.state, r.sync_state, r.flush_lsn,
+       (extract(epoch FROM r.write_lag) * 1e6)::int8 AS write_lag_us,
+       (extract(epoch FROM r.flush_lag) * 1e6)::int8 AS flush_lag_us,
+       (extract(epoch FROM r.replay_lag) * 1e6)::int8 AS replay_lag_us,
+       greatest(pg_wal_lsn_diff(pos.current_lsn, r.write_lsn), 0)::int8 AS write_lag_bytes,
+       greatest(pg_wal_lsn_diff(pos.current_lsn, r.flush_lsn), 0)::int8 AS flush_lag_bytes,
+       greatest(pg_wal_lsn_diff(pos.current_lsn, r.replay_lsn), 0)::int8 AS replay_lag_bytes,
+       greatest(extract(epoch FROM statement_timestamp() - r.reply_time) * 1e6, 0)::int8 AS reply_age_us,
+       s.slot_name::text AS slot_name,
+       greatest(pg_wal_lsn_diff(pos.current_lsn, s.restart_lsn), 0)::int8 AS retained_wal
+FROM pos
+LEFT JOIN pg_stat_replication r ON r.pid <> pg_backend_pid()
+LEFT JOIN pg_replication_slots s ON s.active_pid = r.pid
+ORDER BY r.pid";
+
+/// The signal statements: each finds the walsender by `(pid, backend_start)`
+/// in a fresh snapshot, and never the daemon's own backend.
+pub const CANCEL: &str = "SELECT pg_cancel_backend(pid) FROM pg_stat_replication \
+     WHERE pid = $1 AND backend_start = $2 AND pid <> pg_backend_pid()";
+pub const TERMINATE: &str = "SELECT pg_terminate_backend(pid) FROM pg_stat_replication \
+     WHERE pid = $1 AND backend_start = $2 AND pid <> pg_backend_pid()";
+/// PostgreSQL 14+: waits up to $3 milliseconds and says whether the process exited.
+pub const TERMINATE_CONFIRMED: &str =
+    "SELECT pg_terminate_backend(pid, $3) FROM pg_stat_replication \
+     WHERE pid = $1 AND backend_start = $2 AND pid <> pg_backend_pid()";
+
+/// What the daemon's role may do, and which walsenders belong to superuser
+/// roles (which `pg_signal_backend` cannot signal).
+pub const PREFLIGHT: &str = "\
+SELECT current_user::text AS role,
+       r.rolsuper AS superuser,
+       pg_has_role(current_user, 'pg_read_all_stats', 'USAGE') AS can_read,
+       pg_has_role(current_user, 'pg_signal_backend', 'USAGE') AS can_signal,
+       coalesce((SELECT array_agg(format('%s (pid %s, role %s)', s.application_name, s.pid, su.rolname) ORDER BY s.pid)
+                 FROM pg_stat_replication s JOIN pg_roles su ON su.oid = s.usesysid
+                 WHERE su.rolsuper), '{}') AS superuser_walsenders
+FROM pg_roles r WHERE r.rolname = current_user";
