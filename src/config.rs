@@ -871,6 +871,10 @@ mod tests {
         assert_eq!(silent.escalate_after, Some(Duration::from_secs(15)));
         assert_eq!(config.daemon.interval, Duration::from_secs(1));
         assert!(!config.daemon.dry_run);
+        // The example spells out the safety defaults.
+        assert_eq!(config.policy.limits, Limits::default());
+        assert_eq!(config.policy.sync_guard, SyncGuard::default());
+        assert!(config.policy.protect.is_empty());
     }
 
     #[test]
@@ -941,6 +945,18 @@ action = "kill"
             ("[postgres]\nconnifo = \"host=x\"", "postgres.connifo: unknown key (did you mean `conninfo`?)"),
             ("[deamon]\ninterval = \"1s\"", "deamon: unknown key (did you mean `daemon`?)"),
             ("rule = 5", "rule: expected an array of tables"),
+            ("[limits]\nmax_actions = 0", "limits.max_actions: expected a whole number of at least 1"),
+            ("[limits]\nmax_retries = -1", "limits.max_retries: expected a whole number of at least 0"),
+            ("[limits]\nper = \"0s\"", "limits.per: must be greater than zero"),
+            ("[limits]\nreconnect_backoff = \"20m\"", "limits.reconnect_backoff: must not exceed limits.reconnect_backoff_max (10m)"),
+            ("[limits]\nterminate_timeout = \"10s\"", "limits.terminate_timeout: must be shorter than postgres.statement_timeout (5s)"),
+            ("[limits]\nmaxactions = 1", "limits.maxactions: unknown key (did you mean `max_actions`?)"),
+            ("[protect]\nuser = []", "protect.user: empty list"),
+            ("[protect]", "protect: no matcher given"),
+            ("[[protect]]\nuser = [\"a\"]\n[[protect]]\nstate = [\"idle\"]", "protect[2].state[1]: unknown state \"idle\""),
+            ("[protect]\nrule = \"x\"", "protect.rule: unknown key"),
+            ("[sync_guard]\nenabled = 1", "sync_guard.enabled: expected true or false"),
+            ("[sync_guard]\nhealthy_reply_within = \"0s\"", "sync_guard.healthy_reply_within: must be greater than zero"),
             ("[daemon\ninterval = \"1s\"", "TOML syntax error"),
         ];
         for (text, expected) in cases {
