@@ -18,6 +18,7 @@ use crate::engine::{self, Delivery, HoldReason, Memory};
 use crate::policy::Action;
 use crate::report;
 use crate::report::Severity;
+use crate::service::{next_tick, Service};
 use crate::snapshot::Poller;
 use crate::snapshot::Preflight;
 use crate::sql::{self, ServerVersion, OLDEST_MAJOR};
@@ -132,6 +133,10 @@ struct Daemon {
     memory: Memory,
     /// When the privilege problem was last logged.
     privilege_warned: Option<Instant>,
+    /// systemd notifications and watchdog.
+    service: Service,
+    /// Watchdog pings, at half `WatchdogSec=`; fed only while the loop runs.
+    watchdog: Option<tokio::time::Interval>,
 }
 
 /// What ended a phase of the loop.
@@ -148,7 +153,10 @@ pub async fn run(config: Config, overrides: Overrides, mut control: UnboundedRec
         overrides,
         memory: Memory::default(),
         privilege_warned: None,
+        service: Service::from_env(),
+        watchdog: None,
     };
+    daemon.watchdog = daemon.service.watchdog_ticker();
     info!(
         config = %daemon.config.path.display(),
         rules = daemon.config.policy.rules.len(),
@@ -165,6 +173,7 @@ pub async fn run(config: Config, overrides: Overrides, mut control: UnboundedRec
             Next::Stop => break,
         }
     }
+    daemon.service.stopping();
     info!("replwarden stopped");
 }
 
@@ -182,11 +191,18 @@ impl Daemon {
         let mut attempt = 1u32;
         loop {
             let target = report::redacted_conninfo(&self.config.postgres.connect);
-            let result = tokio::select! {
-                r = connect(&self.config.postgres, self.config.policy.limits.terminate_timeout) => r,
-                c = control.recv() => {
-                    if self.handle(c).is_some() { return None; }
-                    continue;
+            self.service.status(format!(
+                "waiting for PostgreSQL at {target} (attempt {attempt})"
+            ));
+            let settings = self.config.postgres.clone();
+            let terminate_timeout = self.config.policy.limits.terminate_timeout;
+            let connecting = async move { connect(&settings, terminate_timeout).await };
+            tokio::pin!(connecting);
+            let result = loop {
+                tokio::select! {
+                    r = &mut connecting => break r,
+                    c = control.recv() => if self.handle(c).is_some() { return None; },
+                    _ = next_tick(&mut self.watchdog) => self.service.ping(),
                 }
             };
             match result {
@@ -216,6 +232,7 @@ impl Daemon {
                 tokio::select! {
                     _ = &mut sleep => break,
                     c = control.recv() => if self.handle(c).is_some() { return None; },
+                    _ = next_tick(&mut self.watchdog) => self.service.ping(),
                 }
             }
             delay = (delay * 2).min(BACKOFF_CAP);
@@ -231,7 +248,12 @@ impl Daemon {
                 info!("shutdown requested");
                 Some(Next::Stop)
             }
-            Some(Control::Reload) => self.reload(),
+            Some(Control::Reload) => {
+                self.service.reloading();
+                let next = self.reload();
+                self.service.reloaded();
+                next
+            }
         }
     }
 
@@ -304,6 +326,7 @@ impl Daemon {
                         ticker.set_missed_tick_behavior(MissedTickBehavior::Skip);
                     }
                 }
+                _ = next_tick(&mut self.watchdog) => self.service.ping(),
                 _ = ticker.tick() => {
                     let span = info_span!("poll");
                     if let Err(e) = self.poll_once(session).instrument(span).await {
@@ -312,6 +335,8 @@ impl Daemon {
                             return Next::Reconnect;
                         }
                         error!(error = %e, "poll failed; will retry at the next tick");
+                    } else {
+                        self.service.ready();
                     }
                 }
             }
@@ -373,6 +398,21 @@ impl Daemon {
                 report::log_gave_up(decision, attempts);
             }
         }
+        self.service.status(format!(
+            "{} {} walsender(s) with {} rule(s){}",
+            if self.dry_run() {
+                "watching (dry run)"
+            } else {
+                "enforcing on"
+            },
+            snapshot.walsenders.len(),
+            self.config.policy.rules.len(),
+            if snapshot.in_recovery {
+                " (standby: cascading walsenders)"
+            } else {
+                ""
+            },
+        ));
         debug!(
             walsenders = snapshot.walsenders.len(),
             decisions = round.decisions.len(),

@@ -12,6 +12,7 @@
 //! - [`syncrep`]: `synchronous_standby_names` parsing for the quorum guard.
 //! - [`daemon`]: the loop — connect with backoff, tick, reload, shut down.
 //! - [`report`]: log events for decisions, and the `check`/`plan` printouts.
+//! - [`service`]: systemd notifications (READY, RELOADING, STOPPING, STATUS, watchdog).
 //!
 //! `main.rs` is a thin command-line shell over this library.
 
@@ -21,6 +22,7 @@ pub mod daemon;
 pub mod engine;
 pub mod policy;
 pub mod report;
+pub mod service;
 pub mod snapshot;
 pub mod sql;
 pub mod syncrep;

@@ -610,6 +610,11 @@ pub struct Daemon {
 
 impl Daemon {
     pub fn start(config: &str, extra_args: &[&str]) -> Daemon {
+        Daemon::start_with_env(config, extra_args, &[])
+    }
+
+    /// Starts the daemon with extra environment variables.
+    pub fn start_with_env(config: &str, extra_args: &[&str], env: &[(&str, &str)]) -> Daemon {
         let dir = scratch("daemon");
         let config_path = dir.join("replwarden.toml");
         std::fs::write(&config_path, config).expect("write daemon config");
@@ -624,6 +629,7 @@ impl Daemon {
             ])
             .arg(&config_path)
             .args(extra_args)
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
