@@ -32,6 +32,17 @@ pub struct Config {
     pub postgres: PostgresSettings,
     pub daemon: DaemonSettings,
     pub policy: Policy,
+    /// `[metrics]`.
+    pub metrics: MetricsSettings,
+    /// The first 16 hex digits of the file's SHA-256, to tell versions apart.
+    pub digest: String,
+}
+
+/// `[metrics]`: the optional Prometheus endpoint.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MetricsSettings {
+    /// Where to serve `GET /metrics`; `None`: no endpoint.
+    pub listen: Option<std::net::SocketAddr>,
 }
 
 /// `[postgres]`: how to reach the server.
@@ -118,7 +129,12 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigErrors> {
         let span = e.span().unwrap_or(0..0);
         walker.error(span, "", format!("TOML syntax error: {}", e.message()));
     }
-    let config = walker.document(path, document.get_ref());
+    let config = walker.document(path, document.get_ref()).map(|mut c| {
+        use sha2::Digest;
+        let hash = sha2::Sha256::digest(text.as_bytes());
+        c.digest = hash.iter().take(8).map(|b| format!("{b:02x}")).collect();
+        c
+    });
     walker.errors.sort_by_key(|e| e.position);
     match config {
         Some(config) if walker.errors.is_empty() => Ok(config),
@@ -135,6 +151,7 @@ const TOP_KEYS: &[&str] = &[
     "protect",
     "limits",
     "sync_guard",
+    "metrics",
 ];
 const MATCHER_KEYS: &[&str] = &[
     "application_name",
@@ -205,6 +222,7 @@ impl Walker<'_> {
         let protect = self.protect(top.get("protect"));
         let limits = self.limits(top.get("limits"));
         let sync_guard = self.sync_guard(top.get("sync_guard"));
+        let metrics = self.metrics(top.get("metrics"));
         let postgres = postgres?;
         let limits = limits?;
         if limits.terminate_timeout >= postgres.statement_timeout {
@@ -232,6 +250,8 @@ impl Walker<'_> {
                 limits,
                 sync_guard: sync_guard?,
             },
+            metrics: metrics?,
+            digest: String::new(),
         })
     }
 
@@ -571,6 +591,29 @@ impl Walker<'_> {
             guard.healthy_reply_within = d;
         }
         (self.errors.len() == before).then_some(guard)
+    }
+
+    fn metrics(&mut self, value: Option<&Value<'_>>) -> Option<MetricsSettings> {
+        let Some(value) = value else {
+            return Some(MetricsSettings::default());
+        };
+        let table = self.table(value, "metrics")?;
+        self.reject_unknown(table, "metrics", &["listen"]);
+        let Some(v) = table.get("listen") else {
+            return Some(MetricsSettings::default());
+        };
+        let text = self.string(v, "metrics.listen")?;
+        match text.parse() {
+            Ok(addr) => Some(MetricsSettings { listen: Some(addr) }),
+            Err(_) => {
+                self.error(
+                    v.span(),
+                    "metrics.listen",
+                    format!("{text:?} is not an address and port, like \"127.0.0.1:9847\" or \"[::1]:9847\""),
+                );
+                None
+            }
+        }
     }
 
     /// A whole number of at least `min`.
@@ -956,6 +999,8 @@ action = "kill"
             ("[[protect]]\nuser = [\"a\"]\n[[protect]]\nstate = [\"idle\"]", "protect[2].state[1]: unknown state \"idle\""),
             ("[protect]\nrule = \"x\"", "protect.rule: unknown key"),
             ("[sync_guard]\nenabled = 1", "sync_guard.enabled: expected true or false"),
+            ("[metrics]\nlisten = \"localhost\"", "metrics.listen: \"localhost\" is not an address and port"),
+            ("[metrics]\nport = 9847", "metrics.port: unknown key"),
             ("[sync_guard]\nhealthy_reply_within = \"0s\"", "sync_guard.healthy_reply_within: must be greater than zero"),
             ("[daemon\ninterval = \"1s\"", "TOML syntax error"),
         ];

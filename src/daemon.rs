@@ -15,6 +15,7 @@ use tracing::{debug, error, info, info_span, warn, Instrument};
 use crate::actions::{is_connection_error, Outcome, Signaller};
 use crate::config::{self, Config, PostgresSettings};
 use crate::engine::{self, Delivery, HoldReason, Memory};
+use crate::metrics::Metrics;
 use crate::policy::Action;
 use crate::report;
 use crate::report::Severity;
@@ -137,6 +138,8 @@ struct Daemon {
     service: Service,
     /// Watchdog pings, at half `WatchdogSec=`; fed only while the loop runs.
     watchdog: Option<tokio::time::Interval>,
+    /// What `[metrics]` serves (kept up to date even without an endpoint).
+    metrics: Metrics,
 }
 
 /// What ended a phase of the loop.
@@ -146,8 +149,26 @@ enum Next {
 }
 
 /// Runs until `Control::Shutdown` (or the sender is dropped). Database
-/// trouble never ends it.
-pub async fn run(config: Config, overrides: Overrides, mut control: UnboundedReceiver<Control>) {
+/// trouble never ends it; only a metrics address it cannot listen on does,
+/// at start.
+pub async fn run(
+    config: Config,
+    overrides: Overrides,
+    mut control: UnboundedReceiver<Control>,
+) -> Result<(), std::io::Error> {
+    let metrics = Metrics::new();
+    metrics.config_loaded(&config.path.display().to_string(), &config.digest);
+    let endpoint = match config.metrics.listen {
+        Some(addr) => {
+            let listener = crate::metrics::bind(addr).await?;
+            info!(listen = %addr, "serving metrics at /metrics");
+            Some(tokio::spawn(crate::metrics::serve(
+                listener,
+                metrics.clone(),
+            )))
+        }
+        None => None,
+    };
     let mut daemon = Daemon {
         config,
         overrides,
@@ -155,6 +176,7 @@ pub async fn run(config: Config, overrides: Overrides, mut control: UnboundedRec
         privilege_warned: None,
         service: Service::from_env(),
         watchdog: None,
+        metrics,
     };
     daemon.watchdog = daemon.service.watchdog_ticker();
     info!(
@@ -168,13 +190,20 @@ pub async fn run(config: Config, overrides: Overrides, mut control: UnboundedRec
         let Some(session) = daemon.connect_with_backoff(&mut control).await else {
             break;
         };
-        match daemon.serve(&session, &mut control).await {
+        daemon.metrics.set_connected(true);
+        let next = daemon.serve(&session, &mut control).await;
+        daemon.metrics.set_connected(false);
+        match next {
             Next::Reconnect => continue,
             Next::Stop => break,
         }
     }
     daemon.service.stopping();
+    if let Some(endpoint) = endpoint {
+        endpoint.abort();
+    }
     info!("replwarden stopped");
+    Ok(())
 }
 
 impl Daemon {
@@ -271,6 +300,7 @@ impl Daemon {
                     errors = errors.0.len(),
                     "reload rejected: the running policy stays in force"
                 );
+                self.metrics.reload(false);
                 None
             }
             Ok(new) => {
@@ -294,7 +324,14 @@ impl Daemon {
                     .filter(|n| !new_names.contains(n))
                     .cloned()
                     .collect();
+                let listen_changed = new.metrics.listen != self.config.metrics.listen;
                 self.config = new;
+                self.metrics.reload(true);
+                self.metrics
+                    .config_loaded(&path.display().to_string(), &self.config.digest);
+                if listen_changed {
+                    warn!("metrics.listen changed: the endpoint moves at the next restart");
+                }
                 info!(
                     config = %path.display(),
                     rules = new_names.len(),
@@ -346,9 +383,24 @@ impl Daemon {
     /// One poll: read, decide, act, log.
     async fn poll_once(&mut self, session: &Session) -> Result<(), tokio_postgres::Error> {
         let started = Instant::now();
-        let snapshot = session.poller.poll(&session.client).await?;
+        let snapshot = match session.poller.poll(&session.client).await {
+            Ok(s) => s,
+            Err(e) => {
+                self.metrics.poll_failed();
+                return Err(e);
+            }
+        };
         let now = Instant::now();
+        let rule_names: Vec<&str> = self
+            .config
+            .policy
+            .rules
+            .iter()
+            .map(|r| r.name.as_str())
+            .collect();
         if !snapshot.hidden.is_empty() {
+            self.metrics
+                .polled(&snapshot, None, &rule_names, started.elapsed());
             if self
                 .privilege_warned
                 .is_none_or(|at| now.duration_since(at) >= PRIVILEGE_REMINDER)
@@ -360,6 +412,8 @@ impl Daemon {
         }
         self.privilege_warned = None;
         let round = engine::decide(&self.config.policy, &snapshot, &mut self.memory, now);
+        self.metrics
+            .polled(&snapshot, Some(&round), &rule_names, started.elapsed());
         for held in &round.held {
             report::log_held(held);
         }
@@ -391,6 +445,7 @@ impl Daemon {
                 }
             };
             report::log_decision(decision, &outcome);
+            self.metrics.acted(decision, &outcome);
             if let Some(attempts) =
                 self.memory
                     .record(decision, outcome.delivery(), &self.config.policy.limits)

@@ -12,6 +12,7 @@
 //! - [`syncrep`]: `synchronous_standby_names` parsing for the quorum guard.
 //! - [`daemon`]: the loop — connect with backoff, tick, reload, shut down.
 //! - [`report`]: log events for decisions, and the `check`/`plan` printouts.
+//! - [`metrics`]: the optional Prometheus endpoint.
 //! - [`service`]: systemd notifications (READY, RELOADING, STOPPING, STATUS, watchdog).
 //!
 //! `main.rs` is a thin command-line shell over this library.
@@ -20,6 +21,7 @@ pub mod actions;
 pub mod config;
 pub mod daemon;
 pub mod engine;
+pub mod metrics;
 pub mod policy;
 pub mod report;
 pub mod service;

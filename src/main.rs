@@ -182,8 +182,13 @@ fn main() -> ExitCode {
                         }
                     }
                 });
-                daemon::run(config, Overrides { dry_run }, rx).await;
-                ExitCode::SUCCESS
+                match daemon::run(config, Overrides { dry_run }, rx).await {
+                    Ok(()) => ExitCode::SUCCESS,
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot start");
+                        ExitCode::from(EXIT_FAILURE)
+                    }
+                }
             })
         }
     }

@@ -116,7 +116,7 @@ fn scratch(name: &str) -> PathBuf {
 
 /// A free port below the ephemeral range (where an outgoing connection
 /// could be holding it), different for each test process.
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     static NEXT: AtomicUsize = AtomicUsize::new(0);
     let base = 10000 + (std::process::id() as usize % 400) * 25;
     loop {
