@@ -7,7 +7,6 @@ use std::collections::HashSet;
 use std::fmt;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 use std::time::Duration;
 
 use toml::de::{DeTable, DeValue};
@@ -50,8 +49,15 @@ pub struct MetricsSettings {
 pub struct PostgresSettings {
     /// As written; compared on reload to tell whether to reconnect.
     pub conninfo: String,
-    /// The parsed form tokio-postgres connects with.
+    /// The parsed form tokio-postgres connects with, with libpq's
+    /// environment variables and password file applied.
     pub connect: tokio_postgres::Config,
+    /// How the server certificate is checked (from `sslmode`).
+    pub verify: crate::conninfo::Verify,
+    /// Where the password came from (never the password itself).
+    pub password_source: String,
+    /// Things to warn about, such as a password file others can read.
+    pub warnings: Vec<String>,
     /// `statement_timeout` set on the daemon's session.
     pub statement_timeout: Duration,
 }
@@ -397,8 +403,12 @@ impl Walker<'_> {
                 }
             }
         }
-        let connect = match tokio_postgres::Config::from_str(&conninfo) {
-            Ok(c) => Some(c),
+        let resolved = match crate::conninfo::resolve(
+            &conninfo,
+            &|k| std::env::var(k).ok(),
+            &read_with_mode,
+        ) {
+            Ok(r) => Some(r),
             Err(e) => {
                 let span = value
                     .and_then(|v| match v.get_ref() {
@@ -415,10 +425,13 @@ impl Walker<'_> {
                 None
             }
         };
-        let connect = connect?;
+        let resolved = resolved?;
         ok.then_some(PostgresSettings {
             conninfo,
-            connect,
+            connect: resolved.config,
+            verify: resolved.verify,
+            password_source: resolved.password_source,
+            warnings: resolved.warnings,
             statement_timeout,
         })
     }
@@ -822,6 +835,13 @@ fn kind(value: &DeValue<'_>) -> &'static str {
         DeValue::Array(_) => "a list",
         DeValue::Table(_) => "a table",
     }
+}
+
+/// A file's contents and permission bits, if it can be read.
+fn read_with_mode(path: &Path) -> Option<(String, u32)> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(path).ok()?.permissions().mode();
+    Some((std::fs::read_to_string(path).ok()?, mode))
 }
 
 /// 1-based line and column (in characters) of byte `offset` in `text`.

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::time::MissedTickBehavior;
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::Client;
 use tracing::{debug, error, info, info_span, warn, Instrument};
 
 use crate::actions::{is_connection_error, Outcome, Signaller};
@@ -61,6 +61,8 @@ impl Drop for Session {
 pub enum ConnectError {
     #[error("cannot connect: {0}")]
     Connect(#[source] tokio_postgres::Error),
+    #[error("cannot set up TLS: {0}")]
+    Tls(#[source] openssl::error::ErrorStack),
     #[error("connected, but setting up the session failed: {0}")]
     Setup(#[source] tokio_postgres::Error),
     #[error(
@@ -80,7 +82,8 @@ pub async fn connect(
     if pg.get_connect_timeout().is_none() {
         pg.connect_timeout(Duration::from_secs(5));
     }
-    let (client, connection) = pg.connect(NoTls).await.map_err(ConnectError::Connect)?;
+    let tls = crate::conninfo::tls_connector(&settings.verify).map_err(ConnectError::Tls)?;
+    let (client, connection) = pg.connect(tls).await.map_err(ConnectError::Connect)?;
     let connection = tokio::spawn(async move {
         if let Err(e) = connection.await {
             debug!(error = %e, "connection ended");
@@ -251,7 +254,7 @@ impl Daemon {
                     target_server = %target,
                     attempt,
                     retry_in = %crate::units::fmt_duration(delay),
-                    error = %e,
+                    error = %report::error_chain(&e),
                     "waiting for PostgreSQL"
                 ),
             }
@@ -324,6 +327,9 @@ impl Daemon {
                     .filter(|n| !new_names.contains(n))
                     .cloned()
                     .collect();
+                for w in &new.postgres.warnings {
+                    warn!(config = %path.display(), "{w}");
+                }
                 let listen_changed = new.metrics.listen != self.config.metrics.listen;
                 self.config = new;
                 self.metrics.reload(true);

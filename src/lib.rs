@@ -4,6 +4,7 @@
 //! The pipeline is config → poll → decide → act → log:
 //! - [`units`]: `Lsn`, `ByteSize`, the duration and size parsers.
 //! - [`config`]: TOML file → validated [`config::Config`], every error at once.
+//! - [`conninfo`]: libpq conventions: `PG*` variables, the password file, sslmode.
 //! - [`policy`]: rules, matchers and conditions (pure data and matching).
 //! - [`snapshot`]: the poll query and the rows it yields ([`snapshot::Walsender`]).
 //! - [`engine`]: pure decisions from (policy, snapshot, memory, now).
@@ -19,6 +20,7 @@
 
 pub mod actions;
 pub mod config;
+pub mod conninfo;
 pub mod daemon;
 pub mod engine;
 pub mod metrics;

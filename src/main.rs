@@ -144,7 +144,7 @@ fn main() -> ExitCode {
                     ExitCode::SUCCESS
                 }
                 Err(e) => {
-                    eprintln!("replwarden: {e}");
+                    eprintln!("replwarden: {}", report::error_chain(&e));
                     ExitCode::from(EXIT_FAILURE)
                 }
             }
@@ -161,6 +161,9 @@ fn main() -> ExitCode {
                     return ExitCode::from(EXIT_CONFIG);
                 }
             };
+            for w in &config.postgres.warnings {
+                tracing::warn!(config = %config.path.display(), "{w}");
+            }
             runtime.block_on(async {
                 let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
                 let mut signals = match signal_hook_tokio::Signals::new([SIGHUP, SIGTERM, SIGINT]) {

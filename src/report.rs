@@ -143,14 +143,50 @@ pub fn check_summary(config: &Config) -> String {
         },
         fmt_duration(config.postgres.statement_timeout),
     );
+    let pg = &config.postgres;
+    let tls = match &pg.verify {
+        crate::conninfo::Verify::None => format!(
+            "sslmode {:?}, server certificate not checked",
+            pg.connect.get_ssl_mode()
+        ),
+        crate::conninfo::Verify::Chain(root) => {
+            format!("TLS, certificate chain checked against {}", root.display())
+        }
+        crate::conninfo::Verify::Full(root) => {
+            format!(
+                "TLS, certificate chain and host name checked against {}",
+                root.display()
+            )
+        }
+    };
     let _ = writeln!(
         out,
-        "connect: {}",
-        redacted_conninfo(&config.postgres.connect)
+        "connect: {} (password: {}; {tls})",
+        redacted_conninfo(&pg.connect),
+        pg.password_source
     );
+    for w in &pg.warnings {
+        let _ = writeln!(out, "warning: {w}");
+    }
     let _ = writeln!(out, "{} rule(s):", config.policy.rules.len());
     for (i, rule) in config.policy.rules.iter().enumerate() {
         let _ = writeln!(out, "  {}. {}", i + 1, rule_summary(rule));
+    }
+    out
+}
+
+/// An error and its causes on one line: `cannot connect: error performing
+/// TLS handshake: certificate verify failed`.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !out.contains(&text) {
+            out += ": ";
+            out += &text;
+        }
+        source = s.source();
     }
     out
 }

@@ -323,6 +323,29 @@ impl Cluster {
         );
     }
 
+    /// Puts `lines` at the top of pg_hba.conf (first match wins) and reloads.
+    pub fn prepend_hba(&self, lines: &str) {
+        let path = self.data().join("pg_hba.conf");
+        let old = std::fs::read_to_string(&path).expect("read pg_hba.conf");
+        std::fs::write(&path, format!("{lines}\n{old}")).expect("write pg_hba.conf");
+        self.sql("SELECT pg_reload_conf()");
+    }
+
+    /// Appends settings to postgresql.conf (restart or reload to apply).
+    pub fn append_conf(&self, settings: &str) {
+        self.write_conf(settings);
+    }
+
+    /// Writes a file the server can read (owned by the server's user).
+    pub fn write_owned(&self, name: &str, contents: &[u8], mode: u32) -> PathBuf {
+        use std::os::unix::fs::PermissionsExt;
+        let path = self.dir.join(name);
+        std::fs::write(&path, contents).expect("write file");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).expect("chmod");
+        self.chown(&path);
+        path
+    }
+
     /// `pg_ctl restart -m fast`: every session, the daemon's included, is cut.
     pub fn restart(&self) {
         run(
