@@ -255,6 +255,11 @@ impl Walker<'_> {
                 protect: protect?,
                 limits,
                 sync_guard: sync_guard?,
+                generation: {
+                    static NEXT: std::sync::atomic::AtomicU64 =
+                        std::sync::atomic::AtomicU64::new(1);
+                    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+                },
             },
             metrics: metrics?,
             digest: String::new(),

@@ -510,7 +510,7 @@ pub async fn plan(config: &Config, dry_run: bool) -> Result<String, PlanError> {
         .poll(&session.client)
         .await
         .map_err(PlanError::Poll)?;
-    let round = engine::decide(
+    let round = engine::explain(
         &config.policy,
         &snapshot,
         &mut Memory::default(),

@@ -31,6 +31,12 @@ pub struct Memory {
     recent: VecDeque<Instant>,
     /// Clients acted on, for reconnect-loop backoff.
     clients: HashMap<ClientKey, ClientHistory>,
+    /// The policy generation the per-instance vectors are laid out for, and
+    /// its rule names in order.
+    generation: Option<u64>,
+    layout: Vec<String>,
+    /// Counts rounds; an instance not seen in the current one is gone.
+    round: u64,
 }
 
 /// Per process instance.
@@ -43,11 +49,20 @@ struct Instance {
     /// The flush position last seen and when it last moved.
     flush: Option<Lsn>,
     progress_since: Instant,
-    /// Per rule name.
-    rules: HashMap<String, RuleMemory>,
+    /// The round that last saw it.
+    seen: u64,
+    /// Per rule, in policy order.
+    rules: Vec<RuleMemory>,
+    /// The rules whose matchers match it (by index), and whether
+    /// `[protect]` does: worked out again only when the policy or this
+    /// instance's state or sync_state changes (its name, user and address
+    /// never do).
+    matches: Vec<usize>,
+    protected: bool,
+    matched_on: Option<(Option<String>, Option<String>)>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Clone, Copy, Debug, Default)]
 struct RuleMemory {
     /// When the rule's conditions started holding without a break.
     breach_since: Option<Instant>,
@@ -144,16 +159,52 @@ impl Memory {
         delivery: Delivery,
         limits: &Limits,
     ) -> Option<u32> {
-        let acted = self
-            .instances
-            .get_mut(&decision.walsender.id)?
-            .rules
-            .get_mut(&decision.rule)?
-            .acted
-            .as_mut()?;
+        let acted = self.rule_memory(decision)?.acted.as_mut()?;
         acted.failed = delivery == Delivery::Failed && acted.attempts <= limits.max_retries;
         acted.gave_up = delivery == Delivery::Failed && !acted.failed;
         acted.gave_up.then_some(acted.attempts)
+    }
+
+    fn rule_memory(&mut self, d: &Decision) -> Option<&mut RuleMemory> {
+        if self.layout.get(d.rule_index) != Some(&d.rule) {
+            return None;
+        }
+        self.instances
+            .get_mut(&d.walsender.id)?
+            .rules
+            .get_mut(d.rule_index)
+    }
+
+    /// Lays the per-instance vectors out for `policy` when it is not the one
+    /// they were made for: a rule's memory follows its name; matches are
+    /// worked out again (a rule may have changed under the same name).
+    fn adopt(&mut self, policy: &Policy) {
+        if self.generation == Some(policy.generation) {
+            return;
+        }
+        let old: HashMap<&str, usize> = self
+            .layout
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (n.as_str(), i))
+            .collect();
+        let moves: Vec<Option<usize>> = policy
+            .rules
+            .iter()
+            .map(|r| old.get(r.name.as_str()).copied())
+            .collect();
+        for inst in self.instances.values_mut() {
+            inst.rules = moves
+                .iter()
+                .map(|m| {
+                    m.and_then(|i| inst.rules.get(i).copied())
+                        .unwrap_or_default()
+                })
+                .collect();
+            inst.matched_on = None;
+        }
+        self.layout = policy.rules.iter().map(|r| r.name.clone()).collect();
+        self.generation = Some(policy.generation);
     }
 }
 
@@ -212,6 +263,8 @@ impl fmt::Display for Cause {
 #[derive(Clone, Debug, PartialEq)]
 pub struct Decision {
     pub rule: String,
+    /// The rule's position in the policy it was decided under.
+    pub rule_index: usize,
     pub action: Action,
     pub cause: Cause,
     pub walsender: Walsender,
@@ -330,23 +383,38 @@ pub struct Round {
     pub verdicts: Vec<(usize, usize, Verdict)>,
 }
 
-/// A candidate action and the verdict slot that tells of it.
+/// A candidate action and the verdict slot that tells of it (when explaining).
 struct Candidate {
     decision: Decision,
-    verdict: usize,
+    verdict: Option<usize>,
 }
 
 /// Decides what to do about `snapshot` at `now`, updating `memory`.
 ///
 /// Committed decisions are remembered as carried out: a rule does not act
 /// twice on the same instance, except to escalate a cancel or to retry a
-/// signal reported failed through [`Memory::record`].
+/// signal reported failed through [`Memory::record`]. `Round::verdicts` is
+/// left empty: [`explain`] fills it.
 pub fn decide(policy: &Policy, snapshot: &Snapshot, memory: &mut Memory, now: Instant) -> Round {
-    // Forget instances that are gone: a new process, even with the same pid,
-    // starts with a clean slate.
-    memory
-        .instances
-        .retain(|id, _| snapshot.walsenders.iter().any(|w| w.id == *id));
+    run(policy, snapshot, memory, now, false)
+}
+
+/// Like [`decide`], and says how every matching rule stands towards every
+/// walsender (what `plan` prints).
+pub fn explain(policy: &Policy, snapshot: &Snapshot, memory: &mut Memory, now: Instant) -> Round {
+    run(policy, snapshot, memory, now, true)
+}
+
+fn run(
+    policy: &Policy,
+    snapshot: &Snapshot,
+    memory: &mut Memory,
+    now: Instant,
+    explain: bool,
+) -> Round {
+    memory.adopt(policy);
+    memory.round += 1;
+    let this_round = memory.round;
     let limits = &policy.limits;
     let forget_after = limits.reconnect_backoff_max.saturating_mul(2);
     memory
@@ -368,8 +436,13 @@ pub fn decide(policy: &Policy, snapshot: &Snapshot, memory: &mut Memory, now: In
             state_since: now,
             flush: ws.flush_lsn,
             progress_since: now,
-            rules: HashMap::new(),
+            seen: this_round,
+            rules: vec![RuleMemory::default(); policy.rules.len()],
+            matches: Vec::new(),
+            protected: false,
+            matched_on: None,
         });
+        inst.seen = this_round;
         if inst.state != ws.state {
             inst.state = ws.state.clone();
             inst.state_since = now;
@@ -378,38 +451,72 @@ pub fn decide(policy: &Policy, snapshot: &Snapshot, memory: &mut Memory, now: In
             inst.flush = ws.flush_lsn;
             inst.progress_since = now;
         }
-        inst.rules
-            .retain(|name, _| policy.rules.iter().any(|r| r.name == *name));
-        let protected = policy.protects(ws);
-
-        for (ri, rule) in policy.rules.iter().enumerate() {
-            if !rule.matchers.matches(ws) {
-                inst.rules.remove(&rule.name);
-                continue;
+        let current = (ws.state.as_ref(), ws.sync_state.as_ref());
+        if inst
+            .matched_on
+            .as_ref()
+            .map(|(a, b)| (a.as_ref(), b.as_ref()))
+            != Some(current)
+        {
+            inst.matches.clear();
+            inst.protected = policy.protects(ws);
+            for (ri, rule) in policy.rules.iter().enumerate() {
+                if rule.matchers.matches(ws) {
+                    inst.matches.push(ri);
+                } else {
+                    // A rule that stops matching starts over if it matches again.
+                    inst.rules[ri] = RuleMemory::default();
+                }
             }
-            if protected {
-                inst.rules.remove(&rule.name);
-                round.verdicts.push((wi, ri, Verdict::Protected));
-                continue;
+            inst.matched_on = Some((ws.state.clone(), ws.sync_state.clone()));
+        }
+        if inst.protected {
+            for &ri in &inst.matches {
+                inst.rules[ri] = RuleMemory::default();
+                if explain {
+                    round.verdicts.push((wi, ri, Verdict::Protected));
+                }
             }
-            let held = check(&rule.conditions, ws, snapshot.current_lsn, inst, now);
-            let mem = inst.rules.entry(rule.name.clone()).or_default();
-            let (verdict, candidate) = judge(rule, ws, held, mem, now);
+            continue;
+        }
+        let in_state = ws
+            .state
+            .as_ref()
+            .map(|_| now.saturating_duration_since(inst.state_since));
+        let stalled = now.saturating_duration_since(inst.progress_since);
+        for &ri in &inst.matches {
+            let rule = &policy.rules[ri];
+            let checks = Checks {
+                conditions: &rule.conditions,
+                ws,
+                current_lsn: snapshot.current_lsn,
+                in_state,
+                stalled,
+            };
+            let (verdict, candidate) =
+                judge(rule, ri, ws, &checks, &mut inst.rules[ri], now, explain);
             if let Some(decision) = candidate {
                 candidates.push(Candidate {
                     decision,
-                    verdict: round.verdicts.len(),
+                    verdict: explain.then_some(round.verdicts.len()),
                 });
             }
-            round.verdicts.push((wi, ri, verdict));
+            if let Some(verdict) = verdict.filter(|_| explain) {
+                round.verdicts.push((wi, ri, verdict));
+            }
         }
     }
+    // Forget instances that are gone: a new process, even with the same pid,
+    // starts with a clean slate.
+    memory.instances.retain(|_, inst| inst.seen == this_round);
 
     let mut quorum = Quorum::new(policy, snapshot);
     for Candidate { decision, verdict } in candidates {
         let reason = guard(policy, &quorum, memory, &decision, now);
         if let Some(reason) = reason {
-            round.verdicts[verdict].2 = Verdict::Held(reason.clone());
+            if let Some(v) = verdict {
+                round.verdicts[v].2 = Verdict::Held(reason.clone());
+            }
             round.held.push(Held { decision, reason });
             continue;
         }
@@ -457,6 +564,7 @@ fn guard(
 }
 
 /// Remembers `d` as carried out.
+/// Remembers `d` as carried out.
 fn commit(
     memory: &mut Memory,
     d: &Decision,
@@ -464,15 +572,11 @@ fn commit(
     now: Instant,
     loops: &mut Vec<ReconnectLoop>,
 ) {
-    let Some(mem) = memory
-        .instances
-        .get_mut(&d.walsender.id)
-        .and_then(|i| i.rules.get_mut(&d.rule))
-    else {
+    let Some(mem) = memory.rule_memory(d) else {
         return;
     };
-    let attempts = match (&d.cause, mem.acted) {
-        (Cause::Retry { attempt }, _) => *attempt,
+    let attempts = match d.cause {
+        Cause::Retry { attempt } => attempt,
         _ => 1,
     };
     mem.acted = Some(Acted {
@@ -569,85 +673,81 @@ impl Quorum {
     }
 }
 
-/// Updates one rule's memory for one instance and says where it stands,
-/// with the action it proposes (not yet committed: the guards see it first).
+/// Updates one rule's memory for one instance, proposes the action it
+/// calls for (not yet committed: the guards see it first) and, when
+/// explaining, says where it stands.
 fn judge(
     rule: &Rule,
+    rule_index: usize,
     ws: &Walsender,
-    held: Result<Vec<Evidence>, Vec<String>>,
+    checks: &Checks<'_>,
     mem: &mut RuleMemory,
     now: Instant,
-) -> (Verdict, Option<Decision>) {
+    explain: bool,
+) -> (Option<Verdict>, Option<Decision>) {
     let propose = |action, cause, evidence| Decision {
         rule: rule.name.clone(),
+        rule_index,
         action,
         cause,
         walsender: ws.clone(),
         evidence,
     };
+    let evidence = || {
+        if rule.conditions.is_empty() {
+            matcher_evidence(rule, ws)
+        } else {
+            checks.evidence()
+        }
+    };
     if let Some(acted) = mem.acted {
         let ago = now.saturating_duration_since(acted.at);
         if acted.failed {
-            let attempt = acted.attempts + 1;
-            let d = propose(
-                acted.action,
-                Cause::Retry { attempt },
-                held.unwrap_or_default(),
+            let cause = Cause::Retry {
+                attempt: acted.attempts + 1,
+            };
+            return (
+                Some(Verdict::Fires(acted.action)),
+                Some(propose(acted.action, cause, evidence())),
             );
-            return (Verdict::Fires(acted.action), Some(d));
         }
         if acted.gave_up {
             let verdict = Verdict::GaveUp {
                 action: acted.action,
                 attempts: acted.attempts,
             };
-            return (verdict, None);
+            return (explain.then_some(verdict), None);
         }
         return match (acted.action, rule.escalate_after) {
             (Action::Cancel, Some(after)) if ago >= after => {
-                let d = propose(
-                    Action::Terminate,
-                    Cause::Escalation { cancelled_ago: ago },
-                    held.unwrap_or_default(),
-                );
-                (Verdict::Fires(Action::Terminate), Some(d))
+                let cause = Cause::Escalation { cancelled_ago: ago };
+                let d = propose(Action::Terminate, cause, evidence());
+                (Some(Verdict::Fires(Action::Terminate)), Some(d))
             }
-            _ => (
-                Verdict::Done {
+            _ => {
+                let verdict = Verdict::Done {
                     action: acted.action,
                     ago,
-                },
-                None,
-            ),
+                };
+                (explain.then_some(verdict), None)
+            }
         };
     }
-    let evidence = match held {
-        Ok(evidence) => evidence,
-        Err(unmet) => {
-            mem.breach_since = None;
-            return (Verdict::Unmet(unmet), None);
-        }
-    };
+    if !checks.hold() {
+        mem.breach_since = None;
+        return (explain.then(|| Verdict::Unmet(checks.unmet())), None);
+    }
     let since = *mem.breach_since.get_or_insert(now);
     let held_for = now.saturating_duration_since(since);
     if held_for < rule.grace {
-        return (
-            Verdict::InGrace {
-                held_for,
-                grace: rule.grace,
-            },
-            None,
-        );
+        let verdict = Verdict::InGrace {
+            held_for,
+            grace: rule.grace,
+        };
+        return (explain.then_some(verdict), None);
     }
-    let evidence = if rule.conditions.is_empty() {
-        matcher_evidence(rule, ws)
-    } else {
-        evidence
-    };
-    (
-        Verdict::Fires(rule.action),
-        Some(propose(rule.action, Cause::Breach, evidence)),
-    )
+    let d = propose(rule.action, Cause::Breach, evidence());
+    (Some(Verdict::Fires(rule.action)), Some(d))
 }
 
 /// For a block rule (no conditions), the evidence is what matched.
@@ -686,96 +786,224 @@ fn matcher_evidence(rule: &Rule, ws: &Walsender) -> Vec<Evidence> {
     out
 }
 
-/// Checks every condition: all the evidence if all hold, else why not.
-fn check(
-    c: &Conditions,
-    ws: &Walsender,
+/// A measured value, as a condition saw it.
+#[derive(Clone, Copy, Debug)]
+enum Measured {
+    Time(Duration),
+    Bytes(ByteSize),
+    /// The column is NULL; why that is.
+    Null(&'static str),
+    /// `no_progress_for`: the flush position and how long it has not moved.
+    Stalled {
+        stalled: Duration,
+        flush: Lsn,
+        current: Lsn,
+    },
+    /// `no_progress_for`: flushed all the server has.
+    CaughtUp,
+}
+
+/// One condition, evaluated: whether it holds, and what it saw.
+#[derive(Clone, Copy, Debug)]
+struct Check {
+    name: &'static str,
+    holds: bool,
+    measured: Measured,
+    limit: Measured,
+}
+
+/// The conditions of one rule for one walsender. Each is evaluated on
+/// demand, without allocating, stopping at the first that fails when only
+/// the answer is wanted; the words for the log or the plan are made only
+/// when needed.
+struct Checks<'a> {
+    conditions: &'a Conditions,
+    ws: &'a Walsender,
     current_lsn: Option<Lsn>,
-    inst: &Instance,
-    now: Instant,
-) -> Result<Vec<Evidence>, Vec<String>> {
-    let mut evidence = Vec::new();
-    let mut unmet = Vec::new();
+    /// How long the instance has been in its state, and since its flush
+    /// position last moved.
+    in_state: Option<Duration>,
+    stalled: Duration,
+}
 
-    let mut over = |name: &'static str,
-                    measured: Option<Duration>,
-                    limit: Option<Duration>,
-                    null_means: &str| {
-        let Some(limit) = limit else { return };
-        match measured {
-            Some(m) if m > limit => evidence.push(Evidence {
+impl Checks<'_> {
+    /// Calls `visit` with each condition of the rule, in a fixed order,
+    /// until it returns false.
+    fn each(&self, mut visit: impl FnMut(Check) -> bool) {
+        fn time(
+            name: &'static str,
+            measured: Option<Duration>,
+            limit: Duration,
+            null: &'static str,
+        ) -> Check {
+            Check {
                 name,
-                measured: fmt_duration(m),
-                against: format!("> {}", fmt_duration(limit)),
-            }),
-            Some(m) => unmet.push(format!(
-                "{name} {} <= {}",
-                fmt_duration(m),
-                fmt_duration(limit)
-            )),
-            None => unmet.push(format!("{name} is NULL ({null_means})")),
-        }
-    };
-    over("write_lag", ws.write_lag, c.write_lag, "caught up");
-    over("flush_lag", ws.flush_lag, c.flush_lag, "caught up");
-    over("replay_lag", ws.replay_lag, c.replay_lag, "caught up");
-    over("no_reply_for", ws.reply_age, c.no_reply_for, "no reply yet");
-    let in_state = ws
-        .state
-        .as_ref()
-        .map(|_| now.saturating_duration_since(inst.state_since));
-    over("in_state_for", in_state, c.in_state_for, "state unknown");
-
-    let mut bytes_over =
-        |name: &'static str, measured: Option<ByteSize>, limit: Option<ByteSize>| {
-            let Some(limit) = limit else { return };
-            match measured {
-                Some(m) if m > limit => evidence.push(Evidence {
-                    name,
-                    measured: m.to_string(),
-                    against: format!("> {limit}"),
-                }),
-                Some(m) => unmet.push(format!("{name} {m} <= {limit}")),
-                None => unmet.push(format!("{name} is NULL (column not reported)")),
+                holds: measured.is_some_and(|m| m > limit),
+                measured: measured.map_or(Measured::Null(null), Measured::Time),
+                limit: Measured::Time(limit),
             }
-        };
-    bytes_over("write_lag_bytes", ws.write_lag_bytes, c.write_lag_bytes);
-    bytes_over("flush_lag_bytes", ws.flush_lag_bytes, c.flush_lag_bytes);
-    bytes_over("replay_lag_bytes", ws.replay_lag_bytes, c.replay_lag_bytes);
-    bytes_over("retained_wal", ws.retained_wal, c.retained_wal);
+        }
+        fn bytes(name: &'static str, measured: Option<ByteSize>, limit: ByteSize) -> Check {
+            Check {
+                name,
+                holds: measured.is_some_and(|m| m > limit),
+                measured: measured.map_or(Measured::Null("column not reported"), Measured::Bytes),
+                limit: Measured::Bytes(limit),
+            }
+        }
+        let (c, ws) = (self.conditions, self.ws);
+        macro_rules! visit {
+            ($limit:expr, $check:expr) => {
+                if let Some(limit) = $limit {
+                    if !visit($check(limit)) {
+                        return;
+                    }
+                }
+            };
+        }
+        visit!(c.write_lag, |l| time(
+            "write_lag",
+            ws.write_lag,
+            l,
+            "caught up"
+        ));
+        visit!(c.flush_lag, |l| time(
+            "flush_lag",
+            ws.flush_lag,
+            l,
+            "caught up"
+        ));
+        visit!(c.replay_lag, |l| time(
+            "replay_lag",
+            ws.replay_lag,
+            l,
+            "caught up"
+        ));
+        visit!(c.no_reply_for, |l| time(
+            "no_reply_for",
+            ws.reply_age,
+            l,
+            "no reply yet"
+        ));
+        visit!(c.in_state_for, |l| time(
+            "in_state_for",
+            self.in_state,
+            l,
+            "state unknown"
+        ));
+        visit!(c.write_lag_bytes, |l| bytes(
+            "write_lag_bytes",
+            ws.write_lag_bytes,
+            l
+        ));
+        visit!(c.flush_lag_bytes, |l| bytes(
+            "flush_lag_bytes",
+            ws.flush_lag_bytes,
+            l
+        ));
+        visit!(c.replay_lag_bytes, |l| bytes(
+            "replay_lag_bytes",
+            ws.replay_lag_bytes,
+            l
+        ));
+        visit!(c.retained_wal, |l| bytes(
+            "retained_wal",
+            ws.retained_wal,
+            l
+        ));
+        visit!(c.no_progress_for, |limit| {
+            let measured = match (ws.flush_lsn, self.current_lsn) {
+                (Some(flush), Some(current)) if flush < current => Measured::Stalled {
+                    stalled: self.stalled,
+                    flush,
+                    current,
+                },
+                (Some(_), Some(_)) => Measured::CaughtUp,
+                _ => Measured::Null("column not reported"),
+            };
+            Check {
+                name: "no_progress_for",
+                holds: matches!(measured, Measured::Stalled { stalled, .. } if stalled >= limit),
+                measured,
+                limit: Measured::Time(limit),
+            }
+        });
+    }
 
-    if let Some(limit) = c.no_progress_for {
-        match (ws.flush_lsn, current_lsn) {
-            (Some(flush), Some(current)) if flush < current => {
-                let stalled = now.saturating_duration_since(inst.progress_since);
-                if stalled >= limit {
-                    evidence.push(Evidence {
-                        name: "no_progress_for",
-                        measured: format!(
-                            "{} at {flush} while server at {current}",
-                            fmt_duration(stalled)
-                        ),
-                        against: format!(">= {}", fmt_duration(limit)),
-                    });
-                } else {
-                    unmet.push(format!(
+    fn hold(&self) -> bool {
+        let mut all = true;
+        self.each(|c| {
+            all = c.holds;
+            all
+        });
+        all
+    }
+
+    fn evidence(&self) -> Vec<Evidence> {
+        let mut out = Vec::new();
+        self.each(|c| {
+            out.push(match (c.measured, c.limit) {
+                (
+                    Measured::Stalled {
+                        stalled,
+                        flush,
+                        current,
+                    },
+                    Measured::Time(limit),
+                ) => Evidence {
+                    name: c.name,
+                    measured: format!(
+                        "{} at {flush} while server at {current}",
+                        fmt_duration(stalled)
+                    ),
+                    against: format!(">= {}", fmt_duration(limit)),
+                },
+                (measured, limit) => Evidence {
+                    name: c.name,
+                    measured: show(measured),
+                    against: format!("> {}", show(limit)),
+                },
+            });
+            true
+        });
+        out
+    }
+
+    fn unmet(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        self.each(|c| {
+            if !c.holds {
+                out.push(match (c.measured, c.limit) {
+                    (Measured::Stalled { stalled, flush, .. }, Measured::Time(limit)) => format!(
                         "no_progress_for: flush {flush} stalled {} < {}",
                         fmt_duration(stalled),
                         fmt_duration(limit)
-                    ));
-                }
+                    ),
+                    (Measured::CaughtUp, _) => {
+                        "no_progress_for: flushed all the server has".to_string()
+                    }
+                    (Measured::Null(why), _) if c.name == "no_progress_for" => {
+                        format!("no_progress_for: flush_lsn is NULL ({why})")
+                    }
+                    (Measured::Null(why), _) => format!("{} is NULL ({why})", c.name),
+                    (measured, limit) => {
+                        format!("{} {} <= {}", c.name, show(measured), show(limit))
+                    }
+                });
             }
-            (Some(_), Some(_)) => {
-                unmet.push("no_progress_for: flushed all the server has".to_string())
-            }
-            _ => unmet.push("no_progress_for: flush_lsn is NULL (column not reported)".to_string()),
-        }
+            true
+        });
+        out
     }
+}
 
-    if unmet.is_empty() {
-        Ok(evidence)
-    } else {
-        Err(unmet)
+fn show(m: Measured) -> String {
+    match m {
+        Measured::Time(d) => fmt_duration(d),
+        Measured::Bytes(b) => b.to_string(),
+        Measured::Null(_) => "NULL".to_string(),
+        Measured::Stalled { stalled, .. } => fmt_duration(stalled),
+        Measured::CaughtUp => "caught up".to_string(),
     }
 }
 
@@ -852,7 +1080,7 @@ action = "terminate"
             ws(3, "adhoc_ok"),
             ws(4, "adhoc_1"),
         ]);
-        let r = decide(&p, &s, &mut m, t0);
+        let r = explain(&p, &s, &mut m, t0);
         assert_eq!(
             acted(&r),
             [
@@ -869,7 +1097,7 @@ action = "terminate"
             }]
         );
         // Still there on the next poll (the kill is in flight or failed): no repeat.
-        let r = decide(&p, &s, &mut m, t0 + Duration::from_secs(1));
+        let r = explain(&p, &s, &mut m, t0 + Duration::from_secs(1));
         assert!(r.decisions.is_empty());
         assert!(matches!(
             r.verdicts[0].2,
@@ -886,11 +1114,11 @@ action = "terminate"
         let t0 = Instant::now();
         let mut m = Memory::default();
         let first = ws(2, "rogue_x");
-        decide(&p, &snap(vec![first.clone()]), &mut m, t0);
+        explain(&p, &snap(vec![first.clone()]), &mut m, t0);
         let mut reborn = first;
         reborn.id.backend_start += Duration::from_secs(5);
         // (10 s later: the default reconnect backoff has passed.)
-        let r = decide(
+        let r = explain(
             &p,
             &snap(vec![reborn]),
             &mut m,
@@ -925,16 +1153,16 @@ action = "terminate"
         let mut m = Memory::default();
         let gib = 1 << 30;
         // Time lag alone is not enough.
-        let r = decide(&p, &snap(vec![lagging(7, 400, 10)]), &mut m, s(0));
+        let r = explain(&p, &snap(vec![lagging(7, 400, 10)]), &mut m, s(0));
         assert!(
             matches!(&r.verdicts[0].2, Verdict::Unmet(why) if why[0].starts_with("replay_lag_bytes"))
         );
         // Both hold: the grace starts.
-        let r = decide(&p, &snap(vec![lagging(7, 400, 2 * gib)]), &mut m, s(10));
+        let r = explain(&p, &snap(vec![lagging(7, 400, 2 * gib)]), &mut m, s(10));
         assert!(matches!(r.verdicts[0].2, Verdict::InGrace { .. }));
         // A break resets the grace.
-        decide(&p, &snap(vec![lagging(7, 200, 2 * gib)]), &mut m, s(60));
-        let r = decide(&p, &snap(vec![lagging(7, 400, 2 * gib)]), &mut m, s(70));
+        explain(&p, &snap(vec![lagging(7, 200, 2 * gib)]), &mut m, s(60));
+        let r = explain(&p, &snap(vec![lagging(7, 400, 2 * gib)]), &mut m, s(70));
         assert_eq!(
             r.verdicts[0].2,
             Verdict::InGrace {
@@ -942,9 +1170,9 @@ action = "terminate"
                 grace: Duration::from_secs(120)
             }
         );
-        let r = decide(&p, &snap(vec![lagging(7, 400, 2 * gib)]), &mut m, s(189));
+        let r = explain(&p, &snap(vec![lagging(7, 400, 2 * gib)]), &mut m, s(189));
         assert!(r.decisions.is_empty());
-        let r = decide(&p, &snap(vec![lagging(7, 400, 2 * gib)]), &mut m, s(190));
+        let r = explain(&p, &snap(vec![lagging(7, 400, 2 * gib)]), &mut m, s(190));
         assert_eq!(acted(&r), [(7, "lag", Action::Terminate)]);
         assert_eq!(
             evidence_line(&r.decisions[0].evidence),
@@ -960,7 +1188,7 @@ action = "terminate"
         let mut w = ws(1, "pg_receivewal");
         w.flush_lag_bytes = None;
         w.flush_lsn = None;
-        let r = decide(&p, &snap(vec![w]), &mut Memory::default(), Instant::now());
+        let r = explain(&p, &snap(vec![w]), &mut Memory::default(), Instant::now());
         assert!(r.decisions.is_empty());
         let whys: Vec<String> = r.verdicts.iter().map(|v| v.2.to_string()).collect();
         assert_eq!(
@@ -981,18 +1209,18 @@ action = "terminate"
         let mut m = Memory::default();
         let mut w = ws(9, "pg_basebackup");
         w.state = Some("startup".into());
-        decide(&p, &snap(vec![w.clone()]), &mut m, h(0));
+        explain(&p, &snap(vec![w.clone()]), &mut m, h(0));
         w.state = Some("backup".into());
-        let r = decide(&p, &snap(vec![w.clone()]), &mut m, h(1));
+        let r = explain(&p, &snap(vec![w.clone()]), &mut m, h(1));
         assert!(matches!(&r.verdicts[0].2, Verdict::Unmet(_)));
-        let r = decide(
+        let r = explain(
             &p,
             &snap(vec![w.clone()]),
             &mut m,
             h(7) - Duration::from_secs(1),
         );
         assert!(r.decisions.is_empty());
-        let r = decide(
+        let r = explain(
             &p,
             &snap(vec![w.clone()]),
             &mut m,
@@ -1018,17 +1246,17 @@ action = "terminate"
         frozen.replay_lag = Some(Duration::ZERO);
         let mut healthy = ws(6, "standby_a");
         let mut snapshot = snap(vec![frozen.clone(), healthy.clone()]);
-        decide(&p, &snapshot, &mut m, s(0));
+        explain(&p, &snapshot, &mut m, s(0));
         // The server moves on; the healthy standby follows, the frozen one does not.
         snapshot.current_lsn = Some(Lsn(0x3100000));
         healthy.flush_lsn = Some(Lsn(0x30F0000));
         frozen.flush_lag_bytes = Some(ByteSize(0x100000));
         snapshot.walsenders = vec![frozen.clone(), healthy.clone()];
-        let r = decide(&p, &snapshot, &mut m, s(29));
+        let r = explain(&p, &snapshot, &mut m, s(29));
         assert!(r.decisions.is_empty());
         healthy.flush_lsn = Some(Lsn(0x3100000));
         snapshot.walsenders = vec![frozen, healthy];
-        let r = decide(&p, &snapshot, &mut m, s(31));
+        let r = explain(&p, &snapshot, &mut m, s(31));
         assert_eq!(acted(&r), [(5, "hung", Action::Terminate)]);
     }
 
@@ -1039,7 +1267,7 @@ action = "terminate"
         w.reply_age = Some(Duration::from_secs(121));
         let mut quiet = ws(4, "pg_basebackup");
         quiet.reply_age = None;
-        let r = decide(
+        let r = explain(
             &p,
             &snap(vec![w, quiet]),
             &mut Memory::default(),
@@ -1059,13 +1287,13 @@ action = "terminate"
         w.reply_age = Some(Duration::from_secs(200));
         let mut m = Memory::default();
         assert_eq!(
-            acted(&decide(&p, &snap(vec![w.clone()]), &mut m, s(0))),
+            acted(&explain(&p, &snap(vec![w.clone()]), &mut m, s(0))),
             [(3, "silent", Action::Cancel)]
         );
-        assert!(decide(&p, &snap(vec![w.clone()]), &mut m, s(14))
+        assert!(explain(&p, &snap(vec![w.clone()]), &mut m, s(14))
             .decisions
             .is_empty());
-        let r = decide(&p, &snap(vec![w.clone()]), &mut m, s(15));
+        let r = explain(&p, &snap(vec![w.clone()]), &mut m, s(15));
         assert_eq!(acted(&r), [(3, "silent", Action::Terminate)]);
         assert_eq!(
             r.decisions[0].cause,
@@ -1074,7 +1302,7 @@ action = "terminate"
             }
         );
         assert!(
-            decide(&p, &snap(vec![w]), &mut m, s(60))
+            explain(&p, &snap(vec![w]), &mut m, s(60))
                 .decisions
                 .is_empty(),
             "escalates once"
@@ -1087,8 +1315,8 @@ action = "terminate"
         let t0 = Instant::now();
         let mut m = Memory::default();
         let s = snap(vec![ws(1, "x")]);
-        assert_eq!(decide(&p, &s, &mut m, t0).decisions.len(), 1);
-        assert!(decide(&p, &s, &mut m, t0 + Duration::from_secs(3600))
+        assert_eq!(explain(&p, &s, &mut m, t0).decisions.len(), 1);
+        assert!(explain(&p, &s, &mut m, t0 + Duration::from_secs(3600))
             .decisions
             .is_empty());
     }
@@ -1099,19 +1327,19 @@ action = "terminate"
         let s = |secs| t0 + Duration::from_secs(secs);
         let mut m = Memory::default();
         let snapshot = snap(vec![lagging(7, 400, 2 << 30)]);
-        decide(&policy(LAG), &snapshot, &mut m, s(0));
+        explain(&policy(LAG), &snapshot, &mut m, s(0));
         // Reload: the same rule plus a new one. The lag rule's grace keeps counting.
         let reloaded = format!("{LAG}\n[[rule]]\nname = \"other\"\nuser = [\"nobody\"]\n");
-        let r = decide(&policy(&reloaded), &snapshot, &mut m, s(120));
+        let r = explain(&policy(&reloaded), &snapshot, &mut m, s(120));
         assert_eq!(acted(&r), [(7, "lag", Action::Terminate)]);
         // Reload without it, then with it again: its memory starts over.
-        decide(
+        explain(
             &policy("[[rule]]\nname = \"other\"\nuser = [\"nobody\"]"),
             &snapshot,
             &mut m,
             s(130),
         );
-        let r = decide(&policy(LAG), &snapshot, &mut m, s(140));
+        let r = explain(&policy(LAG), &snapshot, &mut m, s(140));
         assert!(matches!(r.verdicts[0].2, Verdict::InGrace { .. }));
     }
 
@@ -1129,7 +1357,7 @@ sync_state = ["!sync"]
         );
         let t0 = Instant::now();
         let fired = |w: Walsender| {
-            !decide(&p, &snap(vec![w]), &mut Memory::default(), t0)
+            !explain(&p, &snap(vec![w]), &mut Memory::default(), t0)
                 .decisions
                 .is_empty()
         };
@@ -1165,7 +1393,7 @@ sync_state = ["!sync"]
         let p = policy(&format!(
             "{BLOCK}\n[[rule]]\nname = \"log-all-rogues\"\napplication_name = [\"rogue_*\"]\n"
         ));
-        let r = decide(
+        let r = explain(
             &p,
             &snap(vec![ws(2, "rogue_x")]),
             &mut Memory::default(),
@@ -1204,13 +1432,13 @@ sync_state = ["!sync"]
         let mut s = snap(vec![sync(1, "s_sync", "sync"), sync(2, "s_async", "async")]);
         s.synchronous_standby_names = "FIRST 1 (s_sync)".into();
         let mut m = Memory::default();
-        let r = decide(&p, &s, &mut m, t0);
+        let r = explain(&p, &s, &mut m, t0);
         assert_eq!(acted(&r), [(2, "k", Action::Terminate)]);
         assert_eq!(
             held_reasons(&r),
             [(1, "held: would break synchronous quorum (synchronous_standby_names = \"FIRST 1 (s_sync)\" needs 1; healthy sync candidates: s_sync)".to_string())]
         );
-        let r = decide(&p, &s, &mut m, t0 + Duration::from_secs(1));
+        let r = explain(&p, &s, &mut m, t0 + Duration::from_secs(1));
         assert_eq!(r.held.len(), 1, "held again at the next poll");
         assert!(matches!(
             r.verdicts[0].2,
@@ -1220,7 +1448,7 @@ sync_state = ["!sync"]
         // ANY 1 of two healthy: one may go, not both (same round).
         let mut s = snap(vec![sync(1, "s_a", "quorum"), sync(2, "s_b", "quorum")]);
         s.synchronous_standby_names = "ANY 1 (s_a, s_b)".into();
-        let r = decide(&p, &s, &mut Memory::default(), t0);
+        let r = explain(&p, &s, &mut Memory::default(), t0);
         assert_eq!(acted(&r), [(1, "k", Action::Terminate)]);
         assert_eq!(r.held[0].decision.walsender.id.pid, 2);
 
@@ -1229,7 +1457,7 @@ sync_state = ["!sync"]
         frozen.reply_age = Some(Duration::from_secs(60));
         let mut s = snap(vec![sync(1, "s_a", "quorum"), frozen]);
         s.synchronous_standby_names = "ANY 1 (s_a, s_b)".into();
-        let r = decide(&p, &s, &mut Memory::default(), t0);
+        let r = explain(&p, &s, &mut Memory::default(), t0);
         assert_eq!(
             acted(&r),
             [(2, "k", Action::Terminate)],
@@ -1240,7 +1468,7 @@ sync_state = ["!sync"]
         // FIRST 1 with a healthy potential standby: the sync one may go.
         let mut s = snap(vec![sync(1, "s_a", "sync"), sync(2, "s_b", "potential")]);
         s.synchronous_standby_names = "s_a, s_b".into();
-        let r = decide(&p, &s, &mut Memory::default(), t0);
+        let r = explain(&p, &s, &mut Memory::default(), t0);
         assert_eq!(acted(&r), [(1, "k", Action::Terminate)]);
 
         // An unparsable setting guards every healthy candidate; log actions pass.
@@ -1249,7 +1477,7 @@ sync_state = ["!sync"]
         ));
         let mut s = snap(vec![sync(1, "s_a", "sync"), sync(2, "s_b", "potential")]);
         s.synchronous_standby_names = "FIRST 1 (s_a".into();
-        let r = decide(&p2, &s, &mut Memory::default(), t0);
+        let r = explain(&p2, &s, &mut Memory::default(), t0);
         assert_eq!(acted(&r), [(1, "l", Action::Log), (2, "l", Action::Log)]);
         assert_eq!(r.held.len(), 2);
 
@@ -1258,12 +1486,14 @@ sync_state = ["!sync"]
         let mut s = snap(vec![sync(1, "s_sync", "sync")]);
         s.synchronous_standby_names = "s_sync".into();
         assert_eq!(
-            decide(&off, &s, &mut Memory::default(), t0).decisions.len(),
+            explain(&off, &s, &mut Memory::default(), t0)
+                .decisions
+                .len(),
             1
         );
         s.in_recovery = true;
         assert_eq!(
-            decide(&p, &s, &mut Memory::default(), t0).decisions.len(),
+            explain(&p, &s, &mut Memory::default(), t0).decisions.len(),
             1
         );
     }
@@ -1273,7 +1503,7 @@ sync_state = ["!sync"]
         let p = policy(&format!(
             "[protect]\napplication_name = [\"patroni_*\"]\n{KILL_STANDBYS}[[rule]]\nname = \"all\"\nuser = [\"*\"]\n"
         ));
-        let r = decide(
+        let r = explain(
             &p,
             &snap(vec![ws(1, "s_patroni"), ws(2, "patroni_x")]),
             &mut Memory::default(),
@@ -1293,7 +1523,7 @@ sync_state = ["!sync"]
         let several = policy(&format!(
             "[[protect]]\nuser = [\"patroni\"]\n[[protect]]\nclient_addr = [\"10.0.0.0/8\"]\n{KILL_STANDBYS}"
         ));
-        let r = decide(
+        let r = explain(
             &several,
             &snap(vec![ws(1, "s_a")]),
             &mut Memory::default(),
@@ -1313,7 +1543,7 @@ sync_state = ["!sync"]
         let t0 = Instant::now();
         let s = snap((1..=5).map(|i| ws(i, &format!("s{i}"))).collect());
         let mut m = Memory::default();
-        let r = decide(&p, &s, &mut m, t0);
+        let r = explain(&p, &s, &mut m, t0);
         assert_eq!(r.decisions.len(), 2);
         assert_eq!(r.held.len(), 3);
         assert!(r
@@ -1321,10 +1551,10 @@ sync_state = ["!sync"]
             .iter()
             .all(|h| matches!(h.reason, HoldReason::Budget { max_actions: 2, .. })));
         // Still over budget 59 s later; the window frees at 60 s.
-        assert!(decide(&p, &s, &mut m, t0 + Duration::from_secs(59))
+        assert!(explain(&p, &s, &mut m, t0 + Duration::from_secs(59))
             .decisions
             .is_empty());
-        let r = decide(&p, &s, &mut m, t0 + Duration::from_secs(60));
+        let r = explain(&p, &s, &mut m, t0 + Duration::from_secs(60));
         assert_eq!(
             r.decisions
                 .iter()
@@ -1332,7 +1562,7 @@ sync_state = ["!sync"]
                 .collect::<Vec<_>>(),
             [3, 4]
         );
-        let r = decide(&p, &s, &mut m, t0 + Duration::from_secs(120));
+        let r = explain(&p, &s, &mut m, t0 + Duration::from_secs(120));
         assert_eq!(
             r.decisions
                 .iter()
@@ -1356,7 +1586,7 @@ sync_state = ["!sync"]
         let mut w = ws(100, "rogue_x");
         for second in 0..120 {
             let now = t0 + Duration::from_secs(second);
-            let r = decide(&p, &snap(vec![w.clone()]), &mut m, now);
+            let r = explain(&p, &snap(vec![w.clone()]), &mut m, now);
             loops.extend(r.loops.iter().map(|l| (l.actions, l.next_wait)));
             if !r.decisions.is_empty() {
                 times.push(second);
@@ -1375,7 +1605,7 @@ sync_state = ["!sync"]
             ]
         );
         // Quiet for twice the cap: forgiven.
-        let r = decide(
+        let r = explain(
             &p,
             &snap(vec![ws(999, "rogue_x")]),
             &mut m,
@@ -1394,7 +1624,7 @@ sync_state = ["!sync"]
         let mut causes = Vec::new();
         let mut gave_up = None;
         for second in 0..10 {
-            let r = decide(&p, &s, &mut m, t0 + Duration::from_secs(second));
+            let r = explain(&p, &s, &mut m, t0 + Duration::from_secs(second));
             for d in &r.decisions {
                 causes.push(d.cause.clone());
                 gave_up = gave_up.or(m.record(d, Delivery::Failed, &p.limits));
@@ -1409,7 +1639,7 @@ sync_state = ["!sync"]
             ]
         );
         assert_eq!(gave_up, Some(3));
-        let r = decide(&p, &s, &mut m, t0 + Duration::from_secs(60));
+        let r = explain(&p, &s, &mut m, t0 + Duration::from_secs(60));
         assert_eq!(
             r.verdicts[0].2,
             Verdict::GaveUp {
@@ -1419,10 +1649,30 @@ sync_state = ["!sync"]
         );
         // A refusal is final at once; a success is done.
         let mut m = Memory::default();
-        let r = decide(&p, &s, &mut m, t0);
+        let r = explain(&p, &s, &mut m, t0);
         assert_eq!(m.record(&r.decisions[0], Delivery::Final, &p.limits), None);
-        assert!(decide(&p, &s, &mut m, t0 + Duration::from_secs(1))
+        assert!(explain(&p, &s, &mut m, t0 + Duration::from_secs(1))
             .decisions
             .is_empty());
+    }
+
+    #[test]
+    fn decide_and_explain_agree_and_only_explain_says_why() {
+        let p = policy(&format!("{LAG}{BLOCK}"));
+        let t0 = Instant::now();
+        let s = snap(vec![
+            lagging(7, 400, 2 << 30),
+            ws(2, "rogue_x"),
+            ws(3, "standby"),
+        ]);
+        let (mut m1, mut m2) = (Memory::default(), Memory::default());
+        for secs in [0, 60, 121, 200] {
+            let now = t0 + Duration::from_secs(secs);
+            let a = decide(&p, &s, &mut m1, now);
+            let b = explain(&p, &s, &mut m2, now);
+            assert_eq!(a.decisions, b.decisions);
+            assert!(a.verdicts.is_empty());
+            assert!(!b.verdicts.is_empty());
+        }
     }
 }

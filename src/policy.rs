@@ -241,6 +241,9 @@ pub struct Policy {
     pub protect: Vec<Matchers>,
     pub limits: Limits,
     pub sync_guard: SyncGuard,
+    /// Unique per loaded policy, so the engine knows when to re-lay its
+    /// per-rule memory and re-match (a rule may change under the same name).
+    pub generation: u64,
 }
 
 impl Policy {
