@@ -36,6 +36,12 @@ pub enum Control {
 /// First and last wait between connection attempts.
 const BACKOFF_START: Duration = Duration::from_millis(500);
 const BACKOFF_CAP: Duration = Duration::from_secs(30);
+/// How long a shutdown waits for the statement in flight before dropping it.
+const SHUTDOWN_GRACE: Duration = Duration::from_millis(800);
+/// Client-side bound on any statement, beyond the server's
+/// `statement_timeout`: a server that stops answering (SIGSTOP, a dead
+/// network) cannot enforce its own timeout.
+const CLIENT_MARGIN: Duration = Duration::from_secs(1);
 /// How often a persisting privilege problem is logged again.
 const PRIVILEGE_REMINDER: Duration = Duration::from_secs(60);
 
@@ -45,6 +51,9 @@ pub struct Session {
     /// What the role may do, read at connect.
     pub preflight: Preflight,
     pub version: ServerVersion,
+    /// Which server process this is (postmaster start time and address):
+    /// when it changes, nothing remembered about the old one is kept.
+    pub server: String,
     poller: Poller,
     signaller: Signaller,
     connection: tokio::task::JoinHandle<()>,
@@ -82,6 +91,21 @@ pub async fn connect(
     if pg.get_connect_timeout().is_none() {
         pg.connect_timeout(Duration::from_secs(5));
     }
+    // A server that vanishes without closing the connection is noticed by
+    // TCP within about 20 s even between polls (libpq keeps its defaults
+    // when these are not set; a daemon should not wait two hours).
+    if pg.get_keepalives_idle() == Duration::from_secs(2 * 60 * 60) {
+        pg.keepalives_idle(Duration::from_secs(10));
+    }
+    if pg.get_keepalives_interval().is_none() {
+        pg.keepalives_interval(Duration::from_secs(3));
+    }
+    if pg.get_keepalives_retries().is_none() {
+        pg.keepalives_retries(3);
+    }
+    if pg.get_tcp_user_timeout().is_none() {
+        pg.tcp_user_timeout(settings.statement_timeout + CLIENT_MARGIN);
+    }
     let tls = crate::conninfo::tls_connector(&settings.verify).map_err(ConnectError::Tls)?;
     let (client, connection) = pg.connect(tls).await.map_err(ConnectError::Connect)?;
     let connection = tokio::spawn(async move {
@@ -107,7 +131,13 @@ pub async fn connect(
     if version.major() < sql::OLDEST_MAJOR {
         return Err(ConnectError::TooOld(version_text));
     }
+    let server: String = client
+        .query_one(sql::SERVER_IDENTITY, &[])
+        .await
+        .map_err(ConnectError::Setup)?
+        .get(0);
     Ok(Session {
+        server,
         preflight: Preflight::read(&client)
             .await
             .map_err(ConnectError::Setup)?,
@@ -143,6 +173,8 @@ struct Daemon {
     watchdog: Option<tokio::time::Interval>,
     /// What `[metrics]` serves (kept up to date even without an endpoint).
     metrics: Metrics,
+    /// The server the memory is about (see `Session::server`).
+    server: Option<String>,
 }
 
 /// What ended a phase of the loop.
@@ -180,6 +212,7 @@ pub async fn run(
         service: Service::from_env(),
         watchdog: None,
         metrics,
+        server: None,
     };
     daemon.watchdog = daemon.service.watchdog_ticker();
     info!(
@@ -221,6 +254,7 @@ impl Daemon {
     ) -> Option<Session> {
         let mut delay = BACKOFF_START;
         let mut attempt = 1u32;
+        let waiting_since = Instant::now();
         loop {
             let target = report::redacted_conninfo(&self.config.postgres.connect);
             self.service.status(format!(
@@ -239,9 +273,18 @@ impl Daemon {
             };
             match result {
                 Ok(session) => {
+                    if self.server.as_ref().is_some_and(|s| *s != session.server) {
+                        info!(
+                            server = %session.server,
+                            "a different server process (restarted, crashed or failed over): everything remembered about the old one is dropped"
+                        );
+                        self.memory = Memory::default();
+                    }
+                    self.server = Some(session.server.clone());
                     info!(
                         target_server = %target,
                         attempt,
+                        down_for = %crate::units::fmt_duration(waiting_since.elapsed()),
                         server_version = session.version.0,
                         role = %session.preflight.role,
                         superuser = session.preflight.superuser,
@@ -250,12 +293,19 @@ impl Daemon {
                     log_preflight(&session.preflight);
                     return Some(session);
                 }
-                Err(e) => warn!(
+                // Logged once per outage; each further attempt at debug.
+                Err(e) if attempt == 1 => warn!(
+                    target_server = %target,
+                    retry_in = %crate::units::fmt_duration(delay),
+                    error = %report::error_chain(&e),
+                    "waiting for PostgreSQL (retrying with backoff; further attempts are logged at debug)"
+                ),
+                Err(e) => debug!(
                     target_server = %target,
                     attempt,
                     retry_in = %crate::units::fmt_duration(delay),
                     error = %report::error_chain(&e),
-                    "waiting for PostgreSQL"
+                    "still waiting for PostgreSQL"
                 ),
             }
             let sleep = tokio::time::sleep(delay);
@@ -371,15 +421,50 @@ impl Daemon {
                 }
                 _ = next_tick(&mut self.watchdog) => self.service.ping(),
                 _ = ticker.tick() => {
-                    let span = info_span!("poll");
-                    if let Err(e) = self.poll_once(session).instrument(span).await {
-                        if is_connection_error(&e) || session.client.is_closed() {
+                    // The poll runs to its end (every statement is bounded);
+                    // a reload waits for it, a shutdown gives it
+                    // SHUTDOWN_GRACE to finish the statement in flight.
+                    let mut deferred = Vec::new();
+                    let mut stop_by: Option<tokio::time::Instant> = None;
+                    let never = tokio::time::Instant::now() + Duration::from_secs(86_400);
+                    let result = {
+                        let poll = self.poll_once(session).instrument(info_span!("poll"));
+                        tokio::pin!(poll);
+                        loop {
+                            tokio::select! {
+                                r = &mut poll => break Some(r),
+                                c = control.recv(), if stop_by.is_none() => match c {
+                                    Some(Control::Reload) => deferred.push(Control::Reload),
+                                    None | Some(Control::Shutdown) => {
+                                        stop_by = Some(tokio::time::Instant::now() + SHUTDOWN_GRACE);
+                                    }
+                                },
+                                _ = tokio::time::sleep_until(stop_by.unwrap_or(never)), if stop_by.is_some() => break None,
+                            }
+                        }
+                    };
+                    if stop_by.is_some() {
+                        info!(
+                            finished = result.is_some(),
+                            "shutdown requested during a poll"
+                        );
+                        return Next::Stop;
+                    }
+                    match result {
+                        Some(Err(e)) if e.is_connection_lost() || session.client.is_closed() => {
                             error!(error = %e, "lost the connection to PostgreSQL; reconnecting");
                             return Next::Reconnect;
                         }
-                        error!(error = %e, "poll failed; will retry at the next tick");
-                    } else {
-                        self.service.ready();
+                        Some(Err(e)) => error!(error = %e, "poll failed; will retry at the next tick"),
+                        _ => self.service.ready(),
+                    }
+                    for c in deferred {
+                        if let Some(next) = self.handle(Some(c)) { return next; }
+                    }
+                    if self.config.daemon.interval != interval {
+                        interval = self.config.daemon.interval;
+                        ticker = tokio::time::interval(interval);
+                        ticker.set_missed_tick_behavior(MissedTickBehavior::Skip);
                     }
                 }
             }
@@ -387,9 +472,10 @@ impl Daemon {
     }
 
     /// One poll: read, decide, act, log.
-    async fn poll_once(&mut self, session: &Session) -> Result<(), tokio_postgres::Error> {
+    async fn poll_once(&mut self, session: &Session) -> Result<(), PollError> {
         let started = Instant::now();
-        let snapshot = match session.poller.poll(&session.client).await {
+        let bound = self.config.postgres.statement_timeout + CLIENT_MARGIN;
+        let snapshot = match bounded(bound, session.poller.poll(&session.client)).await {
             Ok(s) => s,
             Err(e) => {
                 self.metrics.poll_failed();
@@ -436,10 +522,15 @@ impl Daemon {
             let outcome = if self.dry_run() && decision.action != Action::Log {
                 Outcome::DryRun
             } else {
-                let sent = session
-                    .signaller
-                    .signal(&session.client, decision.action, decision.walsender.id)
-                    .await;
+                let sent = bounded(
+                    bound,
+                    session.signaller.signal(
+                        &session.client,
+                        decision.action,
+                        decision.walsender.id,
+                    ),
+                )
+                .await;
                 match sent {
                     Ok(outcome) => outcome,
                     Err(e) => {
@@ -482,6 +573,35 @@ impl Daemon {
             "poll done"
         );
         Ok(())
+    }
+}
+
+/// Why a poll failed.
+#[derive(Debug, thiserror::Error)]
+enum PollError {
+    #[error("{}", report::error_chain(.0))]
+    Db(#[from] tokio_postgres::Error),
+    #[error("the server did not answer within {} (statement_timeout + 1s): giving up on this connection", crate::units::fmt_duration(*.0))]
+    NoAnswer(Duration),
+}
+
+impl PollError {
+    fn is_connection_lost(&self) -> bool {
+        match self {
+            PollError::Db(e) => is_connection_error(e),
+            PollError::NoAnswer(_) => true,
+        }
+    }
+}
+
+/// Runs a statement with a client-side bound.
+async fn bounded<T>(
+    limit: Duration,
+    statement: impl std::future::Future<Output = Result<T, tokio_postgres::Error>>,
+) -> Result<T, PollError> {
+    match tokio::time::timeout(limit, statement).await {
+        Ok(r) => r.map_err(PollError::Db),
+        Err(_) => Err(PollError::NoAnswer(limit)),
     }
 }
 

@@ -71,3 +71,8 @@ SELECT current_user::text AS role,
                  FROM pg_stat_replication s JOIN pg_roles su ON su.oid = s.usesysid
                  WHERE su.rolsuper), '{}') AS superuser_walsenders
 FROM pg_roles r WHERE r.rolname = current_user";
+
+/// Which server process the session is on: a restart, crash or failover
+/// changes it.
+pub const SERVER_IDENTITY: &str = "SELECT pg_postmaster_start_time()::text || ' ' || \
+     coalesce(host(inet_server_addr()), 'local') || ':' || coalesce(inet_server_port()::text, '')";

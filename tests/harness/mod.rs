@@ -641,16 +641,16 @@ impl Daemon {
         let dir = scratch("daemon");
         let config_path = dir.join("replwarden.toml");
         std::fs::write(&config_path, config).expect("write daemon config");
+        // Debug logs unless the caller picks a level.
+        let level: &[&str] = if extra_args.contains(&"--log-level") {
+            &[]
+        } else {
+            &["--log-level", "debug"]
+        };
         let mut child = Command::new(env!("CARGO_BIN_EXE_replwarden"))
-            .args([
-                "run",
-                "--log-format",
-                "json",
-                "--log-level",
-                "debug",
-                "--config",
-            ])
+            .args(["run", "--log-format", "json", "--config"])
             .arg(&config_path)
+            .args(level)
             .args(extra_args)
             .envs(env.iter().copied())
             .stdin(Stdio::null())

@@ -1,0 +1,451 @@
+//! Benchmarks on real clusters (not a test: numbers, not pass/fail):
+//! reaction time, poll cost on the server, the classic psql-per-poll
+//! approach side by side, and the daemon's footprint.
+//!
+//!   cargo bench --bench live              # everything (about 10 minutes)
+//!   cargo bench --bench live -- reaction  # one part: reaction, cost, classic, footprint
+//!
+//! Results print as Markdown; BENCHMARKS.md keeps the last run's.
+
+#[path = "../tests/harness/mod.rs"]
+mod harness;
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::Command;
+use std::thread;
+use std::time::{Duration, Instant, SystemTime};
+
+use harness::{wait_until, Client, Cluster, Daemon};
+use replwarden::snapshot::Poller;
+
+fn main() {
+    let only: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    let wanted = |part: &str| only.is_empty() || only.iter().any(|o| o == part);
+    println!("# replwarden live benchmarks\n");
+    println!("{}\n", machine());
+    if wanted("reaction") {
+        reaction();
+    }
+    if wanted("cost") || wanted("classic") {
+        cost_and_classic(wanted("cost"), wanted("classic"));
+    }
+    if wanted("footprint") {
+        footprint();
+    }
+}
+
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
+        .unwrap_or_default();
+    let cores = thread::available_parallelism().map_or(0, |n| n.get());
+    let postgres = Command::new(harness::bin("postgres"))
+        .arg("--version")
+        .output();
+    let postgres = postgres
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default();
+    format!("Machine: {cores} cores ({cpu}); {postgres}; release build.")
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let rank = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
+    sorted[rank.min(sorted.len() - 1)]
+}
+
+fn stats(mut v: Vec<f64>) -> (f64, f64, usize) {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    (percentile(&v, 50.0), percentile(&v, 99.0), v.len())
+}
+
+/// "2026-11-25 04:50:01.123 UTC [1234] app LOG:  message" → (time, pid, message).
+fn log_line(line: &str) -> Option<(SystemTime, i32, &str)> {
+    let ts = line.get(..23)?;
+    let time = humantime::parse_rfc3339_weak(ts).ok()?;
+    let open = line.find(" [")?;
+    let close = line[open..].find(']')? + open;
+    let pid = line[open + 2..close].parse().ok()?;
+    Some((time, pid, &line[close..]))
+}
+
+/// For each pid: when its connection arrived and when it ended, from the
+/// server log (log_connections/log_disconnections, millisecond stamps).
+fn lifetimes(log: &str) -> HashMap<i32, (SystemTime, Option<SystemTime>, String)> {
+    let mut out: HashMap<i32, (SystemTime, Option<SystemTime>, String)> = HashMap::new();
+    for line in log.lines() {
+        let Some((time, pid, rest)) = log_line(line) else {
+            continue;
+        };
+        if rest.contains("connection received") {
+            out.insert(pid, (time, None, String::new()));
+        } else if rest.contains("replication connection authorized")
+            || rest.contains("connection authorized")
+        {
+            if let Some(e) = out.get_mut(&pid) {
+                let app = rest.split("application_name=").nth(1).unwrap_or("");
+                e.2 = app.split_whitespace().next().unwrap_or("").to_string();
+            }
+        } else if rest.contains("disconnection:") {
+            if let Some(e) = out.get_mut(&pid) {
+                e.1 = Some(time);
+            }
+        }
+    }
+    out
+}
+
+/// Reaction time: from the moment a rule's grace ends (connection start +
+/// grace) to the walsender's exit, per rule kind, at two intervals.
+fn reaction() {
+    println!("## Reaction time\n");
+    println!("From the moment the rule's grace ends (walsender start + grace, both from the server log) to the walsender's exit (its disconnection line). Grace 500 ms.\n");
+    println!("| interval | rule | trials | median | p99 | target p99 |");
+    println!("|---|---|---|---|---|---|");
+    for (interval, trials) in [("1s", 40), ("100ms", 60)] {
+        let primary = Cluster::primary("primary");
+        let lagging = Cluster::standby(&primary, "bench_lag");
+        lagging.sql("SELECT pg_wal_replay_pause()");
+        let _pump = Client::wal_pump(&primary);
+        let rules = "[limits]\nmax_actions = 100000\nreconnect_backoff = \"0s\"\n\
+            [[rule]]\nname = \"blocked\"\napplication_name = [\"bench_block*\"]\ngrace = \"500ms\"\naction = \"terminate\"\n\
+            [[rule]]\nname = \"stale\"\napplication_name = [\"bench_stale*\"]\nstate = [\"startup\"]\nin_state_for = \"500ms\"\naction = \"terminate\"\n\
+            [[rule]]\nname = \"lag\"\napplication_name = [\"bench_lag\"]\nreplay_lag_bytes = \"1kB\"\ngrace = \"500ms\"\naction = \"terminate\"\n";
+        let daemon = Daemon::start(
+            &harness::config(&primary, "replwarden", interval, rules),
+            &["--log-level", "info"],
+        );
+        daemon.wait_message("connected to PostgreSQL", Duration::from_secs(10));
+        // Clients that come back at once after each kill, in parallel.
+        let run = |prefix: &'static str| {
+            let primary = &primary;
+            move || {
+                for i in 0..trials {
+                    let name = format!("{prefix}{i}");
+                    let _c = Client::sql_walsender(primary, &name, Duration::ZERO);
+                    wait_until(
+                        &format!("{name} to come and go"),
+                        Duration::from_secs(30),
+                        || {
+                            primary
+                                .server_log()
+                                .contains(&format!("] {name} LOG:  disconnection"))
+                                .then_some(())
+                        },
+                    );
+                }
+            }
+        };
+        thread::scope(|s| {
+            s.spawn(run("bench_block"));
+            s.spawn(run("bench_stale"));
+        });
+        drop(daemon);
+        let log = primary.server_log();
+        let grace = Duration::from_millis(500);
+        let mut by_kind: HashMap<&str, Vec<f64>> = HashMap::new();
+        for (start, end, app) in lifetimes(&log).values() {
+            let Some(end) = end else { continue };
+            let kind = if app.starts_with("bench_block") {
+                "blocked name"
+            } else if app.starts_with("bench_stale") {
+                "stale state (in_state_for)"
+            } else if app == "bench_lag" {
+                "lag (replay_lag_bytes)"
+            } else {
+                continue;
+            };
+            if let Ok(r) = end.duration_since(*start + grace) {
+                by_kind
+                    .entry(kind)
+                    .or_default()
+                    .push(r.as_secs_f64() * 1000.0);
+            }
+        }
+        let target = humantime::parse_duration(interval).unwrap().as_millis() + 100;
+        for kind in [
+            "blocked name",
+            "stale state (in_state_for)",
+            "lag (replay_lag_bytes)",
+        ] {
+            let (median, p99, n) = stats(by_kind.remove(kind).unwrap_or_default());
+            println!("| {interval} | {kind} | {n} | {median:.0} ms | {p99:.0} ms | {target} ms |");
+        }
+        drop(lagging);
+    }
+    println!();
+}
+
+/// An idle replication connection of our own: the startup packet with
+/// `replication=database`, nothing more. Hundreds cost one socket each.
+fn idle_walsender(port: u16, name: &str) -> TcpStream {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    let mut body = Vec::new();
+    body.extend_from_slice(&196608u32.to_be_bytes());
+    for (k, v) in [
+        ("user", "replicator"),
+        ("database", "postgres"),
+        ("replication", "database"),
+        ("application_name", name),
+    ] {
+        body.extend_from_slice(k.as_bytes());
+        body.push(0);
+        body.extend_from_slice(v.as_bytes());
+        body.push(0);
+    }
+    body.push(0);
+    let mut msg = ((body.len() + 4) as u32).to_be_bytes().to_vec();
+    msg.extend_from_slice(&body);
+    s.write_all(&msg).unwrap();
+    // Read until ReadyForQuery ('Z').
+    let mut buf = [0u8; 4096];
+    let mut got = Vec::new();
+    while !got.windows(1).any(|w| w[0] == b'Z') {
+        let n = s.read(&mut buf).unwrap();
+        assert!(n > 0, "server closed the replication connection");
+        got.extend_from_slice(&buf[..n]);
+    }
+    s
+}
+
+fn cpu_ticks(pid: i32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after = stat.rsplit(')').next().unwrap_or("");
+    let f: Vec<&str> = after.split_whitespace().collect();
+    // utime, stime, cutime, cstime are fields 14-17 (1-based): 11..15 after ')'.
+    f.get(11..15)
+        .map_or(0, |v| v.iter().map(|x| x.parse::<u64>().unwrap_or(0)).sum())
+}
+
+fn ticks_to_ms(t: u64) -> f64 {
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    t as f64 * 1000.0 / hz
+}
+
+fn self_cpu_ms() -> f64 {
+    let mut r: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut r) };
+    (r.ru_utime.tv_sec as f64 + r.ru_stime.tv_sec as f64) * 1000.0
+        + (r.ru_utime.tv_usec as f64 + r.ru_stime.tv_usec as f64) / 1000.0
+}
+
+fn children_cpu_ms() -> f64 {
+    let mut r: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut r) };
+    (r.ru_utime.tv_sec as f64 + r.ru_stime.tv_sec as f64) * 1000.0
+        + (r.ru_utime.tv_usec as f64 + r.ru_stime.tv_usec as f64) / 1000.0
+}
+
+fn big_primary() -> Cluster {
+    let primary = Cluster::primary("primary");
+    primary.append_conf("max_wal_senders = 560\nmax_connections = 620\n");
+    primary.restart();
+    primary
+}
+
+/// Poll cost on the server at 10/100/500 walsenders, and the classic
+/// psql-per-poll loop beside replwarden's persistent prepared poll.
+fn cost_and_classic(cost: bool, classic: bool) {
+    let primary = big_primary();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (client, conn) = rt
+        .block_on(tokio_postgres::connect(
+            &primary.conninfo("replwarden"),
+            tokio_postgres::NoTls,
+        ))
+        .unwrap();
+    rt.spawn(conn);
+    let poller = rt.block_on(Poller::prepare(&client)).unwrap();
+    let backend: i32 = rt
+        .block_on(client.query_one("SELECT pg_backend_pid()", &[]))
+        .unwrap()
+        .get(0);
+    let mut sockets = Vec::new();
+    let mut rows = Vec::new();
+    if cost {
+        rows.push("## Poll cost on the server\n".to_string());
+        rows.push("The poll query (one prepared statement: pg_stat_replication + slots + WAL position, distances in SQL). Server execution time from `EXPLAIN (ANALYZE)`, median of 50; round trip from the client (prepared, decoded into rows), 500 polls.\n".to_string());
+        rows.push("| walsenders | server execution (median) | round trip median | round trip p99 | server CPU per poll | target (execution) |".to_string());
+        rows.push("|---|---|---|---|---|---|".to_string());
+    }
+    for (n, target) in [(10, "≤ 0.5 ms"), (100, ""), (500, "≤ 3 ms")] {
+        while sockets.len() < n {
+            sockets.push(idle_walsender(
+                primary.port,
+                &format!("idle_{}", sockets.len()),
+            ));
+        }
+        wait_until("walsenders to register", Duration::from_secs(30), || {
+            (primary
+                .sql("SELECT count(*) FROM pg_stat_replication")
+                .parse::<usize>()
+                .ok()?
+                >= n)
+                .then_some(())
+        });
+        if n == 10 && classic {
+            classic_side_by_side(&primary, &rt, &client, &poller, backend);
+        }
+        if !cost {
+            continue;
+        }
+        let explain = format!("EXPLAIN (ANALYZE) {}", replwarden::sql::POLL);
+        let mut exec = Vec::new();
+        for _ in 0..50 {
+            let rows = rt.block_on(client.query(explain.as_str(), &[])).unwrap();
+            let ms = rows
+                .iter()
+                .filter_map(|r| {
+                    r.get::<_, String>(0)
+                        .strip_prefix("Execution Time: ")?
+                        .strip_suffix(" ms")?
+                        .parse()
+                        .ok()
+                })
+                .next()
+                .expect("an Execution Time line");
+            exec.push(ms);
+        }
+        let before = cpu_ticks(backend);
+        let mut rtt = Vec::new();
+        for _ in 0..500 {
+            let t = Instant::now();
+            let snap = rt.block_on(poller.poll(&client)).unwrap();
+            rtt.push(t.elapsed().as_secs_f64() * 1000.0);
+            assert!(snap.walsenders.len() >= n);
+        }
+        let cpu = ticks_to_ms(cpu_ticks(backend) - before) / 500.0;
+        let (e50, _, _) = stats(exec);
+        let (r50, r99, _) = stats(rtt);
+        rows.push(format!(
+            "| {n} | {e50:.3} ms | {r50:.3} ms | {r99:.3} ms | {cpu:.3} ms | {target} |"
+        ));
+    }
+    for row in rows {
+        println!("{row}");
+    }
+    println!();
+}
+
+/// What users do today — a fresh `psql` per poll running the classic
+/// statement — beside replwarden's persistent prepared poll, same server,
+/// same 10 walsenders.
+fn classic_side_by_side(
+    primary: &Cluster,
+    rt: &tokio::runtime::Runtime,
+    client: &tokio_postgres::Client,
+    poller: &Poller,
+    backend: i32,
+) {
+    println!("## Against a psql per poll\n");
+    println!("Same server, 10 walsenders. Classic: `psql -c \"SELECT pg_terminate_backend(pid) FROM pg_stat_replication WHERE application_name = '...'\"` run afresh each poll (what cron or a shell loop does); back to back, its wall time per run is also the best poll period, hence reaction time, it can reach. replwarden: the daemon's prepared poll on its persistent connection.\n");
+    let runs = 100;
+    let postmaster: i32 = std::fs::read_to_string(primary.dir.join("data/postmaster.pid"))
+        .unwrap()
+        .lines()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let server_before = cpu_ticks(postmaster);
+    let client_before = children_cpu_ms();
+    let t = Instant::now();
+    for _ in 0..runs {
+        let out = Command::new(harness::bin("psql"))
+            .args(["-X", "-q", "-A", "-t", "-h", "127.0.0.1", "-U", "replwarden", "-d", "postgres", "-p"])
+            .arg(primary.port.to_string())
+            .args(["-c", "SELECT pg_terminate_backend(pid) FROM pg_stat_replication WHERE application_name = 'rogue_nobody'"])
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+    }
+    let classic_wall = t.elapsed().as_secs_f64() * 1000.0 / runs as f64;
+    let classic_client = (children_cpu_ms() - client_before) / runs as f64;
+    // The exited backends' CPU is added to the postmaster's children time.
+    let classic_server = ticks_to_ms(cpu_ticks(postmaster) - server_before) / runs as f64;
+
+    let polls = 2000;
+    let server_before = cpu_ticks(backend);
+    let client_before = self_cpu_ms();
+    let t = Instant::now();
+    for _ in 0..polls {
+        rt.block_on(poller.poll(client)).unwrap();
+    }
+    let ours_wall = t.elapsed().as_secs_f64() * 1000.0 / polls as f64;
+    let ours_client = (self_cpu_ms() - client_before) / polls as f64;
+    let ours_server = ticks_to_ms(cpu_ticks(backend) - server_before) / polls as f64;
+    println!("| per poll | classic psql | replwarden | ratio |");
+    println!("|---|---|---|---|");
+    println!("| wall time (= best reaction period) | {classic_wall:.2} ms | {ours_wall:.3} ms | {:.0}× |", classic_wall / ours_wall);
+    println!(
+        "| client CPU | {classic_client:.2} ms | {ours_client:.3} ms | {:.0}× |",
+        classic_client / ours_client.max(0.001)
+    );
+    println!("| server CPU (backend start + query) | {classic_server:.2} ms | {ours_server:.3} ms | {:.0}× |", classic_server / ours_server.max(0.001));
+    println!();
+}
+
+fn rss_kib(pid: i32, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with(field))
+        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// The daemon's RSS and CPU: 600 polls at 100 ms (the polls of 10 minutes
+/// at 1 s) with 10 and with 500 walsenders.
+fn footprint() {
+    println!("## Footprint\n");
+    println!("The release daemon, 4 rules (the shipped example's kinds, matching nothing), 600 polls at 100 ms = the polls of 10 minutes at 1 s. CPU per poll from /proc (user + system); at 1 s that is the share of one core.\n");
+    println!("| walsenders | polls | RSS at end | peak RSS | CPU per poll | CPU at 1 s interval | targets |");
+    println!("|---|---|---|---|---|---|---|");
+    let primary = big_primary();
+    let mut sockets = Vec::new();
+    let rules = "[[rule]]\nname = \"no-rogue-tools\"\napplication_name = [\"rogue_*\", \"adhoc_*\"]\naction = \"terminate\"\n\
+        [[rule]]\nname = \"too-far-behind\"\napplication_name = [\"reporting_*\"]\nreplay_lag = \"5m\"\nreplay_lag_bytes = \"1GB\"\ngrace = \"2m\"\naction = \"terminate\"\n\
+        [[rule]]\nname = \"stuck-base-backup\"\nstate = [\"backup\"]\nin_state_for = \"6h\"\naction = \"terminate\"\n\
+        [[rule]]\nname = \"silent-standby\"\nno_reply_for = \"2m\"\naction = \"cancel\"\nescalate_after = \"15s\"\n";
+    for (n, targets) in [(10, "RSS ≤ 10 MiB, CPU ≤ 0.1 %"), (500, "")] {
+        while sockets.len() < n {
+            sockets.push(idle_walsender(
+                primary.port,
+                &format!("idle_{}", sockets.len()),
+            ));
+        }
+        let daemon = Daemon::start(
+            &harness::config(&primary, "replwarden", "100ms", rules),
+            &["--log-level", "info"],
+        );
+        daemon.wait_message("connected to PostgreSQL", Duration::from_secs(10));
+        thread::sleep(Duration::from_secs(1));
+        let before = cpu_ticks(daemon.pid());
+        let t = Instant::now();
+        thread::sleep(Duration::from_secs(60));
+        let polls = (t.elapsed().as_millis() / 100) as f64;
+        let cpu = ticks_to_ms(cpu_ticks(daemon.pid()) - before) / polls;
+        let rss = rss_kib(daemon.pid(), "VmRSS:") as f64 / 1024.0;
+        let hwm = rss_kib(daemon.pid(), "VmHWM:") as f64 / 1024.0;
+        println!(
+            "| {n} | {polls:.0} | {rss:.1} MiB | {hwm:.1} MiB | {cpu:.3} ms | {:.3} % | {targets} |",
+            cpu / 1000.0 * 100.0
+        );
+    }
+    println!();
+}
