@@ -41,6 +41,7 @@ fn snapshot(polls: u64) -> Snapshot {
                 backend_start: SystemTime::UNIX_EPOCH
                     + Duration::from_secs(1_700_000_000 + u64::from(i)),
             },
+            age: Duration::from_secs(3600),
             application_name: format!("standby_{i}"),
             user: Some("replicator".to_string()),
             client_addr: ClientAddr::Ip(

@@ -42,6 +42,8 @@ const SHUTDOWN_GRACE: Duration = Duration::from_millis(800);
 /// `statement_timeout`: a server that stops answering (SIGSTOP, a dead
 /// network) cannot enforce its own timeout.
 const CLIENT_MARGIN: Duration = Duration::from_secs(1);
+/// The shortest gap between a poll and an extra one for a timer.
+const MIN_WAKE: Duration = Duration::from_millis(10);
 /// How often a persisting privilege problem is logged again.
 const PRIVILEGE_REMINDER: Duration = Duration::from_secs(60);
 
@@ -78,19 +80,41 @@ pub enum ConnectError {
         "server version {0} is too old: replwarden supports PostgreSQL {OLDEST_MAJOR} and newer"
     )]
     TooOld(String),
+    #[error("the server did not finish the connection handshake and session setup within {} (connect_timeout per host + statement_timeout + 1s): it may be hung or overloaded", crate::units::fmt_duration(*.0))]
+    Hung(Duration),
 }
 
 /// Opens the daemon's one connection: `application_name=replwarden`, a
 /// short `statement_timeout`, the poll and signal statements prepared.
+///
+/// The whole of it is bounded: `connect_timeout` only limits each TCP
+/// connect, and a server that accepts the socket but never answers (a
+/// stopped postmaster: the kernel still completes the handshake) would
+/// otherwise hold the startup packet forever.
 pub async fn connect(
     settings: &PostgresSettings,
     terminate_timeout: Duration,
 ) -> Result<Session, ConnectError> {
     let mut pg = settings.connect.clone();
-    pg.application_name("replwarden");
     if pg.get_connect_timeout().is_none() {
         pg.connect_timeout(Duration::from_secs(5));
     }
+    // One connect_timeout per host of a host list, as libpq allows.
+    let hosts = u32::try_from(pg.get_hosts().len().max(1)).unwrap_or(u32::MAX);
+    let bound = *pg.get_connect_timeout().expect("set above") * hosts
+        + settings.statement_timeout
+        + CLIENT_MARGIN;
+    tokio::time::timeout(bound, connect_unbounded(pg, settings, terminate_timeout))
+        .await
+        .unwrap_or(Err(ConnectError::Hung(bound)))
+}
+
+async fn connect_unbounded(
+    mut pg: tokio_postgres::Config,
+    settings: &PostgresSettings,
+    terminate_timeout: Duration,
+) -> Result<Session, ConnectError> {
+    pg.application_name("replwarden");
     // A server that vanishes without closing the connection is noticed by
     // TCP within about 20 s even between polls (libpq keeps its defaults
     // when these are not set; a daemon should not wait two hours).
@@ -106,13 +130,35 @@ pub async fn connect(
     if pg.get_tcp_user_timeout().is_none() {
         pg.tcp_user_timeout(settings.statement_timeout + CLIENT_MARGIN);
     }
-    let tls = crate::conninfo::tls_connector(&settings.verify).map_err(ConnectError::Tls)?;
-    let (client, connection) = pg.connect(tls).await.map_err(ConnectError::Connect)?;
-    let connection = tokio::spawn(async move {
-        if let Err(e) = connection.await {
-            debug!(error = %e, "connection ended");
-        }
-    });
+    // OpenSSL is set up only when TLS can be used: over Unix sockets (the
+    // shipped config) or with sslmode=disable it never is, and leaving it
+    // out keeps about 4 MiB of libcrypto out of the daemon's memory.
+    let plain = pg.get_ssl_mode() == tokio_postgres::config::SslMode::Disable
+        || pg
+            .get_hosts()
+            .iter()
+            .all(|h| matches!(h, tokio_postgres::config::Host::Unix(_)));
+    fn watch<F>(connection: F) -> tokio::task::JoinHandle<()>
+    where
+        F: std::future::Future<Output = Result<(), tokio_postgres::Error>> + Send + 'static,
+    {
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                debug!(error = %e, "connection ended");
+            }
+        })
+    }
+    let (client, connection) = if plain {
+        let (client, connection) = pg
+            .connect(tokio_postgres::NoTls)
+            .await
+            .map_err(ConnectError::Connect)?;
+        (client, watch(connection))
+    } else {
+        let tls = crate::conninfo::tls_connector(&settings.verify).map_err(ConnectError::Tls)?;
+        let (client, connection) = pg.connect(tls).await.map_err(ConnectError::Connect)?;
+        (client, watch(connection))
+    };
     let setup = async {
         client
             .batch_execute(&format!(
@@ -175,6 +221,9 @@ struct Daemon {
     metrics: Metrics,
     /// The server the memory is about (see `Session::server`).
     server: Option<String>,
+    /// An extra poll between ticks, when a timer runs out (see
+    /// `Round::wake_at`).
+    wake_at: Option<tokio::time::Instant>,
 }
 
 /// What ended a phase of the loop.
@@ -213,6 +262,7 @@ pub async fn run(
         watchdog: None,
         metrics,
         server: None,
+        wake_at: None,
     };
     daemon.watchdog = daemon.service.watchdog_ticker();
     info!(
@@ -420,7 +470,8 @@ impl Daemon {
                     }
                 }
                 _ = next_tick(&mut self.watchdog) => self.service.ping(),
-                _ = ticker.tick() => {
+                _ = tick_or_wake(&mut ticker, self.wake_at) => {
+                    self.wake_at = None;
                     // The poll runs to its end (every statement is bounded);
                     // a reload waits for it, a shutdown gives it
                     // SHUTDOWN_GRACE to finish the statement in flight.
@@ -504,6 +555,11 @@ impl Daemon {
         }
         self.privilege_warned = None;
         let round = engine::decide(&self.config.policy, &snapshot, &mut self.memory, now);
+        // Never sooner than MIN_WAKE after this poll: a burst of timers
+        // running out together is one poll, not many.
+        self.wake_at = round
+            .wake_at
+            .map(|at| tokio::time::Instant::from_std(at.max(now + MIN_WAKE)));
         self.metrics
             .polled(&snapshot, Some(&round), &rule_names, started.elapsed());
         for held in &round.held {
@@ -652,4 +708,17 @@ pub enum PlanError {
     Connect(#[from] ConnectError),
     #[error("the poll query failed: {0}")]
     Poll(#[source] tokio_postgres::Error),
+}
+
+/// The next tick, or `wake` if that comes first.
+async fn tick_or_wake(ticker: &mut tokio::time::Interval, wake: Option<tokio::time::Instant>) {
+    match wake {
+        Some(at) => tokio::select! {
+            _ = ticker.tick() => {}
+            _ = tokio::time::sleep_until(at) => {}
+        },
+        None => {
+            ticker.tick().await;
+        }
+    }
 }

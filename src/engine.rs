@@ -42,8 +42,12 @@ pub struct Memory {
 /// Per process instance.
 #[derive(Debug)]
 struct Instance {
+    /// When the process started, on the daemon's clock (`now` minus its age
+    /// when first seen).
+    born: Instant,
     /// The state last seen and since when it has been seen without a break
-    /// (PostgreSQL keeps no state-change time).
+    /// (PostgreSQL keeps no state-change time; every walsender starts in
+    /// `startup`, so a first sight in `startup` dates from its birth).
     state: Option<String>,
     state_since: Instant,
     /// The flush position last seen and when it last moved.
@@ -381,6 +385,20 @@ pub struct Round {
     /// For each walsender (by index in the snapshot), each matching rule (by
     /// index in the policy) and how it stands.
     pub verdicts: Vec<(usize, usize, Verdict)>,
+    /// The earliest moment after `now` at which a timer runs out (a grace
+    /// ends, `in_state_for` or `no_progress_for` is reached): polling then,
+    /// rather than at the next tick, acts when the rule says, not up to one
+    /// interval later.
+    pub wake_at: Option<Instant>,
+}
+
+/// `in_state_for` and `no_progress_for` hold when strictly exceeded.
+const TIMER_SLACK: Duration = Duration::from_millis(1);
+
+fn wake(wake_at: &mut Option<Instant>, at: Instant, now: Instant) {
+    if at > now && wake_at.is_none_or(|w| at < w) {
+        *wake_at = Some(at);
+    }
 }
 
 /// A candidate action and the verdict slot that tells of it (when explaining).
@@ -431,16 +449,24 @@ fn run(
     let mut round = Round::default();
     let mut candidates = Vec::new();
     for (wi, ws) in snapshot.walsenders.iter().enumerate() {
-        let inst = memory.instances.entry(ws.id).or_insert_with(|| Instance {
-            state: ws.state.clone(),
-            state_since: now,
-            flush: ws.flush_lsn,
-            progress_since: now,
-            seen: this_round,
-            rules: vec![RuleMemory::default(); policy.rules.len()],
-            matches: Vec::new(),
-            protected: false,
-            matched_on: None,
+        let inst = memory.instances.entry(ws.id).or_insert_with(|| {
+            let born = now.checked_sub(ws.age).unwrap_or(now);
+            Instance {
+                born,
+                state: ws.state.clone(),
+                state_since: if ws.state.as_deref() == Some("startup") {
+                    born
+                } else {
+                    now
+                },
+                flush: ws.flush_lsn,
+                progress_since: now,
+                seen: this_round,
+                rules: vec![RuleMemory::default(); policy.rules.len()],
+                matches: Vec::new(),
+                protected: false,
+                matched_on: None,
+            }
         });
         inst.seen = this_round;
         if inst.state != ws.state {
@@ -493,8 +519,42 @@ fn run(
                 in_state,
                 stalled,
             };
-            let (verdict, candidate) =
-                judge(rule, ri, ws, &checks, &mut inst.rules[ri], now, explain);
+            // A rule on who the walsender is (no conditions) has held since
+            // the process started, or since it entered the state it
+            // matches; conditions are only known from when a poll saw them.
+            let (born, state_since) = (inst.born, inst.state_since);
+            let held_from = || match (rule.conditions.is_empty(), &rule.matchers) {
+                (true, m) if m.sync_state.is_none() && m.state.is_none() => born,
+                (true, m) if m.sync_state.is_none() => state_since,
+                _ => now,
+            };
+            if let Some(limit) = rule.conditions.in_state_for {
+                wake(
+                    &mut round.wake_at,
+                    inst.state_since + limit + TIMER_SLACK,
+                    now,
+                );
+            }
+            if let Some(limit) = rule.conditions.no_progress_for {
+                wake(
+                    &mut round.wake_at,
+                    inst.progress_since + limit + TIMER_SLACK,
+                    now,
+                );
+            }
+            let (verdict, candidate) = judge(
+                rule,
+                ri,
+                ws,
+                &checks,
+                &mut inst.rules[ri],
+                (held_from, now),
+                explain,
+            );
+            if let Some(since) = inst.rules[ri].breach_since {
+                // A grace still running: poll again when it ends.
+                wake(&mut round.wake_at, since + rule.grace, now);
+            }
             if let Some(decision) = candidate {
                 candidates.push(Candidate {
                     decision,
@@ -682,7 +742,7 @@ fn judge(
     ws: &Walsender,
     checks: &Checks<'_>,
     mem: &mut RuleMemory,
-    now: Instant,
+    (held_from, now): (impl FnOnce() -> Instant, Instant),
     explain: bool,
 ) -> (Option<Verdict>, Option<Decision>) {
     let propose = |action, cause, evidence| Decision {
@@ -737,7 +797,7 @@ fn judge(
         mem.breach_since = None;
         return (explain.then(|| Verdict::Unmet(checks.unmet())), None);
     }
-    let since = *mem.breach_since.get_or_insert(now);
+    let since = *mem.breach_since.get_or_insert_with(held_from);
     let held_for = now.saturating_duration_since(since);
     if held_for < rule.grace {
         let verdict = Verdict::InGrace {
@@ -1025,6 +1085,7 @@ mod tests {
                 pid,
                 backend_start: SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000 + pid as u64),
             },
+            age: Duration::ZERO,
             application_name: app.to_string(),
             user: Some("replicator".to_string()),
             client_addr: ClientAddr::Ip("10.1.2.3".parse().unwrap()),
@@ -1231,6 +1292,72 @@ action = "terminate"
             r.decisions[0].evidence[0].to_string(),
             "in_state_for=6h 1s (> 6h)"
         );
+    }
+
+    #[test]
+    fn a_block_rule_counts_its_grace_from_the_walsender_start() {
+        let p = policy("[[rule]]\nname = \"block\"\napplication_name = [\"rogue\"]\ngrace = \"500ms\"\naction = \"terminate\"");
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        // First seen 800 ms after it connected: its grace is already over.
+        let mut old = ws(1, "rogue");
+        old.age = ms(800);
+        let r = decide(&p, &snap(vec![old]), &mut Memory::default(), t0);
+        assert_eq!(acted(&r), [(1, "block", Action::Terminate)]);
+        // First seen 200 ms in: 300 ms to go, and a wake-up for exactly then.
+        let mut young = ws(2, "rogue");
+        young.age = ms(200);
+        let mut m = Memory::default();
+        let r = decide(&p, &snap(vec![young.clone()]), &mut m, t0);
+        assert!(r.decisions.is_empty());
+        assert_eq!(r.wake_at, Some(t0 + ms(300)));
+        young.age = ms(500);
+        let r = decide(&p, &snap(vec![young]), &mut m, t0 + ms(300));
+        assert_eq!(acted(&r), [(2, "block", Action::Terminate)]);
+        assert_eq!(r.wake_at, None);
+    }
+
+    #[test]
+    fn a_first_sight_in_startup_dates_the_state_from_the_process_start() {
+        let p = policy("[[rule]]\nname = \"stale\"\nstate = [\"startup\", \"backup\"]\nin_state_for = \"1s\"\naction = \"terminate\"");
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        let mut w = ws(3, "idle");
+        w.state = Some("startup".into());
+        w.age = ms(1500);
+        let r = decide(&p, &snap(vec![w.clone()]), &mut Memory::default(), t0);
+        assert_eq!(acted(&r), [(3, "stale", Action::Terminate)]);
+        // In startup for 400 ms: a wake-up just after the limit is reached.
+        w.age = ms(400);
+        let mut m = Memory::default();
+        let r = decide(&p, &snap(vec![w.clone()]), &mut m, t0);
+        assert!(r.decisions.is_empty());
+        assert_eq!(r.wake_at, Some(t0 + ms(600) + TIMER_SLACK));
+        // Any other state may have begun just now: no backdating.
+        let mut b = ws(4, "pg_basebackup");
+        b.state = Some("backup".into());
+        b.age = Duration::from_secs(3600);
+        let r = decide(&p, &snap(vec![b]), &mut Memory::default(), t0);
+        assert!(r.decisions.is_empty());
+        assert_eq!(r.wake_at, Some(t0 + ms(1000) + TIMER_SLACK));
+    }
+
+    #[test]
+    fn a_condition_counts_its_grace_from_the_poll_that_saw_it() {
+        let p = policy("[[rule]]\nname = \"lag\"\nreplay_lag_bytes = \"1MB\"\ngrace = \"2s\"\naction = \"cancel\"");
+        let t0 = Instant::now();
+        let mut w = ws(5, "standby");
+        w.age = Duration::from_secs(3600);
+        w.replay_lag_bytes = Some(ByteSize(64 << 20));
+        let mut m = Memory::default();
+        let r = decide(&p, &snap(vec![w.clone()]), &mut m, t0);
+        assert!(
+            r.decisions.is_empty(),
+            "a lag seen once is not two seconds old"
+        );
+        assert_eq!(r.wake_at, Some(t0 + Duration::from_secs(2)));
+        let r = decide(&p, &snap(vec![w]), &mut m, t0 + Duration::from_secs(2));
+        assert_eq!(acted(&r), [(5, "lag", Action::Cancel)]);
     }
 
     #[test]

@@ -333,7 +333,7 @@ pub fn plan(
     }
     let _ = writeln!(
         out,
-        "\nnote: conditions with a time (grace, in_state_for, no_progress_for) start counting at the daemon's first poll; plan shows one poll."
+        "\nnote: a block rule's grace and time in `startup` count from the walsender's start; other conditions with a time (grace, in_state_for, no_progress_for) start counting at the daemon's first poll; plan shows one poll."
     );
     out
 }

@@ -58,6 +58,10 @@ impl fmt::Display for ClientAddr {
 #[derive(Clone, Debug, PartialEq)]
 pub struct Walsender {
     pub id: WalsenderId,
+    /// How long the process had existed when the poll read it
+    /// (`statement_timestamp() - backend_start`, both the server's clock):
+    /// lets timers start when the walsender did, not when a poll first saw it.
+    pub age: Duration,
     pub application_name: String,
     pub user: Option<String>,
     pub client_addr: ClientAddr,
@@ -154,6 +158,7 @@ fn from_rows(rows: &[Row]) -> Result<Snapshot, tokio_postgres::Error> {
         };
         snapshot.walsenders.push(Walsender {
             id: WalsenderId { pid, backend_start },
+            age: micros(row.try_get("backend_age_us")?).unwrap_or_default(),
             application_name: row
                 .try_get::<_, Option<String>>("application_name")?
                 .unwrap_or_default(),

@@ -33,7 +33,9 @@ WITH pos AS (
 )
 SELECT pos.in_recovery, pos.current_lsn, current_user::text AS role,
        current_setting('synchronous_standby_names') AS synchronous_standby_names,
-       r.pid, r.backend_start, r.usename::text AS usename, r.application_name,
+       r.pid, r.backend_start,
+       greatest(extract(epoch FROM statement_timestamp() - r.backend_start) * 1e6, 0)::int8 AS backend_age_us,
+       r.usename::text AS usename, r.application_name,
        host(r.client_addr) AS client_addr, r.state, r.sync_state, r.flush_lsn,
        (extract(epoch FROM r.write_lag) * 1e6)::int8 AS write_lag_us,
        (extract(epoch FROM r.flush_lag) * 1e6)::int8 AS flush_lag_us,
