@@ -557,7 +557,7 @@ fn run(
             }
             if let Some(decision) = candidate {
                 candidates.push(Candidate {
-                    decision,
+                    decision: *decision,
                     verdict: explain.then_some(round.verdicts.len()),
                 });
             }
@@ -744,14 +744,18 @@ fn judge(
     mem: &mut RuleMemory,
     (held_from, now): (impl FnOnce() -> Instant, Instant),
     explain: bool,
-) -> (Option<Verdict>, Option<Decision>) {
-    let propose = |action, cause, evidence| Decision {
-        rule: rule.name.clone(),
-        rule_index,
-        action,
-        cause,
-        walsender: ws.clone(),
-        evidence,
+) -> (Option<Verdict>, Option<Box<Decision>>) {
+    // Boxed: most calls propose nothing, and a bare Decision (a whole
+    // Walsender) made every call move hundreds of bytes.
+    let propose = |action, cause, evidence| {
+        Box::new(Decision {
+            rule: rule.name.clone(),
+            rule_index,
+            action,
+            cause,
+            walsender: ws.clone(),
+            evidence,
+        })
     };
     let evidence = || {
         if rule.conditions.is_empty() {
