@@ -111,23 +111,28 @@ fn lifetimes(log: &str) -> HashMap<i32, (SystemTime, Option<SystemTime>, String)
 /// grace) to the walsender's exit, per rule kind, at two intervals.
 fn reaction() {
     println!("## Reaction time\n");
-    println!("From the moment the rule's grace ends (walsender start + grace, both from the server log) to the walsender's exit (its disconnection line). Grace 500 ms.\n");
+    println!("From the moment the rule's grace ends (walsender start + grace, both from the server log) to the walsender's exit (its disconnection line). Grace 500 ms. The blocked and stale clients (idle replication connections) reconnect as soon as they are gone; the lagging ones are `pg_receivewal` with WAL flowing, which reconnect 5 s after each kill. A block rule and time in `startup` count from the walsender's start; a lag is known from the first poll that sees it, so its reaction includes up to one interval before that poll.\n");
     println!("| interval | rule | trials | median | p99 | target p99 |");
     println!("|---|---|---|---|---|---|");
     for (interval, trials) in [("1s", 40), ("100ms", 60)] {
         let primary = Cluster::primary("primary");
-        let lagging = Cluster::standby(&primary, "bench_lag");
-        lagging.sql("SELECT pg_wal_replay_pause()");
         let _pump = Client::wal_pump(&primary);
         let rules = "[limits]\nmax_actions = 100000\nreconnect_backoff = \"0s\"\n\
             [[rule]]\nname = \"blocked\"\napplication_name = [\"bench_block*\"]\ngrace = \"500ms\"\naction = \"terminate\"\n\
             [[rule]]\nname = \"stale\"\napplication_name = [\"bench_stale*\"]\nstate = [\"startup\"]\nin_state_for = \"500ms\"\naction = \"terminate\"\n\
-            [[rule]]\nname = \"lag\"\napplication_name = [\"bench_lag\"]\nreplay_lag_bytes = \"1kB\"\ngrace = \"500ms\"\naction = \"terminate\"\n";
+            [[rule]]\nname = \"lag\"\napplication_name = [\"bench_lag*\"]\nwrite_lag_bytes = \"1kB\"\ngrace = \"500ms\"\naction = \"terminate\"\n";
         let daemon = Daemon::start(
             &harness::config(&primary, "replwarden", interval, rules),
             &["--log-level", "info"],
         );
         daemon.wait_message("connected to PostgreSQL", Duration::from_secs(10));
+        let watching_from = SystemTime::now();
+        // Lagging clients: pg_receivewal reports its position every 10 s, so
+        // with WAL flowing it is behind from its start; it reconnects by
+        // itself 5 s after each kill, so eight of them run side by side.
+        let lagging: Vec<Client> = (0..8)
+            .map(|i| Client::receivewal(&primary, &format!("bench_lag{i}")))
+            .collect();
         // Clients that come back at once after each kill, in parallel.
         let run = |prefix: &'static str| {
             let primary = &primary;
@@ -152,18 +157,22 @@ fn reaction() {
             s.spawn(run("bench_block"));
             s.spawn(run("bench_stale"));
         });
+        drop(lagging);
         drop(daemon);
         let log = primary.server_log();
         let grace = Duration::from_millis(500);
         let mut by_kind: HashMap<&str, Vec<f64>> = HashMap::new();
         for (start, end, app) in lifetimes(&log).values() {
-            let Some(end) = end else { continue };
+            // Only walsenders that started while the daemon watched.
+            let Some(end) = end.filter(|_| *start > watching_from) else {
+                continue;
+            };
             let kind = if app.starts_with("bench_block") {
                 "blocked name"
             } else if app.starts_with("bench_stale") {
                 "stale state (in_state_for)"
-            } else if app == "bench_lag" {
-                "lag (replay_lag_bytes)"
+            } else if app.starts_with("bench_lag") {
+                "lag (write_lag_bytes)"
             } else {
                 continue;
             };
@@ -178,12 +187,11 @@ fn reaction() {
         for kind in [
             "blocked name",
             "stale state (in_state_for)",
-            "lag (replay_lag_bytes)",
+            "lag (write_lag_bytes)",
         ] {
             let (median, p99, n) = stats(by_kind.remove(kind).unwrap_or_default());
             println!("| {interval} | {kind} | {n} | {median:.0} ms | {p99:.0} ms | {target} ms |");
         }
-        drop(lagging);
     }
     println!();
 }
@@ -400,28 +408,26 @@ fn classic_side_by_side(
     println!();
 }
 
-fn rss_kib(pid: i32, field: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find(|l| l.starts_with(field))
-        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        .unwrap_or(0)
-}
-
 /// The daemon's RSS and CPU: 600 polls at 100 ms (the polls of 10 minutes
-/// at 1 s) with 10 and with 500 walsenders.
+/// at 1 s) with 10 and with 500 walsenders, connected as the shipped config
+/// does (Unix socket) and over TCP (where OpenSSL is loaded for sslmode=prefer).
 fn footprint() {
     println!("## Footprint\n");
-    println!("The release daemon, 4 rules (the shipped example's kinds, matching nothing), 600 polls at 100 ms = the polls of 10 minutes at 1 s. CPU per poll from /proc (user + system); at 1 s that is the share of one core.\n");
-    println!("| walsenders | polls | RSS at end | peak RSS | CPU per poll | CPU at 1 s interval | targets |");
-    println!("|---|---|---|---|---|---|---|");
+    println!("The release daemon, 4 rules (the shipped example's kinds, matching nothing), 600 polls at 100 ms = the polls of 10 minutes at 1 s. CPU per poll from /proc (user + system); at 1 s that is the share of one core. RSS is all resident pages, shared library pages included; `anon` is the daemon's own memory; PSS counts shared pages divided among the processes that map them (libcrypto's are shared with the PostgreSQL server on the same host).\n");
+    println!("| connection | walsenders | polls | RSS at end (anon / PSS) | peak RSS | CPU per poll | CPU at 1 s interval | targets |");
+    println!("|---|---|---|---|---|---|---|---|");
     let primary = big_primary();
     let mut sockets = Vec::new();
     let rules = "[[rule]]\nname = \"no-rogue-tools\"\napplication_name = [\"rogue_*\", \"adhoc_*\"]\naction = \"terminate\"\n\
         [[rule]]\nname = \"too-far-behind\"\napplication_name = [\"reporting_*\"]\nreplay_lag = \"5m\"\nreplay_lag_bytes = \"1GB\"\ngrace = \"2m\"\naction = \"terminate\"\n\
         [[rule]]\nname = \"stuck-base-backup\"\nstate = [\"backup\"]\nin_state_for = \"6h\"\naction = \"terminate\"\n\
         [[rule]]\nname = \"silent-standby\"\nno_reply_for = \"2m\"\naction = \"cancel\"\nescalate_after = \"15s\"\n";
+    let unix = format!(
+        "host={} port={} dbname=postgres user=replwarden",
+        primary.dir.display(),
+        primary.port
+    );
+    let tcp = primary.conninfo("replwarden");
     for (n, targets) in [(10, "RSS ≤ 10 MiB, CPU ≤ 0.1 %"), (500, "")] {
         while sockets.len() < n {
             sockets.push(idle_walsender(
@@ -429,23 +435,34 @@ fn footprint() {
                 &format!("idle_{}", sockets.len()),
             ));
         }
-        let daemon = Daemon::start(
-            &harness::config(&primary, "replwarden", "100ms", rules),
-            &["--log-level", "info"],
-        );
-        daemon.wait_message("connected to PostgreSQL", Duration::from_secs(10));
-        thread::sleep(Duration::from_secs(1));
-        let before = cpu_ticks(daemon.pid());
-        let t = Instant::now();
-        thread::sleep(Duration::from_secs(60));
-        let polls = (t.elapsed().as_millis() / 100) as f64;
-        let cpu = ticks_to_ms(cpu_ticks(daemon.pid()) - before) / polls;
-        let rss = rss_kib(daemon.pid(), "VmRSS:") as f64 / 1024.0;
-        let hwm = rss_kib(daemon.pid(), "VmHWM:") as f64 / 1024.0;
-        println!(
-            "| {n} | {polls:.0} | {rss:.1} MiB | {hwm:.1} MiB | {cpu:.3} ms | {:.3} % | {targets} |",
-            cpu / 1000.0 * 100.0
-        );
+        for (connection, conninfo) in [("Unix socket", &unix), ("TCP", &tcp)] {
+            let config = format!(
+                "[postgres]\nconninfo = \"{conninfo}\"\n[daemon]\ninterval = \"100ms\"\n{rules}"
+            );
+            let daemon = Daemon::start(&config, &["--log-level", "info"]);
+            daemon.wait_message("connected to PostgreSQL", Duration::from_secs(10));
+            thread::sleep(Duration::from_secs(1));
+            let before = cpu_ticks(daemon.pid());
+            let t = Instant::now();
+            thread::sleep(Duration::from_secs(60));
+            let polls = (t.elapsed().as_millis() / 100) as f64;
+            let cpu = ticks_to_ms(cpu_ticks(daemon.pid()) - before) / polls;
+            let mib = |field| harness::status_kib(daemon.pid(), field) as f64 / 1024.0;
+            // Proportional set size: shared pages divided among their users.
+            let pss = std::fs::read_to_string(format!("/proc/{}/smaps_rollup", daemon.pid()))
+                .unwrap_or_default()
+                .lines()
+                .find_map(|l| l.strip_prefix("Pss:")?.trim().strip_suffix(" kB")?.parse::<f64>().ok())
+                .unwrap_or(f64::NAN)
+                / 1024.0;
+            println!(
+                "| {connection} | {n} | {polls:.0} | {:.1} MiB ({:.1} / {pss:.1}) | {:.1} MiB | {cpu:.3} ms | {:.3} % | {targets} |",
+                mib("VmRSS:"),
+                mib("RssAnon:"),
+                mib("VmHWM:"),
+                cpu / 1000.0 * 100.0
+            );
+        }
     }
     println!();
 }

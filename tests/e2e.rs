@@ -4,7 +4,6 @@
 
 mod harness;
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use harness::{config, logical_subscriber, wait_until, Client, Cluster, Daemon};
@@ -134,13 +133,7 @@ action = "terminate"
     }
 
     // plan on the standby: it sees its cascading walsender and signals nothing.
-    let plan_config = standby_a.dir.join("plan.toml");
-    std::fs::write(&plan_config, config(&standby_a, "replwarden", "1s", rules)).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_replwarden"))
-        .args(["plan", "--config"])
-        .arg(&plan_config)
-        .output()
-        .unwrap();
+    let out = harness::plan(&standby_a, &config(&standby_a, "replwarden", "1s", rules));
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -235,13 +228,7 @@ fn dry_run_plan_and_a_blind_role_signal_nothing() {
     let block =
         "[[rule]]\nname = \"block\"\napplication_name = [\"rogue_*\"]\naction = \"terminate\"\n";
 
-    let dir = primary.dir.join("plan.toml");
-    std::fs::write(&dir, config(&primary, "replwarden", "1s", block)).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_replwarden"))
-        .args(["plan", "--config"])
-        .arg(&dir)
-        .output()
-        .unwrap();
+    let out = harness::plan(&primary, &config(&primary, "replwarden", "1s", block));
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{text}");
     assert!(text.contains("server: primary"), "{text}");

@@ -3,20 +3,9 @@
 
 mod harness;
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::time::Duration;
 
 use harness::{free_port, wait_until, Client, Cluster, Daemon};
-
-fn http_get(port: u16, path: &str) -> String {
-    let mut stream =
-        TcpStream::connect(("127.0.0.1", port)).expect("connect to the metrics endpoint");
-    write!(stream, "GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    response
-}
 
 #[test]
 fn the_metrics_endpoint_serves_what_the_daemon_sees_and_does() {
@@ -35,7 +24,7 @@ fn the_metrics_endpoint_serves_what_the_daemon_sees_and_does() {
         e["event"] == "action"
     });
     let text = wait_until("metrics after the action", Duration::from_secs(5), || {
-        let r = http_get(port, "/metrics");
+        let r = harness::http_get(port, "/metrics");
         r.contains("replwarden_actions_total{").then_some(r)
     });
     assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text}");
@@ -63,12 +52,12 @@ fn the_metrics_endpoint_serves_what_the_daemon_sees_and_does() {
     daemon.write_config(&config.replace("interval = \"200ms\"", "interval = \"0s\""));
     daemon.signal(libc::SIGHUP);
     daemon.wait_message("reload rejected", Duration::from_secs(5));
-    let text = http_get(port, "/metrics");
+    let text = harness::http_get(port, "/metrics");
     assert!(
         text.contains("replwarden_config_reloads_total{result=\"failure\"} 1"),
         "{text}"
     );
-    assert!(http_get(port, "/").starts_with("HTTP/1.1 404 Not Found"));
+    assert!(harness::http_get(port, "/").starts_with("HTTP/1.1 404 Not Found"));
 }
 
 fn replwarden(

@@ -4,9 +4,13 @@
 //! (which never panics).
 //!
 //! Binaries: `$REPLWARDEN_PG_BIN` if set, else the newest
-//! `/usr/lib/postgresql/*/bin`. When the tests run as root (as CI does),
-//! servers and their client tools run as the `postgres` system user through
-//! `setpriv`, in folders it owns; `psql` (a plain client) runs as is.
+//! `/usr/lib/postgresql/*/bin`: the default server and every client tool
+//! (psql, pg_basebackup, pg_receivewal, pg_recvlogical). A cluster may run the
+//! server binaries (initdb, pg_ctl, postgres) of another folder, e.g. one of
+//! `$REPLWARDEN_PG_BINS` (see [`server_bins`] and [`Cluster::primary_in`]).
+//! When the tests run as root (as CI does), servers and their client tools
+//! run as the `postgres` system user through `setpriv`, in folders it owns;
+//! `psql` (a plain client) runs as is.
 
 #![allow(dead_code)] // each test binary uses its own part of the harness
 
@@ -58,13 +62,42 @@ fn binaries() -> &'static Binaries {
     })
 }
 
-/// The path of a tool in the server binaries' folder (run as the caller).
+/// The path of a tool in the default binaries' folder, where the client
+/// tools are (run as the caller).
 pub fn bin(name: &str) -> PathBuf {
     binaries().bin.join(name)
 }
 
-/// A server-side tool (initdb, pg_ctl, pg_basebackup, …) as the right user.
+/// The server binary folders to test against: the default one, then each
+/// folder of `$REPLWARDEN_PG_BINS` (colon-separated, as printed by
+/// `scripts/fetch-postgres.sh`), without repeats. A listed folder without
+/// `postgres` in it is an error, not something to skip.
+pub fn server_bins() -> Vec<PathBuf> {
+    let mut bins = vec![binaries().bin.clone()];
+    if let Some(list) = std::env::var_os("REPLWARDEN_PG_BINS") {
+        for dir in std::env::split_paths(&list).filter(|d| !d.as_os_str().is_empty()) {
+            assert!(
+                dir.join("postgres").exists(),
+                "REPLWARDEN_PG_BINS: no postgres in {} (run scripts/fetch-postgres.sh)",
+                dir.display()
+            );
+            let same = |b: &PathBuf| b.canonicalize().ok() == dir.canonicalize().ok();
+            if !bins.iter().any(same) {
+                bins.push(dir);
+            }
+        }
+    }
+    bins
+}
+
+/// A server-side tool (initdb, pg_ctl, pg_basebackup, …) from the default
+/// folder, as the right user.
 fn tool(name: &str) -> Command {
+    tool_in(&binaries().bin, name)
+}
+
+/// A tool from the binary folder `dir`, as the right user.
+fn tool_in(dir: &Path, name: &str) -> Command {
     let b = binaries();
     let mut cmd = if b.as_postgres {
         let mut c = Command::new("setpriv");
@@ -74,10 +107,10 @@ fn tool(name: &str) -> Command {
             "--init-groups",
             "--",
         ]);
-        c.arg(b.bin.join(name));
+        c.arg(dir.join(name));
         c
     } else {
-        Command::new(b.bin.join(name))
+        Command::new(dir.join(name))
     };
     cmd.env("HOME", std::env::temp_dir())
         .current_dir(std::env::temp_dir());
@@ -162,6 +195,8 @@ pub struct Cluster {
     pub name: String,
     pub dir: PathBuf,
     pub port: u16,
+    /// The folder of its initdb, pg_ctl and postgres.
+    pub server_bin: PathBuf,
     /// Processes stopped with SIGSTOP, continued before the cluster stops.
     frozen: Mutex<Vec<i32>>,
 }
@@ -196,38 +231,15 @@ impl Cluster {
     /// not a superuser, so the daemon may signal its walsenders) and
     /// `replwarden` (pg_monitor + pg_signal_backend, the daemon's role).
     pub fn primary(name: &str) -> Cluster {
-        let cluster = Cluster::new(name);
-        let mut init = tool("initdb");
-        init.arg("-D").arg(cluster.data()).args([
-            "-U",
-            "postgres",
-            "-A",
-            "trust",
-            "--no-sync",
-            "-E",
-            "UTF8",
-            "--locale=C",
-        ]);
-        run(init, "initdb");
-        cluster.write_conf("");
-        cluster.start();
+        Cluster::primary_in(&binaries().bin, name)
+    }
+
+    /// [`Cluster::primary`] with the server binaries of folder `server_bin`.
+    pub fn primary_in(server_bin: &Path, name: &str) -> Cluster {
+        let cluster = Cluster::initdb(server_bin, name);
         // The daemon's role comes from the shipped setup script.
-        let mut setup = Command::new("psql");
+        let mut setup = cluster.psql();
         setup
-            .args([
-                "-X",
-                "-q",
-                "-v",
-                "ON_ERROR_STOP=1",
-                "-h",
-                "127.0.0.1",
-                "-U",
-                "postgres",
-                "-d",
-                "postgres",
-            ])
-            .arg("-p")
-            .arg(cluster.port.to_string())
             .arg("-f")
             .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/config/setup.sql"));
         run(setup, "config/setup.sql");
@@ -239,10 +251,37 @@ impl Cluster {
         cluster
     }
 
+    /// A new, started cluster with the test settings and nothing else.
+    fn initdb(server_bin: &Path, name: &str) -> Cluster {
+        let cluster = Cluster::new(server_bin, name);
+        let mut init = tool_in(server_bin, "initdb");
+        init.arg("-D").arg(cluster.data()).args([
+            "-U",
+            "postgres",
+            "-A",
+            "trust",
+            "--no-sync",
+            "-E",
+            "UTF8",
+            "--locale=C",
+        ]);
+        run(init, &format!("initdb for {name}"));
+        cluster.write_conf("");
+        cluster.start();
+        cluster
+    }
+
     /// A streaming standby of `upstream` (which may itself be a standby: a
-    /// cascade), whose walsender on `upstream` is named `name`.
+    /// cascade), whose walsender on `upstream` is named `name`. With the
+    /// default binaries it is made by pg_basebackup; with another major's
+    /// (whose server a 15 pg_basebackup refuses from 16 on, and for which no
+    /// pg_basebackup is shipped) by a low-level base backup, see
+    /// [`Cluster::standby_by_copy`].
     pub fn standby(upstream: &Cluster, name: &str) -> Cluster {
-        let cluster = Cluster::new(name);
+        if upstream.server_bin != binaries().bin {
+            return Cluster::standby_by_copy(upstream, name);
+        }
+        let cluster = Cluster::new(&upstream.server_bin, name);
         let mut bb = tool("pg_basebackup");
         bb.arg("-D").arg(cluster.data()).args([
             "-d",
@@ -254,24 +293,97 @@ impl Cluster {
             "--no-sync",
         ]);
         run(bb, "pg_basebackup for a standby");
-        cluster.write_conf(&format!(
-            "primary_conninfo = 'host=127.0.0.1 port={} user=replicator application_name={name}'\n",
-            upstream.port
-        ));
-        std::fs::write(cluster.data().join("standby.signal"), "").expect("standby.signal");
-        cluster.chown(&cluster.data().join("standby.signal"));
-        cluster.start();
-        upstream.wait_streaming(name);
-        cluster
+        cluster.follow(upstream, "")
     }
 
-    fn new(name: &str) -> Cluster {
+    /// Starts this copy of `upstream`'s data as its streaming standby, named
+    /// after the cluster, with `extra` settings; waits until it streams.
+    fn follow(self, upstream: &Cluster, extra: &str) -> Cluster {
+        self.write_conf(&format!(
+            "primary_conninfo = 'host=127.0.0.1 port={} user=replicator application_name={}'\n{extra}",
+            upstream.port, self.name
+        ));
+        std::fs::write(self.data().join("standby.signal"), "").expect("standby.signal");
+        self.chown(&self.data().join("standby.signal"));
+        self.start();
+        upstream.wait_streaming(&self.name);
+        self
+    }
+
+    /// A streaming standby of the primary `upstream` made without any client
+    /// tool of the server's major: a physical slot `name` reserving WAL from
+    /// now, then in ONE psql session (the backup is aborted when its session
+    /// ends) a non-exclusive backup start, a copy of the data folder (`\!`),
+    /// the backup stop and its label written as `backup_label`. The WAL the
+    /// standby needs to become consistent comes by streaming, through the
+    /// slot. The functions were renamed in 15: `pg_start_backup(label, fast,
+    /// exclusive)`/`pg_stop_backup(exclusive, wait_for_archive)` on 13-14,
+    /// `pg_backup_start(label, fast)`/`pg_backup_stop(wait_for_archive)` on
+    /// 15+. `spcmapfile` is empty without tablespaces, so no tablespace_map.
+    pub fn standby_by_copy(upstream: &Cluster, name: &str) -> Cluster {
+        let cluster = Cluster::new(&upstream.server_bin, name);
+        upstream.sql(&format!(
+            "SELECT pg_create_physical_replication_slot('{name}', true)"
+        ));
+        let (start, stop) = if upstream.major() >= 15 {
+            (
+                "pg_backup_start('replwarden', true)",
+                "pg_backup_stop(false)",
+            )
+        } else {
+            (
+                "pg_start_backup('replwarden', true, false)",
+                "pg_stop_backup(false, false)",
+            )
+        };
+        let (src, dst) = (upstream.data(), cluster.data());
+        let (src, dst) = (src.display(), dst.display());
+        // pg_wal keeps its subfolders (archive_status, 17+: summaries);
+        // pg_replslot is emptied, or the standby would carry the slots.
+        let script = format!(
+            "SELECT {start};\n\
+             \\! cp -a {src} {dst} && rm -f {dst}/postmaster.pid {dst}/postmaster.opts && find {dst}/pg_wal -type f -delete && rm -rf {dst}/pg_replslot/* || echo COPY-FAILED\n\
+             SELECT labelfile, spcmapfile FROM {stop} \\gset\n\
+             \\o {dst}/backup_label\n\
+             \\qecho -n :labelfile\n\
+             \\o\n"
+        );
+        let script_path = cluster.dir.join("backup.sql");
+        std::fs::write(&script_path, script).expect("write backup.sql");
+        let mut backup = upstream.psql();
+        backup.arg("-f").arg(&script_path);
+        // psql goes on after a failed `\!` command: its output tells.
+        let out = run(backup, &format!("low-level base backup for {name}"));
+        assert!(
+            !out.contains("COPY-FAILED"),
+            "copying {src} for {name} failed:\n{out}"
+        );
+        cluster.chown(&cluster.data().join("backup_label"));
+        cluster.follow(upstream, &format!("primary_slot_name = '{name}'\n"))
+    }
+
+    fn new(server_bin: &Path, name: &str) -> Cluster {
         Cluster {
             name: name.to_string(),
             dir: scratch(name),
             port: free_port(),
+            server_bin: server_bin.to_path_buf(),
             frozen: Mutex::new(Vec::new()),
         }
+    }
+
+    /// The server's major version (e.g. 17), from `server_version_num`.
+    pub fn major(&self) -> u32 {
+        let num: u32 = self
+            .sql("SHOW server_version_num")
+            .parse()
+            .expect("server_version_num");
+        num / 10000
+    }
+
+    /// The server's version as it reports it (e.g. `17.10`).
+    pub fn version(&self) -> String {
+        self.sql("SHOW server_version")
     }
 
     fn chown(&self, path: &Path) {
@@ -299,7 +411,7 @@ impl Cluster {
     }
 
     fn pg_ctl(&self, args: &[&str]) -> Command {
-        let mut c = tool("pg_ctl");
+        let mut c = tool_in(&self.server_bin, "pg_ctl");
         c.arg("-D")
             .arg(self.data())
             .arg("-l")
@@ -309,10 +421,21 @@ impl Cluster {
     }
 
     pub fn start(&self) {
-        run(
-            self.pg_ctl(&["-w", "-t", "60", "start"]),
-            &format!("start {}", self.name),
-        );
+        let out = self
+            .pg_ctl(&["-w", "-t", "60", "start"])
+            .output()
+            .expect("run pg_ctl");
+        if !out.status.success() {
+            let log = self.server_log();
+            let tail: Vec<&str> = log.lines().rev().take(15).collect();
+            panic!(
+                "start {} failed ({}):\n{}\nserver log (last lines):\n{}",
+                self.name,
+                out.status,
+                String::from_utf8_lossy(&out.stdout),
+                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+            );
+        }
     }
 
     pub fn stop(&self, mode: &str) {
@@ -354,13 +477,11 @@ impl Cluster {
         );
     }
 
-    /// Runs SQL as the superuser and returns the unaligned, tuples-only output.
-    pub fn sql(&self, sql: &str) -> String {
+    /// `psql` as the superuser on this cluster, stopping at the first error.
+    fn psql(&self) -> Command {
         let mut c = Command::new("psql");
         c.args([
             "-X",
-            "-A",
-            "-t",
             "-q",
             "-v",
             "ON_ERROR_STOP=1",
@@ -373,9 +494,14 @@ impl Cluster {
         ])
         .arg("-p")
         .arg(self.port.to_string())
-        .arg("-c")
-        .arg(sql)
         .env("PGCONNECT_TIMEOUT", "10");
+        c
+    }
+
+    /// Runs SQL as the superuser and returns the unaligned, tuples-only output.
+    pub fn sql(&self, sql: &str) -> String {
+        let mut c = self.psql();
+        c.args(["-A", "-t", "-c", sql]);
         run(c, &format!("psql on {}: {sql}", self.name))
             .trim()
             .to_string()
@@ -556,6 +682,34 @@ impl Client {
         Client::spawn(c, dir, "WAL pump")
     }
 
+    /// `pg_recvlogical` (test_decoding, slot `application_name`, created if
+    /// missing) streaming from `upstream`: a logical walsender in state
+    /// `streaming` on every major, where a 15 pg_receivewal refuses 16+.
+    /// It reconnects 5 s after its walsender is ended.
+    pub fn recvlogical(upstream: &Cluster, application_name: &str) -> Client {
+        let dir = scratch(application_name);
+        let mut c = tool("pg_recvlogical");
+        c.args([
+            "-d",
+            &format!(
+                "host=127.0.0.1 port={} user=replicator dbname=postgres application_name={application_name}",
+                upstream.port
+            ),
+            "-S",
+            application_name,
+            "--create-slot",
+            "--if-not-exists",
+            "--start",
+            "-P",
+            "test_decoding",
+            "-F",
+            "0",
+            "-f",
+            "/dev/null",
+        ]);
+        Client::spawn(c, dir, "pg_recvlogical")
+    }
+
     /// A `psql` walsender (`replication=database`) that runs
     /// `SELECT pg_sleep(600)`, connecting after `delay` (perl sleeps, then
     /// execs psql: no fork in between, so the server's fork for it is the
@@ -598,21 +752,7 @@ impl Drop for Client {
 /// walsender on the publisher is named `subscription`.
 pub fn logical_subscriber(publisher: &Cluster, subscription: &str) -> Cluster {
     publisher.sql("CREATE PUBLICATION pub FOR TABLE t");
-    let sub = Cluster::new(subscription);
-    let mut init = tool("initdb");
-    init.arg("-D").arg(sub.data()).args([
-        "-U",
-        "postgres",
-        "-A",
-        "trust",
-        "--no-sync",
-        "-E",
-        "UTF8",
-        "--locale=C",
-    ]);
-    run(init, "initdb for the subscriber");
-    sub.write_conf("");
-    sub.start();
+    let sub = Cluster::initdb(&publisher.server_bin, subscription);
     sub.sql("CREATE TABLE t (id bigserial PRIMARY KEY, payload text)");
     sub.sql(&format!(
         "CREATE SUBSCRIPTION {subscription} CONNECTION 'host=127.0.0.1 port={} user=replicator dbname=postgres' PUBLICATION pub",
@@ -784,4 +924,40 @@ pub fn config(cluster: &Cluster, user: &str, interval: &str, rules: &str) -> Str
         "[postgres]\nconninfo = \"{}\"\n\n[daemon]\ninterval = \"{interval}\"\n\n{rules}",
         cluster.conninfo(user)
     )
+}
+
+/// A `kB` line of /proc/<pid>/status (`VmRSS:`, `VmHWM:`, `RssAnon:`…), in KiB.
+pub fn status_kib(pid: i32, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with(field))
+        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// A process's resident set size in KiB.
+pub fn rss_kib(pid: i32) -> u64 {
+    status_kib(pid, "VmRSS:")
+}
+
+/// `replwarden plan` with `config_text` written next to `cluster`.
+pub fn plan(cluster: &Cluster, config_text: &str) -> std::process::Output {
+    let path = cluster.write_owned("plan.toml", config_text.as_bytes(), 0o644);
+    Command::new(env!("CARGO_BIN_EXE_replwarden"))
+        .args(["plan", "--config"])
+        .arg(&path)
+        .output()
+        .expect("run replwarden plan")
+}
+
+/// `GET path` from an HTTP endpoint on loopback (the metrics endpoint).
+pub fn http_get(port: u16, path: &str) -> String {
+    use std::io::Read;
+    let mut stream =
+        std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect to the metrics endpoint");
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    response
 }
