@@ -2,11 +2,11 @@
 //! statement (see [`crate::sql`]) that finds the walsender by `(pid,
 //! backend_start)` in a fresh `pg_stat_replication` snapshot and never the
 //! daemon's own backend, so a pid the OS has handed to another process is
-//! never hit. On PostgreSQL 14+ a terminate waits for the process to exit
-//! and says whether it did.
+//! never hit. A terminate is then confirmed: the same instance is looked
+//! for after short waits until it is gone or `terminate_timeout` passes.
 
 use std::fmt;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, Statement};
@@ -14,7 +14,7 @@ use tokio_postgres::{Client, Statement};
 use crate::engine::Delivery;
 use crate::policy::Action;
 use crate::snapshot::WalsenderId;
-use crate::sql::{self, ServerVersion};
+use crate::sql;
 
 /// What became of a decision.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -23,8 +23,7 @@ pub enum Outcome {
     Logged,
     /// Dry run: the signal that would have been sent was not.
     DryRun,
-    /// The server accepted the signal (a cancel, or a terminate on a server
-    /// older than 14, which cannot confirm the exit).
+    /// The server accepted the signal (a cancel: the process lives on).
     Signalled,
     /// Terminated, and the process exited within `terminate_timeout`.
     Terminated,
@@ -78,32 +77,30 @@ impl fmt::Display for Outcome {
     }
 }
 
-/// The signal statements, prepared once per connection for its server version.
+/// The signal statements, prepared once per connection.
 pub struct Signaller {
     cancel: Statement,
     terminate: Statement,
-    /// Milliseconds `pg_terminate_backend` waits (PostgreSQL 14+), else `None`.
-    terminate_wait_ms: Option<i64>,
+    still_there: Statement,
+    /// How long a terminated process may take to exit.
+    terminate_timeout: Duration,
 }
+
+/// The first wait before looking for a terminated process, doubled up to
+/// `CONFIRM_STEP_MAX` between looks.
+const CONFIRM_STEP: Duration = Duration::from_millis(1);
+const CONFIRM_STEP_MAX: Duration = Duration::from_millis(50);
 
 impl Signaller {
     pub async fn prepare(
         client: &Client,
-        version: ServerVersion,
         terminate_timeout: Duration,
     ) -> Result<Signaller, tokio_postgres::Error> {
-        let confirmed = version.has_terminate_timeout();
         Ok(Signaller {
             cancel: client.prepare(sql::CANCEL).await?,
-            terminate: client
-                .prepare(if confirmed {
-                    sql::TERMINATE_CONFIRMED
-                } else {
-                    sql::TERMINATE
-                })
-                .await?,
-            terminate_wait_ms: confirmed
-                .then(|| terminate_timeout.as_millis().clamp(1, i64::MAX as u128) as i64),
+            terminate: client.prepare(sql::TERMINATE).await?,
+            still_there: client.prepare(sql::STILL_THERE).await?,
+            terminate_timeout,
         })
     }
 
@@ -116,32 +113,20 @@ impl Signaller {
         action: Action,
         id: WalsenderId,
     ) -> Result<Outcome, tokio_postgres::Error> {
-        let result = match (action, self.terminate_wait_ms) {
-            (Action::Log, _) => return Ok(Outcome::Logged),
-            (Action::Cancel, _) => {
-                client
-                    .query_opt(&self.cancel, &[&id.pid, &id.backend_start])
-                    .await
-            }
-            (Action::Terminate, None) => {
-                client
-                    .query_opt(&self.terminate, &[&id.pid, &id.backend_start])
-                    .await
-            }
-            (Action::Terminate, Some(ms)) => {
-                client
-                    .query_opt(&self.terminate, &[&id.pid, &id.backend_start, &ms])
-                    .await
-            }
+        let statement = match action {
+            Action::Log => return Ok(Outcome::Logged),
+            Action::Cancel => &self.cancel,
+            Action::Terminate => &self.terminate,
         };
-        let confirmed = action == Action::Terminate && self.terminate_wait_ms.is_some();
+        let result = client
+            .query_opt(statement, &[&id.pid, &id.backend_start])
+            .await;
         match result {
             Ok(None) => Ok(Outcome::Gone),
-            Ok(Some(row)) => Ok(match (row.try_get::<_, Option<bool>>(0)?, confirmed) {
-                (Some(true), true) => Outcome::Terminated,
-                (Some(true), false) => Outcome::Signalled,
-                (_, true) => Outcome::NotExited,
-                (_, false) => Outcome::NotSignalled,
+            Ok(Some(row)) => Ok(match row.try_get::<_, Option<bool>>(0)? {
+                Some(true) if action == Action::Terminate => self.confirm_exit(client, id).await?,
+                Some(true) => Outcome::Signalled,
+                _ => Outcome::NotSignalled,
             }),
             Err(e) => match e.as_db_error() {
                 Some(db) if *db.code() == SqlState::INSUFFICIENT_PRIVILEGE => Ok(Outcome::Refused(format!(
@@ -152,6 +137,31 @@ impl Signaller {
                 Some(db) if !is_connection_error(&e) => Ok(Outcome::Failed(db.message().to_string())),
                 _ => Err(e),
             },
+        }
+    }
+
+    /// Waits for the terminated instance `id` to exit: `Terminated` once it
+    /// is gone, `NotExited` if it is still there after `terminate_timeout`.
+    async fn confirm_exit(
+        &self,
+        client: &Client,
+        id: WalsenderId,
+    ) -> Result<Outcome, tokio_postgres::Error> {
+        let deadline = Instant::now() + self.terminate_timeout;
+        let mut step = CONFIRM_STEP;
+        loop {
+            let now = Instant::now();
+            if now >= deadline {
+                return Ok(Outcome::NotExited);
+            }
+            tokio::time::sleep(step.min(deadline - now)).await;
+            let there = client
+                .query_opt(&self.still_there, &[&id.pid, &id.backend_start])
+                .await?;
+            if there.is_none() {
+                return Ok(Outcome::Terminated);
+            }
+            step = (step * 2).min(CONFIRM_STEP_MAX);
         }
     }
 }

@@ -190,7 +190,7 @@ async fn connect_unbounded(
         poller: Poller::prepare(&client)
             .await
             .map_err(ConnectError::Setup)?,
-        signaller: Signaller::prepare(&client, version, terminate_timeout)
+        signaller: Signaller::prepare(&client, terminate_timeout)
             .await
             .map_err(ConnectError::Setup)?,
         version,

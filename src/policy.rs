@@ -196,8 +196,8 @@ pub struct Limits {
     pub reconnect_backoff_max: Duration,
     /// How often a failed signal is retried before it is reported and left.
     pub max_retries: u32,
-    /// PostgreSQL 14+: how long `pg_terminate_backend(pid, timeout)` waits
-    /// for the process to exit.
+    /// How long a terminated process may take to exit before the kill
+    /// counts as failed (`not_exited`).
     pub terminate_timeout: Duration,
 }
 

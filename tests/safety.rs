@@ -13,7 +13,6 @@ use harness::{config, wait_until, Client, Cluster, Daemon};
 use replwarden::actions::{Outcome, Signaller};
 use replwarden::policy::Action;
 use replwarden::snapshot::WalsenderId;
-use replwarden::sql::ServerVersion;
 use serde_json::Value;
 
 fn pid_of(e: &Value) -> i64 {
@@ -215,8 +214,8 @@ fn the_preflight_names_missing_grants_and_superuser_walsenders() {
 }
 
 /// DESIGN fact 12: a walsender that cannot exit (its process stopped)
-/// makes `pg_terminate_backend(pid, timeout)` return false. The daemon
-/// records that it did not exit, retries at most `max_retries` times, then
+/// is still there after `terminate_timeout`. The daemon records that it
+/// did not exit, retries at most `max_retries` times, then
 /// reports and leaves it.
 #[test]
 fn a_kill_that_does_not_take_is_retried_a_bounded_number_of_times() {
@@ -286,11 +285,7 @@ fn a_reused_pid_is_never_signalled() {
         .unwrap();
     rt.spawn(connection);
     let signaller = rt
-        .block_on(Signaller::prepare(
-            &client,
-            ServerVersion(150000),
-            Duration::from_millis(500),
-        ))
+        .block_on(Signaller::prepare(&client, Duration::from_millis(500)))
         .unwrap();
     let backend_start = |pid: i32| -> SystemTime {
         rt.block_on(client.query_one(
