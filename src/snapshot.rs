@@ -1,13 +1,15 @@
 //! What one poll sees: one [`Walsender`] per row of `pg_stat_replication`
-//! (with its slot and byte distances computed in SQL), read by a single
-//! prepared statement, in its own implicit transaction, on a primary or on a
-//! cascading standby alike. All the SQL that reads the server lives here.
+//! (with its slot), read by a single prepared statement ([`crate::sql::POLL`]),
+//! in its own implicit transaction, on a primary or on a cascading standby
+//! alike. The server returns raw positions, intervals and times; byte
+//! distances and ages are worked out here, against the server's own clock
+//! and WAL position of the same statement.
 
 use std::fmt;
 use std::net::IpAddr;
 use std::time::{Duration, SystemTime};
 
-use tokio_postgres::types::PgLsn;
+use tokio_postgres::types::{accepts, FromSql, PgLsn, Type};
 use tokio_postgres::{Client, Row, Statement};
 
 use crate::units::{ByteSize, Lsn};
@@ -39,8 +41,6 @@ pub enum ClientAddr {
     /// A unix-socket client (`client_addr` is NULL).
     Local,
     Ip(IpAddr),
-    /// Something `host()` printed that is not an address; matches no CIDR.
-    Other(String),
 }
 
 impl fmt::Display for ClientAddr {
@@ -48,7 +48,6 @@ impl fmt::Display for ClientAddr {
         match self {
             ClientAddr::Local => f.write_str("local"),
             ClientAddr::Ip(ip) => ip.fmt(f),
-            ClientAddr::Other(text) => f.write_str(text),
         }
     }
 }
@@ -123,23 +122,56 @@ impl Poller {
     }
 }
 
-fn micros(us: Option<i64>) -> Option<Duration> {
-    us.map(|us| Duration::from_micros(us.max(0) as u64))
+/// A PostgreSQL `interval` as a duration (negative ones as zero). Lags
+/// are short: a month counts as 30 days, as `extract(epoch …)` would.
+struct Interval(Duration);
+
+impl<'a> FromSql<'a> for Interval {
+    fn from_sql(_: &Type, raw: &'a [u8]) -> Result<Self, Box<dyn std::error::Error + Sync + Send>> {
+        let field =
+            |at: usize, len: usize| -> Result<&[u8], Box<dyn std::error::Error + Sync + Send>> {
+                raw.get(at..at + len)
+                    .ok_or_else(|| "interval: short value".into())
+            };
+        let micros = i64::from_be_bytes(field(0, 8)?.try_into()?);
+        let days = i32::from_be_bytes(field(8, 4)?.try_into()?);
+        let months = i32::from_be_bytes(field(12, 4)?.try_into()?);
+        let total =
+            i128::from(micros) + (i128::from(days) + i128::from(months) * 30) * 86_400_000_000;
+        Ok(Interval(Duration::from_micros(
+            u64::try_from(total.max(0)).unwrap_or(u64::MAX),
+        )))
+    }
+
+    accepts!(INTERVAL);
 }
 
-fn bytes(b: Option<i64>) -> Option<ByteSize> {
-    b.map(|b| ByteSize(b.max(0) as u64))
+/// `later - earlier` on the server's clock, zero if negative.
+fn age(now: SystemTime, then: SystemTime) -> Duration {
+    now.duration_since(then).unwrap_or_default()
+}
+
+/// How far `position` is behind `current` (zero if ahead).
+fn behind(current: Option<Lsn>, position: Option<Lsn>) -> Option<ByteSize> {
+    Some(ByteSize(current?.0.saturating_sub(position?.0)))
+}
+
+fn lsn(row: &Row, column: &str) -> Result<Option<Lsn>, tokio_postgres::Error> {
+    Ok(row.try_get::<_, Option<PgLsn>>(column)?.map(Lsn::from))
+}
+
+fn lag(row: &Row, column: &str) -> Result<Option<Duration>, tokio_postgres::Error> {
+    Ok(row.try_get::<_, Option<Interval>>(column)?.map(|i| i.0))
 }
 
 fn from_rows(rows: &[Row]) -> Result<Snapshot, tokio_postgres::Error> {
     let mut snapshot = Snapshot::default();
     for row in rows {
         snapshot.in_recovery = row.try_get("in_recovery")?;
-        snapshot.current_lsn = row
-            .try_get::<_, Option<PgLsn>>("current_lsn")?
-            .map(Lsn::from);
+        snapshot.current_lsn = lsn(row, "current_lsn")?;
         snapshot.role = row.try_get("role")?;
         snapshot.synchronous_standby_names = row.try_get("synchronous_standby_names")?;
+        let now: SystemTime = row.try_get("now")?;
         let Some(pid) = row.try_get::<_, Option<i32>>("pid")? else {
             continue;
         };
@@ -149,16 +181,15 @@ fn from_rows(rows: &[Row]) -> Result<Snapshot, tokio_postgres::Error> {
             snapshot.hidden.push(pid);
             continue;
         };
-        let client_addr = match row.try_get::<_, Option<String>>("client_addr")? {
+        let client_addr = match row.try_get::<_, Option<IpAddr>>("client_addr")? {
             None => ClientAddr::Local,
-            Some(text) => match text.parse() {
-                Ok(ip) => ClientAddr::Ip(ip),
-                Err(_) => ClientAddr::Other(text),
-            },
+            Some(ip) => ClientAddr::Ip(ip),
         };
+        let current = snapshot.current_lsn;
+        let flush_lsn = lsn(row, "flush_lsn")?;
         snapshot.walsenders.push(Walsender {
             id: WalsenderId { pid, backend_start },
-            age: micros(row.try_get("backend_age_us")?).unwrap_or_default(),
+            age: age(now, backend_start),
             application_name: row
                 .try_get::<_, Option<String>>("application_name")?
                 .unwrap_or_default(),
@@ -166,18 +197,22 @@ fn from_rows(rows: &[Row]) -> Result<Snapshot, tokio_postgres::Error> {
             client_addr,
             state: Some(state),
             sync_state: row.try_get("sync_state")?,
-            flush_lsn: row.try_get::<_, Option<PgLsn>>("flush_lsn")?.map(Lsn::from),
-            write_lag: micros(row.try_get("write_lag_us")?),
-            flush_lag: micros(row.try_get("flush_lag_us")?),
-            replay_lag: micros(row.try_get("replay_lag_us")?),
-            write_lag_bytes: bytes(row.try_get("write_lag_bytes")?),
-            flush_lag_bytes: bytes(row.try_get("flush_lag_bytes")?),
-            replay_lag_bytes: bytes(row.try_get("replay_lag_bytes")?),
-            reply_age: micros(row.try_get("reply_age_us")?),
+            flush_lsn,
+            write_lag: lag(row, "write_lag")?,
+            flush_lag: lag(row, "flush_lag")?,
+            replay_lag: lag(row, "replay_lag")?,
+            write_lag_bytes: behind(current, lsn(row, "write_lsn")?),
+            flush_lag_bytes: behind(current, flush_lsn),
+            replay_lag_bytes: behind(current, lsn(row, "replay_lsn")?),
+            reply_age: row
+                .try_get::<_, Option<SystemTime>>("reply_time")?
+                .map(|t| age(now, t)),
             slot_name: row.try_get("slot_name")?,
-            retained_wal: bytes(row.try_get("retained_wal")?),
+            retained_wal: behind(current, lsn(row, "restart_lsn")?),
         });
     }
+    // In pid order, as the plan and the logs show them.
+    snapshot.walsenders.sort_unstable_by_key(|w| w.id.pid);
     Ok(snapshot)
 }
 
@@ -205,5 +240,41 @@ impl Preflight {
             can_signal: row.try_get("can_signal")?,
             superuser_walsenders: row.try_get("superuser_walsenders")?,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn interval(micros: i64, days: i32, months: i32) -> Duration {
+        let mut raw = micros.to_be_bytes().to_vec();
+        raw.extend(days.to_be_bytes());
+        raw.extend(months.to_be_bytes());
+        Interval::from_sql(&Type::INTERVAL, &raw).unwrap().0
+    }
+
+    #[test]
+    fn intervals_decode_from_the_wire_format() {
+        assert_eq!(interval(1_500, 0, 0), Duration::from_micros(1_500));
+        assert_eq!(interval(2, 1, 0), Duration::from_micros(86_400_000_002));
+        assert_eq!(interval(0, 0, 1), Duration::from_secs(30 * 86_400));
+        assert_eq!(
+            interval(-5, 0, 0),
+            Duration::ZERO,
+            "a clock step back reads as no lag"
+        );
+        assert!(Interval::from_sql(&Type::INTERVAL, &[0; 8]).is_err());
+    }
+
+    #[test]
+    fn distances_and_ages_never_go_negative() {
+        assert_eq!(behind(Some(Lsn(100)), Some(Lsn(40))), Some(ByteSize(60)));
+        assert_eq!(behind(Some(Lsn(40)), Some(Lsn(100))), Some(ByteSize(0)));
+        assert_eq!(behind(None, Some(Lsn(1))), None);
+        assert_eq!(behind(Some(Lsn(1)), None), None);
+        let t = SystemTime::UNIX_EPOCH + Duration::from_secs(100);
+        assert_eq!(age(t, t - Duration::from_secs(3)), Duration::from_secs(3));
+        assert_eq!(age(t, t + Duration::from_secs(3)), Duration::ZERO);
     }
 }
