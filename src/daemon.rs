@@ -166,14 +166,16 @@ async fn connect_unbounded(
                 settings.statement_timeout.as_millis().max(1)
             ))
             .await?;
-        let version: String = client
-            .query_one("SHOW server_version_num", &[])
-            .await?
-            .get(0);
-        Ok::<_, tokio_postgres::Error>(version)
+        let row = client
+            .query_one(
+                "SELECT current_setting('server_version_num'), current_setting('server_version')",
+                &[],
+            )
+            .await?;
+        Ok::<_, tokio_postgres::Error>((row.get::<_, String>(0), row.get::<_, String>(1)))
     };
-    let version_text = setup.await.map_err(ConnectError::Setup)?;
-    let version = ServerVersion(version_text.parse().unwrap_or(0));
+    let (number, version_text) = setup.await.map_err(ConnectError::Setup)?;
+    let version = ServerVersion(number.parse().unwrap_or(0));
     if version.major() < sql::OLDEST_MAJOR {
         return Err(ConnectError::TooOld(version_text));
     }
@@ -232,14 +234,27 @@ enum Next {
     Stop,
 }
 
+/// Why the daemon stopped on its own.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The metrics address cannot be listened on (at start).
+    #[error("cannot serve metrics: {0}")]
+    Metrics(#[from] std::io::Error),
+    /// The server is older than replwarden supports: waiting would not
+    /// help, the deployment must change (exit 78, which systemd does not
+    /// restart).
+    #[error(transparent)]
+    Unsupported(ConnectError),
+}
+
 /// Runs until `Control::Shutdown` (or the sender is dropped). Database
-/// trouble never ends it; only a metrics address it cannot listen on does,
-/// at start.
+/// trouble never ends it, except a server too old to support; a metrics
+/// address it cannot listen on ends it at start.
 pub async fn run(
     config: Config,
     overrides: Overrides,
     mut control: UnboundedReceiver<Control>,
-) -> Result<(), std::io::Error> {
+) -> Result<(), RunError> {
     let metrics = Metrics::new();
     metrics.config_loaded(&config.path.display().to_string(), &config.digest);
     let endpoint = match config.metrics.listen {
@@ -272,9 +287,15 @@ pub async fn run(
         dry_run = daemon.dry_run(),
         "replwarden starting"
     );
+    let mut unsupported = None;
     loop {
-        let Some(session) = daemon.connect_with_backoff(&mut control).await else {
-            break;
+        let session = match daemon.connect_with_backoff(&mut control).await {
+            Ok(Some(session)) => session,
+            Ok(None) => break,
+            Err(e) => {
+                unsupported = Some(e);
+                break;
+            }
         };
         daemon.metrics.set_connected(true);
         let next = daemon.serve(&session, &mut control).await;
@@ -288,6 +309,9 @@ pub async fn run(
     if let Some(endpoint) = endpoint {
         endpoint.abort();
     }
+    if let Some(e) = unsupported {
+        return Err(RunError::Unsupported(e));
+    }
     info!("replwarden stopped");
     Ok(())
 }
@@ -297,11 +321,12 @@ impl Daemon {
         self.overrides.dry_run || self.config.daemon.dry_run
     }
 
-    /// Connects, retrying with capped exponential backoff; `None` on shutdown.
+    /// Connects, retrying with capped exponential backoff; `None` on
+    /// shutdown, an error for a server too old to support.
     async fn connect_with_backoff(
         &mut self,
         control: &mut UnboundedReceiver<Control>,
-    ) -> Option<Session> {
+    ) -> Result<Option<Session>, ConnectError> {
         let mut delay = BACKOFF_START;
         let mut attempt = 1u32;
         let waiting_since = Instant::now();
@@ -317,7 +342,7 @@ impl Daemon {
             let result = loop {
                 tokio::select! {
                     r = &mut connecting => break r,
-                    c = control.recv() => if self.handle(c).is_some() { return None; },
+                    c = control.recv() => if self.handle(c).is_some() { return Ok(None); },
                     _ = next_tick(&mut self.watchdog) => self.service.ping(),
                 }
             };
@@ -341,8 +366,9 @@ impl Daemon {
                         "connected to PostgreSQL"
                     );
                     log_preflight(&session.preflight);
-                    return Some(session);
+                    return Ok(Some(session));
                 }
+                Err(e @ ConnectError::TooOld(_)) => return Err(e),
                 // Logged once per outage; each further attempt at debug.
                 Err(e) if attempt == 1 => warn!(
                     target_server = %target,
@@ -363,7 +389,7 @@ impl Daemon {
             loop {
                 tokio::select! {
                     _ = &mut sleep => break,
-                    c = control.recv() => if self.handle(c).is_some() { return None; },
+                    c = control.recv() => if self.handle(c).is_some() { return Ok(None); },
                     _ = next_tick(&mut self.watchdog) => self.service.ping(),
                 }
             }

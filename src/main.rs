@@ -39,7 +39,7 @@ Signals (run): SIGHUP reloads the config (a bad file is rejected, the running po
 SIGTERM/SIGINT stop after the statement in flight.
 
 Exit codes: 0 success; 1 run-time failure (server unreachable for plan); 2 bad command line;
-78 invalid config file."
+78 invalid config file, or (run) a server older than PostgreSQL 13: systemd does not restart it."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -187,6 +187,13 @@ fn main() -> ExitCode {
                 });
                 match daemon::run(config, Overrides { dry_run }, rx).await {
                     Ok(()) => ExitCode::SUCCESS,
+                    Err(e @ daemon::RunError::Unsupported(_)) => {
+                        tracing::error!(
+                            error = %e,
+                            "unsupported server: not retrying (point [postgres] conninfo at a supported server, or upgrade it)"
+                        );
+                        ExitCode::from(EXIT_CONFIG)
+                    }
                     Err(e) => {
                         tracing::error!(error = %e, "cannot start");
                         ExitCode::from(EXIT_FAILURE)
