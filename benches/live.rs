@@ -454,7 +454,13 @@ fn footprint() {
             let pss = std::fs::read_to_string(format!("/proc/{}/smaps_rollup", daemon.pid()))
                 .unwrap_or_default()
                 .lines()
-                .find_map(|l| l.strip_prefix("Pss:")?.trim().strip_suffix(" kB")?.parse::<f64>().ok())
+                .find_map(|l| {
+                    l.strip_prefix("Pss:")?
+                        .trim()
+                        .strip_suffix(" kB")?
+                        .parse::<f64>()
+                        .ok()
+                })
                 .unwrap_or(f64::NAN)
                 / 1024.0;
             println!(

@@ -23,7 +23,10 @@ impl ServerVersion {
 /// `extract(epoch …)` on every row made the 500-walsender poll ~30 % dearer).
 /// `pg_current_wal_lsn()` is only evaluated on a primary (it raises an
 /// error during recovery). A LEFT JOIN from `pos` returns one row even when
-/// there is no walsender.
+/// there is no walsender. Every column is named, never `*`: the
+/// `pg_stat_replication` columns used are the same on 13-18, and of
+/// `pg_replication_slots` (whose columns differ: 17 and 18 add some in the
+/// middle) only `slot_name`, `restart_lsn` and `active_pid` are read.
 pub const POLL: &str = "\
 WITH pos AS (
   SELECT pg_is_in_recovery() AS in_recovery,
