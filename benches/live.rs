@@ -222,7 +222,11 @@ fn idle_walsender(port: u16, name: &str) -> TcpStream {
     let mut got = Vec::new();
     while !got.windows(1).any(|w| w[0] == b'Z') {
         let n = s.read(&mut buf).unwrap();
-        assert!(n > 0, "server closed the replication connection");
+        assert!(
+            n > 0,
+            "server closed the replication connection {name}: {}",
+            String::from_utf8_lossy(&got)
+        );
         got.extend_from_slice(&buf[..n]);
     }
     s
@@ -256,9 +260,13 @@ fn children_cpu_ms() -> f64 {
         + (r.ru_utime.tv_usec as f64 + r.ru_stime.tv_usec as f64) / 1000.0
 }
 
+/// Room for 500 walsenders (each `append_conf` restates the harness's
+/// base settings, so this goes with every later append).
+const BIG_CONF: &str = "max_wal_senders = 560\nmax_connections = 620\n";
+
 fn big_primary() -> Cluster {
     let primary = Cluster::primary("primary");
-    primary.append_conf("max_wal_senders = 560\nmax_connections = 620\n");
+    primary.append_conf(BIG_CONF);
     primary.restart();
     primary
 }
@@ -412,10 +420,10 @@ fn classic_side_by_side(
 
 /// The daemon's RSS and CPU: 600 polls at 100 ms (the polls of 10 minutes
 /// at 1 s) with 10 and with 500 walsenders, connected as the shipped config
-/// does (Unix socket) and over TCP (where OpenSSL is loaded for sslmode=prefer).
+/// does (Unix socket), over TCP, and over TCP with TLS (OpenSSL loaded).
 fn footprint() {
     println!("## Footprint\n");
-    println!("The release daemon, 4 rules (the shipped example's kinds, matching nothing), 600 polls at 100 ms = the polls of 10 minutes at 1 s. CPU per poll from /proc (user + system); at 1 s that is the share of one core. RSS is all resident pages, shared library pages included; `anon` is the daemon's own memory; PSS counts shared pages divided among the processes that map them (libcrypto's are shared with the PostgreSQL server on the same host).\n");
+    println!("The release daemon, 4 rules (the shipped example's kinds, matching nothing), 600 polls at 100 ms = the polls of 10 minutes at 1 s. CPU per poll from /proc (user + system); at 1 s that is the share of one core. RSS is all resident pages, shared library pages included; `anon` is the daemon's own memory; PSS counts shared pages divided among the processes that map them (libcrypto's are shared with the PostgreSQL server on the same host). OpenSSL is only set up once a server agrees to TLS.\n");
     println!("| connection | walsenders | polls | RSS at end (anon / PSS) | peak RSS | CPU per poll | CPU at 1 s interval | targets |");
     println!("|---|---|---|---|---|---|---|---|");
     let primary = big_primary();
@@ -429,7 +437,43 @@ fn footprint() {
         primary.dir.display(),
         primary.port
     );
-    let tcp = primary.conninfo("replwarden");
+    // A server with TLS (a throwaway self-signed certificate).
+    let cert = primary.dir.join("server.crt");
+    let key = primary.dir.join("server.key");
+    let made = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=localhost",
+            "-keyout",
+        ])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("run openssl");
+    assert!(made.status.success(), "openssl req: {made:?}");
+    Command::new("chown")
+        .arg("postgres:postgres")
+        .arg(&cert)
+        .arg(&key)
+        .status()
+        .unwrap();
+    Command::new("chmod").arg("600").arg(&key).status().unwrap();
+    primary.append_conf(&format!(
+        "{BIG_CONF}ssl = on\nssl_cert_file = '{}'\nssl_key_file = '{}'\n",
+        cert.display(),
+        key.display()
+    ));
+    primary.restart();
+    let tcp = format!("{} sslmode=disable", primary.conninfo("replwarden"));
+    let tls = format!("{} sslmode=require", primary.conninfo("replwarden"));
     for (n, targets) in [(10, "RSS ≤ 10 MiB, CPU ≤ 0.1 %"), (500, "")] {
         while sockets.len() < n {
             sockets.push(idle_walsender(
@@ -437,7 +481,11 @@ fn footprint() {
                 &format!("idle_{}", sockets.len()),
             ));
         }
-        for (connection, conninfo) in [("Unix socket", &unix), ("TCP", &tcp)] {
+        for (connection, conninfo) in [
+            ("Unix socket", &unix),
+            ("TCP, no TLS", &tcp),
+            ("TCP with TLS", &tls),
+        ] {
             let config = format!(
                 "[postgres]\nconninfo = \"{conninfo}\"\n[daemon]\ninterval = \"100ms\"\n{rules}"
             );

@@ -72,8 +72,6 @@ impl Drop for Session {
 pub enum ConnectError {
     #[error("cannot connect: {0}")]
     Connect(#[source] tokio_postgres::Error),
-    #[error("cannot set up TLS: {0}")]
-    Tls(#[source] openssl::error::ErrorStack),
     #[error("connected, but setting up the session failed: {0}")]
     Setup(#[source] tokio_postgres::Error),
     #[error(
@@ -130,35 +128,13 @@ async fn connect_unbounded(
     if pg.get_tcp_user_timeout().is_none() {
         pg.tcp_user_timeout(settings.statement_timeout + CLIENT_MARGIN);
     }
-    // OpenSSL is set up only when TLS can be used: over Unix sockets (the
-    // shipped config) or with sslmode=disable it never is, and leaving it
-    // out keeps about 4 MiB of libcrypto out of the daemon's memory.
-    let plain = pg.get_ssl_mode() == tokio_postgres::config::SslMode::Disable
-        || pg
-            .get_hosts()
-            .iter()
-            .all(|h| matches!(h, tokio_postgres::config::Host::Unix(_)));
-    fn watch<F>(connection: F) -> tokio::task::JoinHandle<()>
-    where
-        F: std::future::Future<Output = Result<(), tokio_postgres::Error>> + Send + 'static,
-    {
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                debug!(error = %e, "connection ended");
-            }
-        })
-    }
-    let (client, connection) = if plain {
-        let (client, connection) = pg
-            .connect(tokio_postgres::NoTls)
-            .await
-            .map_err(ConnectError::Connect)?;
-        (client, watch(connection))
-    } else {
-        let tls = crate::conninfo::tls_connector(&settings.verify).map_err(ConnectError::Tls)?;
-        let (client, connection) = pg.connect(tls).await.map_err(ConnectError::Connect)?;
-        (client, watch(connection))
-    };
+    let tls = crate::conninfo::LazyTls(settings.verify.clone());
+    let (client, connection) = pg.connect(tls).await.map_err(ConnectError::Connect)?;
+    let connection = tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            debug!(error = %e, "connection ended");
+        }
+    });
     let setup = async {
         client
             .batch_execute(&format!(
