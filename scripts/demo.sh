@@ -41,6 +41,8 @@ pids=()
 cleanup() {
     set +e
     for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null; done
+    # A backgrounded as_pg runs in a subshell: its $! is not pg_receivewal.
+    pkill -f -- "pg_receivewal -D $work/" 2>/dev/null
     wait 2>/dev/null
     for c in standby primary; do
         [ -d "$work/$c" ] && as_pg "$pg_bin/pg_ctl" -D "$work/$c" -m immediate -w stop >/dev/null 2>&1
