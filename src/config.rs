@@ -177,6 +177,7 @@ const LIMITS_KEYS: &[&str] = &[
 const SYNC_GUARD_KEYS: &[&str] = &["enabled", "healthy_reply_within"];
 const POSTGRES_KEYS: &[&str] = &["conninfo", "statement_timeout"];
 const DAEMON_KEYS: &[&str] = &["interval", "dry_run"];
+const METRICS_KEYS: &[&str] = &["listen"];
 const RULE_KEYS: &[&str] = &[
     "name",
     "action",
@@ -198,6 +199,29 @@ const RULE_KEYS: &[&str] = &[
     "no_reply_for",
     "no_progress_for",
 ];
+
+/// Every key the loader accepts, as `section.key` (`rule.grace`,
+/// `protect.user`); `crate::keys` is checked against it. A section of
+/// `TOP_KEYS` not mapped here shows as `section.*`.
+pub fn accepted_keys() -> Vec<String> {
+    TOP_KEYS
+        .iter()
+        .flat_map(|&section| {
+            let keys: &[&str] = match section {
+                "postgres" => POSTGRES_KEYS,
+                "daemon" => DAEMON_KEYS,
+                "protect" => MATCHER_KEYS,
+                "limits" => LIMITS_KEYS,
+                "sync_guard" => SYNC_GUARD_KEYS,
+                "metrics" => METRICS_KEYS,
+                "rule" => RULE_KEYS,
+                _ => &["*"],
+            };
+            keys.iter().map(move |k| format!("{section}.{k}"))
+        })
+        .collect()
+}
+
 /// States `pg_stat_replication.state` can take; a pattern without wildcards
 /// must be one of them, so a typo does not make a rule that never matches.
 pub const KNOWN_STATES: &[&str] = &["startup", "catchup", "streaming", "backup", "stopping"];
@@ -616,7 +640,7 @@ impl Walker<'_> {
             return Some(MetricsSettings::default());
         };
         let table = self.table(value, "metrics")?;
-        self.reject_unknown(table, "metrics", &["listen"]);
+        self.reject_unknown(table, "metrics", METRICS_KEYS);
         let Some(v) = table.get("listen") else {
             return Some(MetricsSettings::default());
         };

@@ -4,6 +4,7 @@
 //! The pipeline is config → poll → decide → act → log:
 //! - [`units`]: `Lsn`, `ByteSize`, the duration and size parsers.
 //! - [`config`]: TOML file → validated [`config::Config`], every error at once.
+//! - [`keys`]: the table of every config key, the source of replwarden.toml(5).
 //! - [`conninfo`]: libpq conventions: `PG*` variables, the password file, sslmode.
 //! - [`policy`]: rules, matchers and conditions (pure data and matching).
 //! - [`snapshot`]: the poll query and the rows it yields ([`snapshot::Walsender`]).
@@ -23,6 +24,7 @@ pub mod config;
 pub mod conninfo;
 pub mod daemon;
 pub mod engine;
+pub mod keys;
 pub mod metrics;
 pub mod policy;
 pub mod report;

@@ -1,91 +1,53 @@
 //! The command line: parses arguments, sets up logging and signals, and hands
 //! over to the library. Exit codes are documented in `--help`.
 
+mod cli;
+
 use std::io::IsTerminal;
-use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::Parser;
 use futures_util::StreamExt;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use tracing::level_filters::LevelFilter;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::Layer as _;
 
-use replwarden::config::{self, DEFAULT_PATH};
+use cli::{Cli, Command, LogFormat, EXIT_CONFIG, EXIT_FAILURE};
+use replwarden::config;
 use replwarden::daemon::{self, Control, Overrides};
 use replwarden::report;
 
-/// Exit code for a config that does not validate (EX_CONFIG from sysexits.h;
-/// the systemd unit does not restart on it).
-const EXIT_CONFIG: u8 = 78;
-/// Exit code for a run-time failure (e.g. `plan` cannot reach the server).
-const EXIT_FAILURE: u8 = 1;
-
-#[derive(Parser)]
-#[command(
-    name = "replwarden",
-    version,
-    about = "Enforce replication hygiene on a PostgreSQL host",
-    long_about = "replwarden polls pg_stat_replication on the server it is pointed at and, when a walsender \
-breaks one of the TOML rules for longer than the rule's grace period, cancels or terminates exactly that \
-walsender (re-checked by pid and backend_start in one statement), logging who, why, the measured values \
-and the outcome.",
-    after_help = "\
-Typical use:
-  replwarden check --config /etc/replwarden/replwarden.toml   validate, print the rules
-  replwarden plan  --config /etc/replwarden/replwarden.toml   one poll: what would happen now
-  replwarden run   --config /etc/replwarden/replwarden.toml   the daemon (systemd runs this)
-
-Signals (run): SIGHUP reloads the config (a bad file is rejected, the running policy stays);
-SIGTERM/SIGINT stop after the statement in flight.
-
-Exit codes: 0 success; 1 run-time failure (server unreachable for plan); 2 bad command line;
-78 invalid config file, or (run) a server older than PostgreSQL 13: systemd does not restart it."
-)]
-struct Cli {
-    #[command(subcommand)]
-    command: Command,
-    /// Log format: text (one line per event) or json (one object per line).
-    /// Default: text on a terminal, json otherwise.
-    #[arg(long, global = true, value_enum)]
-    log_format: Option<LogFormat>,
-    /// Most verbose level logged: error, warn, info, debug or trace.
-    #[arg(long, global = true, default_value = "info")]
-    log_level: LevelFilter,
-}
-
-#[derive(Subcommand)]
-enum Command {
-    /// Run the daemon: poll, decide, act, log, until SIGTERM.
-    Run {
-        #[arg(long, short, default_value = DEFAULT_PATH)]
-        config: PathBuf,
-        /// Decide and log what would be done, but signal nothing (overrides the file).
-        #[arg(long)]
-        dry_run: bool,
-    },
-    /// Validate the config and print a summary of its rules. Exit 0, or 78 if invalid.
-    Check {
-        #[arg(long, short, default_value = DEFAULT_PATH)]
-        config: PathBuf,
-    },
-    /// Poll once and print every walsender, its measured values, the rules that match it
-    /// and what the daemon would do now. Signals nothing.
-    Plan {
-        #[arg(long, short, default_value = DEFAULT_PATH)]
-        config: PathBuf,
-        /// Show the plan as a dry-run daemon would act (the plan never signals anyway).
-        #[arg(long)]
-        dry_run: bool,
-    },
-}
-
-#[derive(Clone, Copy, ValueEnum)]
-enum LogFormat {
-    Text,
-    Json,
+/// Whether stderr is the journal: systemd sets `JOURNAL_STREAM` to the
+/// `device:inode` of the stream it connects to stderr (a child that inherits
+/// the variable but not the stream does not match).
+fn stderr_is_journal() -> bool {
+    use std::os::fd::AsFd;
+    use std::os::unix::fs::MetadataExt;
+    let Some(stream) = std::env::var_os("JOURNAL_STREAM") else {
+        return false;
+    };
+    let Ok(fd) = std::io::stderr().as_fd().try_clone_to_owned() else {
+        return false;
+    };
+    let Ok(meta) = std::fs::File::from(fd).metadata() else {
+        return false;
+    };
+    stream.to_str() == Some(&format!("{}:{}", meta.dev(), meta.ino()))
 }
 
 fn init_logging(format: Option<LogFormat>, level: LevelFilter) {
+    if format.is_none() && stderr_is_journal() {
+        // Native journal protocol: every field a journal field under its own
+        // name (RULE, OUTCOME, PID, ...), PRIORITY from the level.
+        if let Ok(journal) = tracing_journald::layer() {
+            tracing_subscriber::registry()
+                .with(journal.with_field_prefix(None).with_filter(level))
+                .init();
+            return;
+        }
+    }
     let terminal = std::io::stderr().is_terminal();
     let format = format.unwrap_or(if terminal {
         LogFormat::Text

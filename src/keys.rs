@@ -1,0 +1,124 @@
+//! The table of every config key: section, name, default and meaning. It is
+//! the source of the replwarden.toml(5) manual page (rendered by `build.rs`,
+//! which includes this file, so it must stay free of crate imports), and a
+//! test checks it against the keys the loader accepts.
+
+/// One key of the config file.
+pub struct Key {
+    /// The table it lives in (`postgres`, `rule`, ...); `[[rule]]` and
+    /// `[protect]` keys are listed under `rule` and `protect`.
+    pub section: &'static str,
+    /// The key's name within that table.
+    pub name: &'static str,
+    /// The value used when the key is left out (`-`: none, the feature is off
+    /// or the key is required where its section is given).
+    pub default: &'static str,
+    /// What it does, in a sentence or two.
+    pub meaning: &'static str,
+}
+
+const fn key(
+    section: &'static str,
+    name: &'static str,
+    default: &'static str,
+    meaning: &'static str,
+) -> Key {
+    Key {
+        section,
+        name,
+        default,
+        meaning,
+    }
+}
+
+/// Every key, in the order the manual page shows them.
+pub const KEYS: &[Key] = &[
+    key("postgres", "conninfo", "\"host=/var/run/postgresql port=5432 dbname=postgres user=replwarden\"",
+        "libpq-style connection string (key=value or postgresql:// URI). What it leaves out comes from the PG* environment variables and the password file as in libpq; sslmode disable, allow, prefer (default), require, verify-ca, verify-full. replwarden sets application_name=replwarden. Passwords never appear in logs or output."),
+    key("postgres", "statement_timeout", "\"5s\"",
+        "Set (with lock_timeout) on the daemon's own session, so that a stuck server cannot hang a poll."),
+    key("daemon", "interval", "\"1s\"", "Poll period; must be greater than 0."),
+    key("daemon", "dry_run", "false",
+        "true: decide and log what would be done (outcome=\"dry_run\"), signal nothing."),
+    key("protect", "application_name", "-",
+        "Walsenders matching every matcher given in [protect] are never acted on; the matchers are those of rules. Use [[protect]] tables for several independent entries."),
+    key("protect", "user", "-", "Matcher on usename (globs), as in rules."),
+    key("protect", "client_addr", "-", "Matcher on client_addr (CIDRs, addresses, \"local\"), as in rules."),
+    key("protect", "state", "-", "Matcher on state, as in rules."),
+    key("protect", "sync_state", "-", "Matcher on sync_state, as in rules."),
+    key("limits", "max_actions", "5", "Cancels and terminates allowed per window (a whole number of at least 1); more are deferred and logged, never dropped."),
+    key("limits", "per", "\"1m\"", "The window of max_actions."),
+    key("limits", "reconnect_backoff", "\"10s\"",
+        "Wait before acting again on a client that came back; doubles each time; \"0s\" turns it off."),
+    key("limits", "reconnect_backoff_max", "\"10m\"", "The cap of that wait."),
+    key("limits", "max_retries", "3", "Retries of a failed signal before it is reported and left."),
+    key("limits", "terminate_timeout", "\"500ms\"",
+        "How long a terminate waits for the process to exit; must be below statement_timeout."),
+    key("sync_guard", "enabled", "true",
+        "Never leave fewer healthy synchronous standbys than synchronous_standby_names needs."),
+    key("sync_guard", "healthy_reply_within", "\"15s\"",
+        "A synchronous candidate is healthy when streaming and its last reply is at most this old."),
+    key("metrics", "listen", "-",
+        "Address:port to serve OpenMetrics text at GET /metrics (e.g. \"127.0.0.1:9847\"); without it, no endpoint."),
+    key("rule", "name", "-", "Required and unique; appears in every log line about the rule."),
+    key("rule", "action", "\"log\"", "\"log\", \"cancel\" or \"terminate\"."),
+    key("rule", "grace", "\"0s\"",
+        "How long all the conditions must hold without a break before acting; a block rule (no conditions) holds since the walsender started, or entered the state it matches."),
+    key("rule", "escalate_after", "-",
+        "Only with action = \"cancel\": if the same process instance is still there this long after the cancel, terminate it."),
+    key("rule", "application_name", "-",
+        "Matcher: globs (*, ?, [abc]) on pg_stat_replication.application_name; a leading ! excludes. Every matcher given must match."),
+    key("rule", "user", "-", "Matcher: globs on usename."),
+    key("rule", "client_addr", "-",
+        "Matcher: CIDRs (10.0.0.0/8, fd00::/8), single addresses, \"local\" for unix-socket clients."),
+    key("rule", "state", "-", "Matcher: startup, catchup, streaming, backup, stopping (globs allowed)."),
+    key("rule", "sync_state", "-", "Matcher: async, potential, sync, quorum."),
+    key("rule", "write_lag", "-", "Condition: write_lag greater than this duration (NULL, caught up, never holds)."),
+    key("rule", "flush_lag", "-", "Condition: flush_lag greater than this duration."),
+    key("rule", "replay_lag", "-", "Condition: replay_lag greater than this duration."),
+    key("rule", "write_lag_bytes", "-", "Condition: the server's WAL position minus write_lsn greater than this size."),
+    key("rule", "flush_lag_bytes", "-", "Condition: the server's WAL position minus flush_lsn greater than this size."),
+    key("rule", "replay_lag_bytes", "-", "Condition: the server's WAL position minus replay_lsn greater than this size."),
+    key("rule", "retained_wal", "-",
+        "Condition: the connection's replication slot holds back more WAL than this size."),
+    key("rule", "in_state_for", "-", "Condition: in its current state continuously for this long."),
+    key("rule", "no_reply_for", "-", "Condition: the standby's last reply (reply_time) is older than this."),
+    key("rule", "no_progress_for", "-",
+        "Condition: flush_lsn has not moved for this long while the server has WAL beyond it."),
+];
+
+#[cfg(test)]
+mod tests {
+    use super::KEYS;
+
+    #[test]
+    fn the_table_lists_exactly_the_keys_the_loader_accepts() {
+        let mut table: Vec<String> = KEYS
+            .iter()
+            .map(|k| format!("{}.{}", k.section, k.name))
+            .collect();
+        let mut accepted = crate::config::accepted_keys();
+        table.sort();
+        accepted.sort();
+        let missing: Vec<_> = accepted.iter().filter(|k| !table.contains(k)).collect();
+        let extra: Vec<_> = table.iter().filter(|k| !accepted.contains(k)).collect();
+        assert!(
+            missing.is_empty() && extra.is_empty(),
+            "src/keys.rs KEYS lacks {missing:?} and has {extra:?} that the loader does not accept"
+        );
+        table.dedup();
+        assert_eq!(table.len(), KEYS.len(), "a key is listed twice");
+    }
+
+    #[test]
+    fn every_key_has_a_default_and_a_meaning() {
+        for k in KEYS {
+            assert!(
+                !k.default.is_empty() && k.meaning.ends_with('.'),
+                "{}.{}",
+                k.section,
+                k.name
+            );
+        }
+    }
+}
