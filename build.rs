@@ -38,8 +38,9 @@ fn main() -> std::io::Result<()> {
 
     let mut cmd = cli::Cli::command();
     cmd.build();
-    write_if_changed(&dir.join("replwarden.8"), &program_page(&cmd)?)?;
-    write_if_changed(&dir.join("replwarden.toml.5"), &config_page())?;
+    // Compressed here: cargo-deb gzips man pages it copies, not built ones.
+    write_if_changed(&dir.join("replwarden.8.gz"), &gzip(&program_page(&cmd)?)?)?;
+    write_if_changed(&dir.join("replwarden.toml.5.gz"), &gzip(&config_page())?)?;
     for (shell, file) in [
         (clap_complete::Shell::Bash, "replwarden.bash"),
         (clap_complete::Shell::Zsh, "_replwarden"),
@@ -50,6 +51,13 @@ fn main() -> std::io::Result<()> {
         write_if_changed(&dir.join(file), &text)?;
     }
     Ok(())
+}
+
+/// `gzip -9n`: best compression, no name or time in the header.
+fn gzip(data: &[u8]) -> std::io::Result<Vec<u8>> {
+    let mut encoder = flate2::GzBuilder::new().write(Vec::new(), flate2::Compression::best());
+    encoder.write_all(data)?;
+    encoder.finish()
 }
 
 /// Rewrites only on change, so a rebuild does not touch the files' times.
