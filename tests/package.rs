@@ -75,7 +75,7 @@ fn the_debian_package_installs_what_an_operator_needs() {
     let target = root.join("target/package");
     let deb = deb();
     let contents = run(
-        Command::new("dpkg-deb").arg("--contents").arg(&deb),
+        Command::new("dpkg-deb").arg("--contents").arg(deb),
         "dpkg-deb --contents",
     );
     for path in [
@@ -110,7 +110,7 @@ fn the_debian_package_installs_what_an_operator_needs() {
     run(
         Command::new("dpkg-deb")
             .arg("--control")
-            .arg(&deb)
+            .arg(deb)
             .arg(&control),
         "dpkg-deb --control",
     );
@@ -140,7 +140,7 @@ fn the_debian_package_installs_what_an_operator_needs() {
     run(
         Command::new("dpkg-deb")
             .arg("--extract")
-            .arg(&deb)
+            .arg(deb)
             .arg(&extracted),
         "dpkg-deb --extract",
     );
