@@ -1,5 +1,6 @@
-//! The command line: parses arguments, sets up logging and signals, and hands
-//! over to the library. Exit codes are documented in `--help`.
+//! The command line: parses arguments (defined in `cli.rs`), sets up logging
+//! (the journal, text or JSON) and signals, and hands over to the library.
+//! Exit codes are documented in `--help`.
 
 mod cli;
 
