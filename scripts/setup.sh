@@ -11,10 +11,11 @@
 # false is set before the install): the demo and the tests make throwaway
 # clusters, the package test one with pg_createcluster. The Rust toolchain
 # is assumed (https://rustup.rs); it is checked, not installed.
-# Exit codes: 0 all there (or installed); 2 something is missing and this is
-# not root (or not Debian): the message says what to run.
+# Exit codes: 0 all there (or installed); 1 a required package is not
+# available from apt; 2 something is missing and this is not root (or not
+# Debian), or cargo is missing: the message says what to do.
 set -euo pipefail
-export PATH="$HOME/.cargo/bin:$PATH:/usr/sbin:/sbin"
+export PATH="${HOME:-/nonexistent}/.cargo/bin:$PATH:/usr/sbin:/sbin"
 
 # package  probe: a command on PATH, or an absolute path that must exist.
 wanted=(
@@ -36,7 +37,10 @@ wanted=(
     "pkg-config pkg-config"
     "libssl-dev /usr/include/openssl/ssl.h"
     # Tests and tools of the neighbouring work: backups, HA, metrics, clock
-    # and load faults, package lint, profiling.
+    # and load faults, package lint, profiling. Optional: one the release
+    # does not have (e.g. linux-perf on Ubuntu) is reported and left out,
+    # while a missing one above stops the set-up.
+    "optional"
     "barman barman"
     "patroni patroni"
     "etcd-server etcd"
@@ -50,8 +54,12 @@ wanted=(
 )
 
 missing=()
+optional=()
+in_optional=
 for entry in "${wanted[@]}"; do
+    [ "$entry" = optional ] && { in_optional=1; continue; }
     read -r package probe <<<"$entry"
+    [ -n "$in_optional" ] && optional+=("$package")
     if [[ $probe == /* ]]; then
         [ -e "$probe" ] && continue
     else
@@ -88,7 +96,22 @@ if [[ " ${missing[*]} " == *" postgresql-"* ]] &&
     sh -c "$no_cluster"
 fi
 apt-get update
+available=()
+for package in "${missing[@]}"; do
+    # Read whole first: with pipefail, grep -q closing the pipe early would
+    # fail the pipeline.
+    policy=$(apt-cache policy "$package" 2>/dev/null)
+    if [[ $policy == *"Candidate: "* && $policy != *"Candidate: (none)"* ]]; then
+        available+=("$package")
+    elif [[ " ${optional[*]} " == *" $package "* ]]; then
+        echo "setup: $package is not available from apt here; left out" >&2
+    else
+        echo "setup: $package is not available from apt here (for postgresql-15 on a release without it, add the PGDG repository: https://wiki.postgresql.org/wiki/Apt), then run this again" >&2
+        exit 1
+    fi
+done
+[ ${#available[@]} -eq 0 ] && exit "$status"
 DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-    -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold "${missing[@]}"
-echo "setup: installed ${missing[*]}" >&2
+    -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold "${available[@]}"
+echo "setup: installed ${available[*]}" >&2
 exit "$status"
