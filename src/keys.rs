@@ -110,6 +110,61 @@ mod tests {
         assert_eq!(table.len(), KEYS.len(), "a key is listed twice");
     }
 
+    /// The defaults the table states are the ones a file without the key
+    /// gets (the keys with a default, outside rules).
+    #[test]
+    fn the_defaults_are_the_loaders() {
+        let config = crate::config::parse(
+            std::path::Path::new("defaults.toml"),
+            "[[rule]]\nname = \"r\"\napplication_name = [\"x\"]\n",
+        )
+        .expect("a one-rule config loads");
+        let (limits, guard) = (&config.policy.limits, &config.policy.sync_guard);
+        let duration = |d: std::time::Duration| format!("{d:?}");
+        let loaded: Vec<(&str, String)> = vec![
+            ("postgres.conninfo", config.postgres.conninfo.clone()),
+            (
+                "postgres.statement_timeout",
+                duration(config.postgres.statement_timeout),
+            ),
+            ("daemon.interval", duration(config.daemon.interval)),
+            ("daemon.dry_run", config.daemon.dry_run.to_string()),
+            ("limits.max_actions", limits.max_actions.to_string()),
+            ("limits.per", duration(limits.per)),
+            (
+                "limits.reconnect_backoff",
+                duration(limits.reconnect_backoff),
+            ),
+            (
+                "limits.reconnect_backoff_max",
+                duration(limits.reconnect_backoff_max),
+            ),
+            ("limits.max_retries", limits.max_retries.to_string()),
+            (
+                "limits.terminate_timeout",
+                duration(limits.terminate_timeout),
+            ),
+            ("sync_guard.enabled", guard.enabled.to_string()),
+            (
+                "sync_guard.healthy_reply_within",
+                duration(guard.healthy_reply_within),
+            ),
+            ("rule.grace", duration(config.policy.rules[0].grace)),
+        ];
+        for (name, actual) in loaded {
+            let key = KEYS
+                .iter()
+                .find(|k| format!("{}.{}", k.section, k.name) == name)
+                .unwrap_or_else(|| panic!("{name} not in KEYS"));
+            let stated = key.default.trim_matches('"');
+            let expected = match crate::units::parse_duration(stated) {
+                Ok(d) if key.default.starts_with('"') && !stated.contains('=') => duration(d),
+                _ => stated.to_string(),
+            };
+            assert_eq!(actual, expected, "{name}: the loader's default");
+        }
+    }
+
     #[test]
     fn every_key_has_a_default_and_a_meaning() {
         for k in KEYS {
