@@ -249,6 +249,37 @@ fn measured(ws: &Walsender) -> String {
     )
 }
 
+/// Silence and skew as the engine measures them (one clock), for `plan`.
+fn reply_clock(m: &crate::clocks::Measures) -> String {
+    use crate::clocks::{skew_text, SilenceFrom};
+    let silence = match (m.silence, m.silence_from) {
+        (Some(d), Some(SilenceFrom::Reply)) => {
+            format!("{} since reply_time last changed", fmt_duration(d))
+        }
+        (Some(d), Some(SilenceFrom::Streaming)) => {
+            format!(
+                "{} (no reply yet; counted from when first seen streaming)",
+                fmt_duration(d)
+            )
+        }
+        (Some(d), _) => format!(
+            "{} since first seen (a reply_time's age cannot be told on one clock)",
+            fmt_duration(d)
+        ),
+        (None, _) => "NULL (no reply yet, not streaming)".to_string(),
+    };
+    let skew = m.skew_seconds.map_or_else(
+        || "not yet estimated (needs a reply seen arriving)".to_string(),
+        skew_text,
+    );
+    let feedback = if m.confirms_nothing {
+        "; confirms no position: progress and byte lags count from when first seen streaming"
+    } else {
+        ""
+    };
+    format!("silence (daemon's clock) {silence}; reply clock skew: {skew}{feedback}")
+}
+
 /// What `replwarden plan` prints: each walsender, its measured values, the
 /// rules that match it and what the daemon would do now.
 pub fn plan(
@@ -299,6 +330,9 @@ pub fn plan(
             ws.sync_state.as_deref().unwrap_or("NULL"),
         );
         let _ = writeln!(out, "  {}", measured(ws));
+        if let Some(m) = round.measures.get(wi) {
+            let _ = writeln!(out, "  {}", reply_clock(m));
+        }
         let mut any = false;
         for (w, ri, verdict) in &round.verdicts {
             if *w == wi {
