@@ -11,9 +11,10 @@
 //!   flush without a slot or `--synchronous`) gets a value measured against
 //!   the oldest WAL it never confirmed. So [`time_lag`] judges a lag only
 //!   when its position is reported and behind the server's WAL position;
-//!   and a flush lag not while a client that reports no replay position (a
-//!   WAL receiver, which flushes at segment ends unless `--synchronous`)
-//!   has written all the WAL there is.
+//!   and the flush lag of a client that reports no replay position (a WAL
+//!   receiver) only while it flushes what it writes (`--synchronous`):
+//!   without that it flushes at segment ends, and its flush lag is the
+//!   time a segment takes to fill.
 //! - **Silence on one clock.** `reply_time` is stamped by the client's
 //!   clock. [`Observed`] remembers the value last seen and when, on the
 //!   daemon's monotonic clock, it last changed: silence is the time since
@@ -63,6 +64,11 @@ pub const STALE: &str = "stale: the client has all WAL, not judged";
 /// never confirmed.
 pub const NOT_REPORTED: &str = "not judged: the client does not report this position";
 
+/// A WAL receiver that flushes behind what it has written (segment ends):
+/// its flush lag is its own pace.
+pub const OWN_PACE: &str =
+    "not judged: a WAL receiver flushing at its own pace (without --synchronous); its write_lag is judged";
+
 /// The time lag of `kind` as it may be judged now (see the module docs).
 pub fn time_lag(ws: &Walsender, kind: LagKind) -> TimeLag {
     let (shown, behind) = match kind {
@@ -76,15 +82,16 @@ pub fn time_lag(ws: &Walsender, kind: LagKind) -> TimeLag {
     match behind {
         None => TimeLag::NotJudged(shown, NOT_REPORTED),
         Some(ByteSize(0)) => TimeLag::NotJudged(shown, STALE),
-        // A WAL receiver flushes when it chooses (segment ends without
-        // --synchronous); once it has written everything, its flush lag is
-        // its own pace, not a lag.
-        Some(_)
-            if kind == LagKind::Flush
-                && ws.replay_lag_bytes.is_none()
-                && ws.write_lag_bytes == Some(ByteSize(0)) =>
-        {
-            TimeLag::NotJudged(shown, STALE)
+        // A WAL receiver (no replay position) flushes when it chooses:
+        // without --synchronous at segment ends, so its flush position
+        // trails its write position and its flush lag is the time a segment
+        // takes to fill. Only one that flushes what it writes is judged.
+        Some(flush) if kind == LagKind::Flush && ws.replay_lag_bytes.is_none() => {
+            match ws.write_lag_bytes {
+                Some(ByteSize(0)) => TimeLag::NotJudged(shown, STALE),
+                Some(write) if write == flush => TimeLag::Judged(shown),
+                _ => TimeLag::NotJudged(shown, OWN_PACE),
+            }
         }
         Some(_) => TimeLag::Judged(shown),
     }
@@ -397,15 +404,23 @@ mod tests {
         let mut lagging = standby(1, "standby_slow");
         lagging.replay_lag = Some(Duration::from_secs(90));
         lagging.replay_lag_bytes = Some(ByteSize(1 << 20));
-        // A receiver still receiving: its flush lag is judged.
-        let mut receiving = standby(2, "pg_receivewal");
+        // A receiver with --synchronous still receiving: flush follows
+        // write, its flush lag is judged.
+        let mut receiving = standby(2, "pg_receivewal_sync");
         receiving.flush_lag = Some(Duration::from_secs(90));
-        receiving.write_lag_bytes = Some(ByteSize(4096));
+        receiving.write_lag_bytes = Some(ByteSize(1 << 20));
         receiving.flush_lag_bytes = Some(ByteSize(1 << 20));
         receiving.replay_lag_bytes = None;
+        // Without --synchronous it flushes at segment ends: its write lag
+        // is judged, its flush lag is not.
+        let mut own_pace = receiving.clone();
+        own_pace.id.pid = 3;
+        own_pace.application_name = "barman_receive_wal".into();
+        own_pace.write_lag = Some(Duration::from_secs(61));
+        own_pace.write_lag_bytes = Some(ByteSize(4096));
         let r = explain(
             &p,
-            &snap(T0, vec![lagging, receiving]),
+            &snap(T0, vec![lagging, receiving, own_pace]),
             &mut Memory::default(),
             Instant::now(),
         );
@@ -413,9 +428,13 @@ mod tests {
             acted(&r),
             [
                 (1, "r".to_string(), Action::Terminate),
-                (2, "f".to_string(), Action::Terminate)
+                (2, "f".to_string(), Action::Terminate),
+                (3, "w".to_string(), Action::Terminate)
             ]
         );
+        assert!(whys(&r).contains(&format!(
+            "conditions not met: flush_lag 1m 30s ({OWN_PACE})"
+        )));
     }
 
     /// Polls `walsenders` every 10 s from `t0`, the server's clock reading
