@@ -245,6 +245,12 @@ fn skewed_clients_are_not_silent_and_a_stopped_one_is_caught() {
     );
     let daemon = Daemon::start(&config(&primary, "replwarden", "500ms", &rules), &[]);
     daemon.wait_message("connected to PostgreSQL", Duration::from_secs(10));
+    // Replying every 2 s, however far their clocks are off: not silent.
+    std::thread::sleep(Duration::from_secs(5));
+    for name in ["skew_behind", "skew_ahead", "stopped_ahead"] {
+        let acted = actions_on(&daemon, name);
+        assert!(acted.is_empty(), "{name} was acted on: {acted:#?}");
+    }
     let skews = wait_until("the skews estimated", Duration::from_secs(30), || {
         let text = http_get(port, "/metrics");
         let m = |app| metric(&text, "replwarden_walsender_reply_clock_skew_seconds", app);
