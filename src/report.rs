@@ -249,6 +249,23 @@ fn measured(ws: &Walsender) -> String {
     )
 }
 
+/// The time lags PostgreSQL shows that no rule judges, and why.
+fn unjudged_lags(ws: &Walsender) -> Option<String> {
+    use crate::clocks::{time_lag, LagKind, TimeLag};
+    let shown: Vec<String> = [
+        ("write_lag", LagKind::Write),
+        ("flush_lag", LagKind::Flush),
+        ("replay_lag", LagKind::Replay),
+    ]
+    .into_iter()
+    .filter_map(|(name, kind)| match time_lag(ws, kind) {
+        TimeLag::NotJudged(d, why) => Some(format!("{name} {} ({why})", fmt_duration(d))),
+        _ => None,
+    })
+    .collect();
+    (!shown.is_empty()).then(|| format!("time lags not real now: {}", shown.join("; ")))
+}
+
 /// Silence and skew as the engine measures them (one clock), for `plan`.
 fn reply_clock(m: &crate::clocks::Measures) -> String {
     use crate::clocks::{skew_text, SilenceFrom};
@@ -332,6 +349,9 @@ pub fn plan(
         let _ = writeln!(out, "  {}", measured(ws));
         if let Some(m) = round.measures.get(wi) {
             let _ = writeln!(out, "  {}", reply_clock(m));
+        }
+        if let Some(line) = unjudged_lags(ws) {
+            let _ = writeln!(out, "  {line}");
         }
         let mut any = false;
         for (w, ri, verdict) in &round.verdicts {

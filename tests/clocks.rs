@@ -177,6 +177,17 @@ action = "terminate"
         printed.contains("(not judged: the client does not report this position)"),
         "{printed}"
     );
+    // The slot receiver's flush lag: stale (or, if some WAL just came,
+    // its own pace).
+    assert!(
+        printed
+            .lines()
+            .any(|l| l.contains("time lags not real now: ")
+                && (l.contains("flush_lag")
+                    && (l.contains("stale: the client has all WAL, not judged")
+                        || l.contains("flushing at its own pace")))),
+        "{printed}"
+    );
 
     let started = Instant::now();
     let daemon = Daemon::start(&text, &[]);
