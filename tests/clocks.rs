@@ -102,6 +102,43 @@ impl Drop for Receiver {
     }
 }
 
+/// A physical replication client (psycopg2's `PhysicalReplicationConnection`,
+/// Debian package `python3-psycopg2`) that streams and sends feedback every
+/// second but never confirms a position: every LSN it reports is 0.
+struct ZeroAcker(Child);
+
+const ZERO_ACKER: &str = r#"
+import sys, psycopg2, psycopg2.extras
+conn = psycopg2.connect(sys.argv[1], connection_factory=psycopg2.extras.PhysicalReplicationConnection)
+cur = conn.cursor()
+cur.execute("IDENTIFY_SYSTEM")
+cur.start_replication(start_lsn=cur.fetchone()[2], status_interval=1)
+cur.consume_stream(lambda msg: None)
+"#;
+
+impl ZeroAcker {
+    fn start(upstream: &Cluster, name: &str) -> ZeroAcker {
+        let child = Command::new("/usr/bin/python3")
+            .args(["-c", ZERO_ACKER])
+            .arg(format!(
+                "host=127.0.0.1 port={} user=replicator application_name={name}",
+                upstream.port
+            ))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("start python3 (with psycopg2)");
+        ZeroAcker(child)
+    }
+}
+
+impl Drop for ZeroAcker {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// Some WAL, in small steps (each one a few lag-tracker samples).
 fn write_wal(primary: &Cluster, steps: usize) {
     for _ in 0..steps {
@@ -290,9 +327,11 @@ fn skewed_clients_are_not_silent_and_a_stopped_one_is_caught() {
 }
 
 /// The engine issue's item 8: with `wal_sender_timeout = 0` a
-/// `pg_receivewal -s 0` never replies and confirms no position; it is
-/// judged from when it was first seen streaming (silence, progress, byte
-/// lag), while a receiver that replies is left alone.
+/// `pg_receivewal -s 0` never replies and confirms no position, and a
+/// psycopg2 client replies but acknowledges LSN 0; both are judged from
+/// when they were first seen streaming (silence for the first, progress
+/// and byte lag for both), while a receiver that replies and confirms is
+/// left alone.
 #[test]
 fn a_client_that_never_replies_counts_from_first_seen_streaming() {
     let primary = Cluster::primary("clocks_mute");
@@ -300,7 +339,8 @@ fn a_client_that_never_replies_counts_from_first_seen_streaming() {
     primary.sql("SELECT pg_reload_conf()");
     let _mute = Receiver::start(&primary, "mute", &["-s", "0"], None);
     let _talker = Receiver::start(&primary, "talker", &["-s", "1"], None);
-    for name in ["mute", "talker"] {
+    let _zero = ZeroAcker::start(&primary, "zero_acker");
+    for name in ["mute", "talker", "zero_acker"] {
         primary.wait_streaming(name);
     }
     // pg_receivewal starts at its segment's beginning: let it catch up.
@@ -331,15 +371,28 @@ action = "log"
         "1",
         "the mute client replied"
     );
+    wait_until("zero_acker's feedback", Duration::from_secs(20), || {
+        (primary.sql("SELECT count(*) FROM pg_stat_replication WHERE application_name = 'zero_acker' AND reply_time IS NOT NULL AND write_lsn IS NULL") == "1").then_some(())
+    });
     write_wal(&primary, 20);
-    for rule in ["silent", "far-behind", "hung"] {
-        let e = daemon.wait_for(rule, Duration::from_secs(30), |e| {
-            e["event"] == "action" && e["rule"] == rule
+    for (rule, app) in [
+        ("silent", "mute"),
+        ("far-behind", "mute"),
+        ("hung", "mute"),
+        ("far-behind", "zero_acker"),
+        ("hung", "zero_acker"),
+    ] {
+        daemon.wait_for(&format!("{rule} on {app}"), Duration::from_secs(30), |e| {
+            e["event"] == "action" && e["rule"] == rule && e["application_name"] == app
         });
-        assert_eq!(e["application_name"], "mute", "{e}");
     }
     let acted = actions_on(&daemon, "talker");
     assert!(acted.is_empty(), "talker was acted on: {acted:#?}");
+    let silent: Vec<_> = actions_on(&daemon, "zero_acker")
+        .into_iter()
+        .filter(|e| e["rule"] == "silent")
+        .collect();
+    assert!(silent.is_empty(), "zero_acker replies: {silent:#?}");
     let out = plan(&primary, &text);
     let printed = String::from_utf8_lossy(&out.stdout);
     assert!(printed.contains("confirms no position"), "{printed}");
