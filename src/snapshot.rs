@@ -60,6 +60,9 @@ pub struct Walsender {
     /// How long the process had existed when the poll read it
     /// (`statement_timestamp() - backend_start`, both the server's clock):
     /// lets timers start when the walsender did, not when a poll first saw it.
+    /// Read once, at first sight, and capped by the time since the previous
+    /// poll (`crate::clocks::first_sight_age`): a server clock step cannot
+    /// age a new connection.
     pub age: Duration,
     pub application_name: String,
     pub user: Option<String>,
