@@ -267,7 +267,7 @@ fn unjudged_lags(ws: &Walsender) -> Option<String> {
 }
 
 /// Silence and skew as the engine measures them (one clock), for `plan`.
-fn reply_clock(m: &crate::clocks::Measures) -> String {
+fn reply_clock(m: &crate::clocks::Measures, ws: &Walsender, snapshot: &Snapshot) -> String {
     use crate::clocks::{skew_text, SilenceFrom};
     let silence = match (m.silence, m.silence_from) {
         (Some(d), Some(SilenceFrom::Reply)) => {
@@ -285,10 +285,20 @@ fn reply_clock(m: &crate::clocks::Measures) -> String {
         ),
         (None, _) => "NULL (no reply yet, not streaming)".to_string(),
     };
-    let skew = m.skew_seconds.map_or_else(
-        || "not yet estimated (needs a reply seen arriving)".to_string(),
-        skew_text,
-    );
+    let skew = match (m.skew_seconds, ws.reply_time, snapshot.server_time) {
+        (Some(s), _, _) => skew_text(s),
+        (None, Some(reply), Some(server)) => {
+            let (sign, d) = match server.duration_since(reply) {
+                Ok(d) => ("", d),
+                Err(e) => ("-", e.duration()),
+            };
+            format!(
+                "not estimated in one poll (server time minus reply_time is {sign}{}: the skew plus the time since the last reply)",
+                fmt_duration(d)
+            )
+        }
+        (None, _, _) => "not yet estimated (needs a reply seen arriving)".to_string(),
+    };
     let feedback = if m.confirms_nothing {
         "; confirms no position: progress and byte lags count from when first seen streaming"
     } else {
@@ -348,7 +358,7 @@ pub fn plan(
         );
         let _ = writeln!(out, "  {}", measured(ws));
         if let Some(m) = round.measures.get(wi) {
-            let _ = writeln!(out, "  {}", reply_clock(m));
+            let _ = writeln!(out, "  {}", reply_clock(m, ws, snapshot));
         }
         if let Some(line) = unjudged_lags(ws) {
             let _ = writeln!(out, "  {line}");

@@ -291,7 +291,17 @@ fn skewed_clients_are_not_silent_and_a_stopped_one_is_caught() {
         "[metrics]\nlisten = \"127.0.0.1:{port}\"\n\n\
          [[rule]]\nname = \"silent-standby\"\nno_reply_for = \"20s\"\naction = \"terminate\"\n"
     );
-    let daemon = Daemon::start(&config(&primary, "replwarden", "500ms", &rules), &[]);
+    let text = config(&primary, "replwarden", "500ms", &rules);
+    // plan (one poll) shows the two-clock difference and does not judge it.
+    let out = plan(&primary, &text);
+    let printed = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{printed}");
+    assert!(!printed.contains("FIRES"), "{printed}");
+    assert!(
+        printed.contains("server time minus reply_time is 3m"),
+        "{printed}"
+    );
+    let daemon = Daemon::start(&text, &[]);
     daemon.wait_message("connected to PostgreSQL", Duration::from_secs(10));
     // Replying every 2 s, however far their clocks are off: not silent.
     std::thread::sleep(Duration::from_secs(5));
