@@ -14,7 +14,9 @@
 //!   and the flush lag of a client that reports no replay position (a WAL
 //!   receiver) only while it flushes what it writes (`--synchronous`):
 //!   without that it flushes at segment ends, and its flush lag is the
-//!   time a segment takes to fill.
+//!   time a segment takes to fill. Nor while the value is still the one
+//!   kept from a poll that saw the client with all WAL: new WAL puts its
+//!   position behind at once, the value changes only at its next reply.
 //! - **Silence on one clock.** `reply_time` is stamped by the client's
 //!   clock. [`Observed`] remembers the value last seen and when, on the
 //!   daemon's monotonic clock, it last changed: silence is the time since
@@ -63,6 +65,11 @@ pub const STALE: &str = "stale: the client has all WAL, not judged";
 /// The client sends no such position: the value is measured against WAL it
 /// never confirmed.
 pub const NOT_REPORTED: &str = "not judged: the client does not report this position";
+
+/// The position fell behind again (new WAL) but no reply has refreshed the
+/// value kept from when the client had all WAL.
+pub const NOT_REFRESHED: &str =
+    "stale: kept from when the client had all WAL, no reply has refreshed it yet; not judged";
 
 /// A WAL receiver that flushes behind what it has written (segment ends):
 /// its flush lag is its own pace.
@@ -137,6 +144,8 @@ pub struct Measures {
     /// Bytes behind for write/flush/replay, for the `*_lag_bytes`
     /// conditions.
     pub lag_bytes: [Option<ByteSize>; 3],
+    /// The write/flush/replay time lags as the conditions judge them.
+    pub lags: [TimeLag; 3],
     /// The client confirms no position: `progress` and `lag_bytes` count
     /// from when it was first seen streaming.
     pub confirms_nothing: bool,
@@ -145,6 +154,10 @@ pub struct Measures {
 impl Measures {
     pub fn lag_bytes(&self, kind: LagKind) -> Option<ByteSize> {
         self.lag_bytes[kind as usize]
+    }
+
+    pub fn lag(&self, kind: LagKind) -> TimeLag {
+        self.lags[kind as usize]
     }
 }
 
@@ -166,6 +179,10 @@ pub struct Observed {
     /// caught up.
     progress: Option<Lsn>,
     progress_since: Instant,
+    /// Per write/flush/replay: the lag value shown at the last poll that saw
+    /// the position at the server's WAL position (PostgreSQL keeps it);
+    /// cleared once a reply has refreshed it.
+    kept: [Option<Duration>; 3],
 }
 
 impl Observed {
@@ -179,7 +196,31 @@ impl Observed {
             streaming_since: None,
             progress: None,
             progress_since: now,
+            kept: [None; 3],
         }
+    }
+
+    /// [`time_lag`], and not judged either while the value is still the one
+    /// kept from when the client had all WAL: new WAL puts the position
+    /// behind at once, but the value is refreshed only by the client's next
+    /// reply.
+    fn time_lag(&mut self, ws: &Walsender, kind: LagKind) -> TimeLag {
+        let kept = &mut self.kept[kind as usize];
+        let caught_up = match kind {
+            LagKind::Write => ws.write_lag_bytes,
+            LagKind::Flush => ws.flush_lag_bytes,
+            LagKind::Replay => ws.replay_lag_bytes,
+        } == Some(ByteSize(0));
+        let lag = time_lag(ws, kind);
+        match lag {
+            TimeLag::NotJudged(shown, _) if caught_up => *kept = Some(shown),
+            TimeLag::Judged(shown) if *kept == Some(shown) => {
+                return TimeLag::NotJudged(shown, NOT_REFRESHED)
+            }
+            TimeLag::Judged(_) | TimeLag::Null => *kept = None,
+            TimeLag::NotJudged(..) => {}
+        }
+        lag
     }
 
     /// Since when the watched position has not moved while behind.
@@ -248,6 +289,8 @@ impl Observed {
             self.progress = progress;
             self.progress_since = now;
         }
+        let lags =
+            [LagKind::Write, LagKind::Flush, LagKind::Replay].map(|kind| self.time_lag(ws, kind));
         self.fresh = false;
         Measures {
             silence,
@@ -256,6 +299,7 @@ impl Observed {
             progress,
             stalled: now.saturating_duration_since(self.progress_since),
             lag_bytes,
+            lags,
             confirms_nothing,
         }
     }
@@ -435,6 +479,43 @@ mod tests {
         assert!(whys(&r).contains(&format!(
             "conditions not met: flush_lag 1m 30s ({OWN_PACE})"
         )));
+    }
+
+    #[test]
+    fn a_kept_lag_is_not_judged_until_a_reply_refreshes_it() {
+        let p = policy("[[rule]]\nname = \"w\"\nwrite_lag = \"5s\"\naction = \"terminate\"\n");
+        let t0 = Instant::now();
+        let mut m = Memory::default();
+        // An idle receiver showing a kept write lag of 7.9 s.
+        let mut w = standby(1, "archiver");
+        w.write_lag = Some(Duration::from_millis(7_900));
+        w.replay_lag_bytes = None;
+        let r = explain(&p, &snap(T0, vec![w.clone()]), &mut m, t0);
+        assert!(r.decisions.is_empty());
+        // A little WAL: the position is behind before the next reply.
+        w.write_lag_bytes = Some(ByteSize(120));
+        let r = explain(
+            &p,
+            &snap(T0 + 1, vec![w.clone()]),
+            &mut m,
+            t0 + Duration::from_secs(1),
+        );
+        assert!(r.decisions.is_empty(), "{:?}", whys(&r));
+        assert_eq!(
+            whys(&r),
+            [format!(
+                "conditions not met: write_lag 7s 900ms ({NOT_REFRESHED})"
+            )]
+        );
+        // A reply refreshes it while still behind: real, judged.
+        w.write_lag = Some(Duration::from_secs(6));
+        let r = explain(
+            &p,
+            &snap(T0 + 2, vec![w.clone()]),
+            &mut m,
+            t0 + Duration::from_secs(2),
+        );
+        assert_eq!(acted(&r), [(1, "w".to_string(), Action::Terminate)]);
     }
 
     /// Polls `walsenders` every 10 s from `t0`, the server's clock reading

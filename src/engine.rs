@@ -950,19 +950,11 @@ impl Checks<'_> {
                 }
             };
         }
-        visit!(c.write_lag, |l| lag(
-            "write_lag",
-            clocks::time_lag(ws, LagKind::Write),
-            l
-        ));
-        visit!(c.flush_lag, |l| lag(
-            "flush_lag",
-            clocks::time_lag(ws, LagKind::Flush),
-            l
-        ));
+        visit!(c.write_lag, |l| lag("write_lag", m.lag(LagKind::Write), l));
+        visit!(c.flush_lag, |l| lag("flush_lag", m.lag(LagKind::Flush), l));
         visit!(c.replay_lag, |l| lag(
             "replay_lag",
-            clocks::time_lag(ws, LagKind::Replay),
+            m.lag(LagKind::Replay),
             l
         ));
         visit!(c.no_reply_for, |l| time(

@@ -250,15 +250,15 @@ fn measured(ws: &Walsender) -> String {
 }
 
 /// The time lags PostgreSQL shows that no rule judges, and why.
-fn unjudged_lags(ws: &Walsender) -> Option<String> {
-    use crate::clocks::{time_lag, LagKind, TimeLag};
+fn unjudged_lags(m: &crate::clocks::Measures) -> Option<String> {
+    use crate::clocks::{LagKind, TimeLag};
     let shown: Vec<String> = [
         ("write_lag", LagKind::Write),
         ("flush_lag", LagKind::Flush),
         ("replay_lag", LagKind::Replay),
     ]
     .into_iter()
-    .filter_map(|(name, kind)| match time_lag(ws, kind) {
+    .filter_map(|(name, kind)| match m.lag(kind) {
         TimeLag::NotJudged(d, why) => Some(format!("{name} {} ({why})", fmt_duration(d))),
         _ => None,
     })
@@ -360,7 +360,7 @@ pub fn plan(
         if let Some(m) = round.measures.get(wi) {
             let _ = writeln!(out, "  {}", reply_clock(m, ws, snapshot));
         }
-        if let Some(line) = unjudged_lags(ws) {
+        if let Some(line) = round.measures.get(wi).and_then(unjudged_lags) {
             let _ = writeln!(out, "  {line}");
         }
         let mut any = false;
