@@ -235,7 +235,7 @@ fn opt<T: ToString>(v: &Option<T>) -> String {
 fn measured(ws: &Walsender) -> String {
     let d = |v: Option<std::time::Duration>| v.map_or_else(|| "NULL".to_string(), fmt_duration);
     format!(
-        "lag write/flush/replay {}/{}/{}; bytes behind write/flush/replay {}/{}/{}; reply age {}; flush_lsn {}; slot {} retaining {}",
+        "lag write/flush/replay {}/{}/{}; bytes behind write/flush/replay {}/{}/{}; now() - reply_time {}; flush_lsn {}; slot {} retaining {}",
         d(ws.write_lag),
         d(ws.flush_lag),
         d(ws.replay_lag),
