@@ -59,6 +59,7 @@ fn snapshot(polls: u64) -> Snapshot {
             flush_lag_bytes: Some(ByteSize(256)),
             replay_lag_bytes: Some(ByteSize(4096 * u64::from(i))),
             reply_age: Some(Duration::from_millis(900)),
+            reply_time: Some(SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000 + polls)),
             slot_name: Some(format!("slot_{i}")),
             retained_wal: Some(ByteSize(16 << 20)),
         })
@@ -66,6 +67,7 @@ fn snapshot(polls: u64) -> Snapshot {
     Snapshot {
         in_recovery: false,
         current_lsn: Some(Lsn(0x3000_0000 + polls * 0x1000)),
+        server_time: Some(SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_001 + polls)),
         role: "replwarden".to_string(),
         synchronous_standby_names: String::new(),
         walsenders,

@@ -18,6 +18,7 @@ use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::time::{Duration, Instant};
 
+use crate::clocks::{self, LagKind, Measures, Observed, TimeLag};
 use crate::policy::{Action, Conditions, Glob, Limits, PatternList, Policy, Rule};
 use crate::snapshot::{Snapshot, Walsender, WalsenderId};
 use crate::syncrep;
@@ -37,6 +38,8 @@ pub struct Memory {
     layout: Vec<String>,
     /// Counts rounds; an instance not seen in the current one is gone.
     round: u64,
+    /// When the previous round ran: a walsender it did not see is younger.
+    last_round_at: Option<Instant>,
 }
 
 /// Per process instance.
@@ -50,9 +53,8 @@ struct Instance {
     /// `startup`, so a first sight in `startup` dates from its birth).
     state: Option<String>,
     state_since: Instant,
-    /// The flush position last seen and when it last moved.
-    flush: Option<Lsn>,
-    progress_since: Instant,
+    /// Its feedback across polls: replies, progress, first streaming.
+    observed: Observed,
     /// The round that last saw it.
     seen: u64,
     /// Per rule, in policy order.
@@ -385,6 +387,8 @@ pub struct Round {
     /// For each walsender (by index in the snapshot), each matching rule (by
     /// index in the policy) and how it stands.
     pub verdicts: Vec<(usize, usize, Verdict)>,
+    /// Each walsender's one-clock measurements (by index in the snapshot).
+    pub measures: Vec<Measures>,
     /// The earliest moment after `now` at which a timer runs out (a grace
     /// ends, `in_state_for` or `no_progress_for` is reached): polling then,
     /// rather than at the next tick, acts when the rule says, not up to one
@@ -446,11 +450,16 @@ fn run(
         memory.recent.pop_front();
     }
 
+    let since_previous_round = memory
+        .last_round_at
+        .replace(now)
+        .map(|at| now.saturating_duration_since(at));
     let mut round = Round::default();
     let mut candidates = Vec::new();
     for (wi, ws) in snapshot.walsenders.iter().enumerate() {
         let inst = memory.instances.entry(ws.id).or_insert_with(|| {
-            let born = now.checked_sub(ws.age).unwrap_or(now);
+            let age = clocks::first_sight_age(ws.age, since_previous_round);
+            let born = now.checked_sub(age).unwrap_or(now);
             Instance {
                 born,
                 state: ws.state.clone(),
@@ -459,8 +468,7 @@ fn run(
                 } else {
                     now
                 },
-                flush: ws.flush_lsn,
-                progress_since: now,
+                observed: Observed::new(now),
                 seen: this_round,
                 rules: vec![RuleMemory::default(); policy.rules.len()],
                 matches: Vec::new(),
@@ -473,10 +481,8 @@ fn run(
             inst.state = ws.state.clone();
             inst.state_since = now;
         }
-        if inst.flush != ws.flush_lsn {
-            inst.flush = ws.flush_lsn;
-            inst.progress_since = now;
-        }
+        let measures = inst.observed.observe(ws, snapshot, now);
+        round.measures.push(measures);
         let current = (ws.state.as_ref(), ws.sync_state.as_ref());
         if inst
             .matched_on
@@ -509,7 +515,6 @@ fn run(
             .state
             .as_ref()
             .map(|_| now.saturating_duration_since(inst.state_since));
-        let stalled = now.saturating_duration_since(inst.progress_since);
         for &ri in &inst.matches {
             let rule = &policy.rules[ri];
             let checks = Checks {
@@ -517,7 +522,7 @@ fn run(
                 ws,
                 current_lsn: snapshot.current_lsn,
                 in_state,
-                stalled,
+                measures: &measures,
             };
             // A rule on who the walsender is (no conditions) has held since
             // the process started, or since it entered the state it
@@ -538,7 +543,7 @@ fn run(
             if let Some(limit) = rule.conditions.no_progress_for {
                 wake(
                     &mut round.wake_at,
-                    inst.progress_since + limit + TIMER_SLACK,
+                    inst.observed.progress_since() + limit + TIMER_SLACK,
                     now,
                 );
             }
@@ -570,7 +575,7 @@ fn run(
     // starts with a clean slate.
     memory.instances.retain(|_, inst| inst.seen == this_round);
 
-    let mut quorum = Quorum::new(policy, snapshot);
+    let mut quorum = Quorum::new(policy, snapshot, &round.measures);
     for Candidate { decision, verdict } in candidates {
         let reason = guard(policy, &quorum, memory, &decision, now);
         if let Some(reason) = reason {
@@ -681,7 +686,7 @@ struct Quorum {
 }
 
 impl Quorum {
-    fn new(policy: &Policy, snapshot: &Snapshot) -> Quorum {
+    fn new(policy: &Policy, snapshot: &Snapshot, measures: &[Measures]) -> Quorum {
         let setting = snapshot.synchronous_standby_names.trim();
         if !policy.sync_guard.enabled || snapshot.in_recovery || setting.is_empty() {
             return Quorum {
@@ -696,9 +701,14 @@ impl Quorum {
             Err(_) => u32::MAX,
         };
         let within = policy.sync_guard.healthy_reply_within;
+        // Healthy: replied within `healthy_reply_within` by the daemon's
+        // clock (reply_time seen changing), never by two hosts' clocks.
         let healthy = snapshot
             .walsenders
             .iter()
+            .zip(measures)
+            .filter(|(_, m)| m.silence.is_some_and(|s| s <= within))
+            .map(|(w, _)| w)
             .filter(|w| {
                 matches!(
                     w.sync_state.as_deref(),
@@ -706,7 +716,6 @@ impl Quorum {
                 )
             })
             .filter(|w| w.state.as_deref() == Some("streaming"))
-            .filter(|w| w.reply_age.is_some_and(|age| age <= within))
             .map(|w| (w.id.pid, w.application_name.clone()))
             .collect();
         Quorum {
@@ -857,6 +866,9 @@ enum Measured {
     Bytes(ByteSize),
     /// The column is NULL; why that is.
     Null(&'static str),
+    /// A value PostgreSQL shows that is not judged; why (see
+    /// [`clocks::time_lag`]).
+    NotJudged(Duration, &'static str),
     /// `no_progress_for`: the flush position and how long it has not moved.
     Stalled {
         stalled: Duration,
@@ -884,10 +896,10 @@ struct Checks<'a> {
     conditions: &'a Conditions,
     ws: &'a Walsender,
     current_lsn: Option<Lsn>,
-    /// How long the instance has been in its state, and since its flush
-    /// position last moved.
+    /// How long the instance has been in its state.
     in_state: Option<Duration>,
-    stalled: Duration,
+    /// Silence, progress and byte lags on one clock.
+    measures: &'a Measures,
 }
 
 impl Checks<'_> {
@@ -915,7 +927,20 @@ impl Checks<'_> {
                 limit: Measured::Bytes(limit),
             }
         }
-        let (c, ws) = (self.conditions, self.ws);
+        fn lag(name: &'static str, lag: TimeLag, limit: Duration) -> Check {
+            let (holds, measured) = match lag {
+                TimeLag::Judged(d) => (d > limit, Measured::Time(d)),
+                TimeLag::Null => (false, Measured::Null("caught up")),
+                TimeLag::NotJudged(d, why) => (false, Measured::NotJudged(d, why)),
+            };
+            Check {
+                name,
+                holds,
+                measured,
+                limit: Measured::Time(limit),
+            }
+        }
+        let (c, ws, m) = (self.conditions, self.ws, self.measures);
         macro_rules! visit {
             ($limit:expr, $check:expr) => {
                 if let Some(limit) = $limit {
@@ -925,27 +950,16 @@ impl Checks<'_> {
                 }
             };
         }
-        visit!(c.write_lag, |l| time(
-            "write_lag",
-            ws.write_lag,
-            l,
-            "caught up"
-        ));
-        visit!(c.flush_lag, |l| time(
-            "flush_lag",
-            ws.flush_lag,
-            l,
-            "caught up"
-        ));
-        visit!(c.replay_lag, |l| time(
+        visit!(c.write_lag, |l| lag("write_lag", m.lag(LagKind::Write), l));
+        visit!(c.flush_lag, |l| lag("flush_lag", m.lag(LagKind::Flush), l));
+        visit!(c.replay_lag, |l| lag(
             "replay_lag",
-            ws.replay_lag,
-            l,
-            "caught up"
+            m.lag(LagKind::Replay),
+            l
         ));
         visit!(c.no_reply_for, |l| time(
             "no_reply_for",
-            ws.reply_age,
+            m.silence,
             l,
             "no reply yet"
         ));
@@ -957,17 +971,17 @@ impl Checks<'_> {
         ));
         visit!(c.write_lag_bytes, |l| bytes(
             "write_lag_bytes",
-            ws.write_lag_bytes,
+            m.lag_bytes(LagKind::Write),
             l
         ));
         visit!(c.flush_lag_bytes, |l| bytes(
             "flush_lag_bytes",
-            ws.flush_lag_bytes,
+            m.lag_bytes(LagKind::Flush),
             l
         ));
         visit!(c.replay_lag_bytes, |l| bytes(
             "replay_lag_bytes",
-            ws.replay_lag_bytes,
+            m.lag_bytes(LagKind::Replay),
             l
         ));
         visit!(c.retained_wal, |l| bytes(
@@ -976,9 +990,9 @@ impl Checks<'_> {
             l
         ));
         visit!(c.no_progress_for, |limit| {
-            let measured = match (ws.flush_lsn, self.current_lsn) {
+            let measured = match (m.progress, self.current_lsn) {
                 (Some(flush), Some(current)) if flush < current => Measured::Stalled {
-                    stalled: self.stalled,
+                    stalled: m.stalled,
                     flush,
                     current,
                 },
@@ -1050,6 +1064,9 @@ impl Checks<'_> {
                         format!("no_progress_for: flush_lsn is NULL ({why})")
                     }
                     (Measured::Null(why), _) => format!("{} is NULL ({why})", c.name),
+                    (Measured::NotJudged(shown, why), _) => {
+                        format!("{} {} ({why})", c.name, fmt_duration(shown))
+                    }
                     (measured, limit) => {
                         format!("{} {} <= {}", c.name, show(measured), show(limit))
                     }
@@ -1066,6 +1083,7 @@ fn show(m: Measured) -> String {
         Measured::Time(d) => fmt_duration(d),
         Measured::Bytes(b) => b.to_string(),
         Measured::Null(_) => "NULL".to_string(),
+        Measured::NotJudged(d, _) => fmt_duration(d),
         Measured::Stalled { stalled, .. } => fmt_duration(stalled),
         Measured::CaughtUp => "caught up".to_string(),
     }
@@ -1103,6 +1121,7 @@ mod tests {
             flush_lag_bytes: Some(ByteSize(0)),
             replay_lag_bytes: Some(ByteSize(0)),
             reply_age: Some(Duration::from_secs(1)),
+            reply_time: Some(SystemTime::UNIX_EPOCH + Duration::from_secs(2_000_000)),
             slot_name: None,
             retained_wal: None,
         }
@@ -1112,6 +1131,7 @@ mod tests {
         Snapshot {
             in_recovery: false,
             current_lsn: Some(Lsn(0x3000000)),
+            server_time: Some(SystemTime::UNIX_EPOCH + Duration::from_secs(2_000_001)),
             role: "replwarden".to_string(),
             synchronous_standby_names: String::new(),
             walsenders,
@@ -1392,18 +1412,24 @@ action = "terminate"
     }
 
     #[test]
-    fn no_reply_for_uses_the_reply_age() {
+    fn no_reply_for_counts_from_when_reply_time_last_changed() {
         let p = policy("[[rule]]\nname = \"silent\"\nno_reply_for = \"2m\"\naction = \"cancel\"");
-        let mut w = ws(3, "standby_c");
-        w.reply_age = Some(Duration::from_secs(121));
+        let t0 = Instant::now();
+        let s = |secs| t0 + Duration::from_secs(secs);
+        let mut m = Memory::default();
+        let w = ws(3, "standby_c");
         let mut quiet = ws(4, "pg_basebackup");
-        quiet.reply_age = None;
-        let r = explain(
-            &p,
-            &snap(vec![w, quiet]),
-            &mut Memory::default(),
-            Instant::now(),
-        );
+        quiet.reply_time = None;
+        quiet.state = Some("backup".into());
+        // However old reply_time reads by the server's clock, silence starts
+        // when the daemon sees it.
+        let mut old = w.clone();
+        old.reply_age = Some(Duration::from_secs(3600));
+        let r = explain(&p, &snap(vec![old, quiet.clone()]), &mut m, s(0));
+        assert!(r.decisions.is_empty());
+        let r = explain(&p, &snap(vec![w.clone(), quiet.clone()]), &mut m, s(120));
+        assert!(r.decisions.is_empty(), "2m is not more than 2m");
+        let r = explain(&p, &snap(vec![w, quiet]), &mut m, s(121));
         assert_eq!(acted(&r), [(3, "silent", Action::Cancel)]);
     }
 
@@ -1414,9 +1440,15 @@ action = "terminate"
         );
         let t0 = Instant::now();
         let s = |secs| t0 + Duration::from_secs(secs);
-        let mut w = ws(3, "standby_c");
-        w.reply_age = Some(Duration::from_secs(200));
+        let w = ws(3, "standby_c");
         let mut m = Memory::default();
+        // Silent for 200 s by the daemon's clock: its reply_time unchanged since.
+        explain(
+            &p,
+            &snap(vec![w.clone()]),
+            &mut m,
+            t0 - Duration::from_secs(200),
+        );
         assert_eq!(
             acted(&explain(&p, &snap(vec![w.clone()]), &mut m, s(0))),
             [(3, "silent", Action::Cancel)]
@@ -1583,12 +1615,18 @@ sync_state = ["!sync"]
         assert_eq!(acted(&r), [(1, "k", Action::Terminate)]);
         assert_eq!(r.held[0].decision.walsender.id.pid, 2);
 
-        // ANY 1 where the other candidate is frozen (stale reply): hold.
-        let mut frozen = sync(2, "s_b", "quorum");
-        frozen.reply_age = Some(Duration::from_secs(60));
-        let mut s = snap(vec![sync(1, "s_a", "quorum"), frozen]);
+        // ANY 1 where the other candidate is frozen (its reply_time has not
+        // changed for longer than healthy_reply_within): hold.
+        let frozen = sync(2, "s_b", "quorum");
+        let mut live = sync(1, "s_a", "quorum");
+        let mut s = snap(vec![live.clone(), frozen.clone()]);
         s.synchronous_standby_names = "ANY 1 (s_a, s_b)".into();
-        let r = explain(&p, &s, &mut Memory::default(), t0);
+        let mut m = Memory::default();
+        let p_log = policy("[[rule]]\nname = \"watch\"\napplication_name = [\"s*\"]\n");
+        explain(&p_log, &s, &mut m, t0);
+        live.reply_time = live.reply_time.map(|t| t + Duration::from_secs(60));
+        s.walsenders = vec![live, frozen];
+        let r = explain(&p, &s, &mut m, t0 + Duration::from_secs(60));
         assert_eq!(
             acted(&r),
             [(2, "k", Action::Terminate)],

@@ -8,6 +8,7 @@
 //! - [`conninfo`]: libpq conventions: `PG*` variables, the password file, sslmode.
 //! - [`policy`]: rules, matchers and conditions (pure data and matching).
 //! - [`snapshot`]: the poll query and the rows it yields ([`snapshot::Walsender`]).
+//! - [`clocks`]: what is judged, real now and on one clock (stale lags, silence, skew).
 //! - [`engine`]: pure decisions from (policy, snapshot, memory, now).
 //! - [`actions`]: the safe cancel/terminate statements and their outcomes.
 //! - [`sql`]: every SQL statement, with the version-dependent choices.
@@ -20,6 +21,7 @@
 //! `main.rs` is a thin command-line shell over this library.
 
 pub mod actions;
+pub mod clocks;
 pub mod config;
 pub mod conninfo;
 pub mod daemon;

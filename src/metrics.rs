@@ -30,6 +30,7 @@ pub struct Metrics {
     lag_seconds: Family<Labels, FloatGauge>,
     lag_bytes: Family<Labels, Gauge>,
     reply_age_seconds: Family<Labels, FloatGauge>,
+    reply_clock_skew_seconds: Family<Labels, FloatGauge>,
     retained_wal_bytes: Family<Labels, Gauge>,
     walsender_info: Family<Labels, Gauge>,
     walsenders: Gauge,
@@ -58,6 +59,7 @@ impl Metrics {
             lag_seconds: Family::default(),
             lag_bytes: Family::default(),
             reply_age_seconds: Family::default(),
+            reply_clock_skew_seconds: Family::default(),
             retained_wal_bytes: Family::default(),
             walsender_info: Family::default(),
             walsenders: Gauge::default(),
@@ -83,8 +85,13 @@ impl Metrics {
         );
         r.register(
             "walsender_reply_age_seconds",
-            "time since each standby's last reply",
+            "time since each walsender's reply_time last changed, on the daemon's clock (absent before the first reply, or while hidden)",
             m.reply_age_seconds.clone(),
+        );
+        r.register(
+            "walsender_reply_clock_skew_seconds",
+            "server time minus reply_time when reply_time changed: the client's clock behind (positive) or ahead (negative), overstated by up to one poll interval",
+            m.reply_clock_skew_seconds.clone(),
         );
         r.register(
             "walsender_retained_wal_bytes",
@@ -206,7 +213,8 @@ impl Metrics {
         }
         self.lag_seconds.clear();
         self.reply_age_seconds.clear();
-        for ws in &snapshot.walsenders {
+        self.reply_clock_skew_seconds.clear();
+        for (wi, ws) in snapshot.walsenders.iter().enumerate() {
             let who = identity(ws);
             let with = |key: &'static str, value: &str| {
                 let mut l = who.clone();
@@ -235,10 +243,15 @@ impl Metrics {
                         .set(b.0 as i64);
                 }
             }
-            if let Some(age) = ws.reply_age {
-                self.reply_age_seconds
-                    .get_or_create(&who)
-                    .set(age.as_secs_f64());
+            if let Some(m) = round.and_then(|r| r.measures.get(wi)) {
+                if let Some(silence) = m.silence {
+                    self.reply_age_seconds
+                        .get_or_create(&who)
+                        .set(silence.as_secs_f64());
+                }
+                if let Some(skew) = m.skew_seconds {
+                    self.reply_clock_skew_seconds.get_or_create(&who).set(skew);
+                }
             }
             if let (Some(slot), Some(bytes)) = (&ws.slot_name, ws.retained_wal) {
                 self.retained_wal_bytes

@@ -235,7 +235,7 @@ fn opt<T: ToString>(v: &Option<T>) -> String {
 fn measured(ws: &Walsender) -> String {
     let d = |v: Option<std::time::Duration>| v.map_or_else(|| "NULL".to_string(), fmt_duration);
     format!(
-        "lag write/flush/replay {}/{}/{}; bytes behind write/flush/replay {}/{}/{}; reply age {}; flush_lsn {}; slot {} retaining {}",
+        "lag write/flush/replay {}/{}/{}; bytes behind write/flush/replay {}/{}/{}; now() - reply_time {}; flush_lsn {}; slot {} retaining {}",
         d(ws.write_lag),
         d(ws.flush_lag),
         d(ws.replay_lag),
@@ -247,6 +247,64 @@ fn measured(ws: &Walsender) -> String {
         opt(&ws.slot_name),
         opt(&ws.retained_wal),
     )
+}
+
+/// The time lags PostgreSQL shows that no rule judges, and why.
+fn unjudged_lags(m: &crate::clocks::Measures) -> Option<String> {
+    use crate::clocks::{LagKind, TimeLag};
+    let shown: Vec<String> = [
+        ("write_lag", LagKind::Write),
+        ("flush_lag", LagKind::Flush),
+        ("replay_lag", LagKind::Replay),
+    ]
+    .into_iter()
+    .filter_map(|(name, kind)| match m.lag(kind) {
+        TimeLag::NotJudged(d, why) => Some(format!("{name} {} ({why})", fmt_duration(d))),
+        _ => None,
+    })
+    .collect();
+    (!shown.is_empty()).then(|| format!("time lags not real now: {}", shown.join("; ")))
+}
+
+/// Silence and skew as the engine measures them (one clock), for `plan`.
+fn reply_clock(m: &crate::clocks::Measures, ws: &Walsender, snapshot: &Snapshot) -> String {
+    use crate::clocks::{skew_text, SilenceFrom};
+    let silence = match (m.silence, m.silence_from) {
+        (Some(d), Some(SilenceFrom::Reply)) => {
+            format!("{} since reply_time last changed", fmt_duration(d))
+        }
+        (Some(d), Some(SilenceFrom::Streaming)) => {
+            format!(
+                "{} (no reply yet; counted from when first seen streaming)",
+                fmt_duration(d)
+            )
+        }
+        (Some(d), _) => format!(
+            "{} since first seen (a reply_time's age cannot be told on one clock)",
+            fmt_duration(d)
+        ),
+        (None, _) => "NULL (no reply yet, not streaming)".to_string(),
+    };
+    let skew = match (m.skew_seconds, ws.reply_time, snapshot.server_time) {
+        (Some(s), _, _) => skew_text(s),
+        (None, Some(reply), Some(server)) => {
+            let (sign, d) = match server.duration_since(reply) {
+                Ok(d) => ("", d),
+                Err(e) => ("-", e.duration()),
+            };
+            format!(
+                "not estimated in one poll (server time minus reply_time is {sign}{}: the skew plus the time since the last reply)",
+                fmt_duration(d)
+            )
+        }
+        (None, _, _) => "not yet estimated (needs a reply seen arriving)".to_string(),
+    };
+    let feedback = if m.confirms_nothing {
+        "; confirms no position: progress and byte lags count from when first seen streaming"
+    } else {
+        ""
+    };
+    format!("silence (daemon's clock) {silence}; reply clock skew: {skew}{feedback}")
 }
 
 /// What `replwarden plan` prints: each walsender, its measured values, the
@@ -299,6 +357,12 @@ pub fn plan(
             ws.sync_state.as_deref().unwrap_or("NULL"),
         );
         let _ = writeln!(out, "  {}", measured(ws));
+        if let Some(m) = round.measures.get(wi) {
+            let _ = writeln!(out, "  {}", reply_clock(m, ws, snapshot));
+        }
+        if let Some(line) = round.measures.get(wi).and_then(unjudged_lags) {
+            let _ = writeln!(out, "  {line}");
+        }
         let mut any = false;
         for (w, ri, verdict) in &round.verdicts {
             if *w == wi {

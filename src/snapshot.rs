@@ -60,6 +60,9 @@ pub struct Walsender {
     /// How long the process had existed when the poll read it
     /// (`statement_timestamp() - backend_start`, both the server's clock):
     /// lets timers start when the walsender did, not when a poll first saw it.
+    /// Read once, at first sight, and capped by the time since the previous
+    /// poll (`crate::clocks::first_sight_age`): a server clock step cannot
+    /// age a new connection.
     pub age: Duration,
     pub application_name: String,
     pub user: Option<String>,
@@ -75,8 +78,14 @@ pub struct Walsender {
     pub write_lag_bytes: Option<ByteSize>,
     pub flush_lag_bytes: Option<ByteSize>,
     pub replay_lag_bytes: Option<ByteSize>,
-    /// Time since the standby's last reply (`reply_time`), by the server's clock.
+    /// The server's time minus `reply_time`. Two clocks: `reply_time` is
+    /// stamped by the client, so this is the time since its last reply plus
+    /// the clock skew between the hosts. Shown, never judged (the engine
+    /// measures silence on one clock: `crate::clocks`).
     pub reply_age: Option<Duration>,
+    /// `reply_time` as sent, on the client's clock: the engine watches it
+    /// change.
+    pub reply_time: Option<SystemTime>,
     pub slot_name: Option<String>,
     /// WAL the slot holds back: current position minus the slot's `restart_lsn`.
     pub retained_wal: Option<ByteSize>,
@@ -91,6 +100,8 @@ pub struct Snapshot {
     /// `pg_current_wal_lsn()` on a primary, the received/replayed position on
     /// a standby.
     pub current_lsn: Option<Lsn>,
+    /// The server's `statement_timestamp()` of the poll.
+    pub server_time: Option<SystemTime>,
     /// The role the daemon is connected as, for GRANT advice.
     pub role: String,
     /// The server's `synchronous_standby_names`, for the quorum guard.
@@ -172,6 +183,7 @@ fn from_rows(rows: &[Row]) -> Result<Snapshot, tokio_postgres::Error> {
         snapshot.role = row.try_get("role")?;
         snapshot.synchronous_standby_names = row.try_get("synchronous_standby_names")?;
         let now: SystemTime = row.try_get("now")?;
+        snapshot.server_time = Some(now);
         let Some(pid) = row.try_get::<_, Option<i32>>("pid")? else {
             continue;
         };
@@ -187,6 +199,7 @@ fn from_rows(rows: &[Row]) -> Result<Snapshot, tokio_postgres::Error> {
         };
         let current = snapshot.current_lsn;
         let flush_lsn = lsn(row, "flush_lsn")?;
+        let reply_time: Option<SystemTime> = row.try_get("reply_time")?;
         snapshot.walsenders.push(Walsender {
             id: WalsenderId { pid, backend_start },
             age: age(now, backend_start),
@@ -204,9 +217,8 @@ fn from_rows(rows: &[Row]) -> Result<Snapshot, tokio_postgres::Error> {
             write_lag_bytes: behind(current, lsn(row, "write_lsn")?),
             flush_lag_bytes: behind(current, flush_lsn),
             replay_lag_bytes: behind(current, lsn(row, "replay_lsn")?),
-            reply_age: row
-                .try_get::<_, Option<SystemTime>>("reply_time")?
-                .map(|t| age(now, t)),
+            reply_age: reply_time.map(|t| age(now, t)),
+            reply_time,
             slot_name: row.try_get("slot_name")?,
             retained_wal: behind(current, lsn(row, "restart_lsn")?),
         });
