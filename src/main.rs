@@ -97,7 +97,10 @@ fn init_logging(format: Option<LogFormat>, level: LevelFilter) {
         .with_max_level(level)
         .with_target(false);
     match format {
-        LogFormat::Text => builder.with_ansi(terminal).init(),
+        LogFormat::Text => builder
+            .fmt_fields(replwarden::logfmt::EscapedFields)
+            .with_ansi(terminal)
+            .init(),
         LogFormat::Json => builder
             .json()
             .flatten_event(true)
