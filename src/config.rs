@@ -33,7 +33,8 @@ pub struct Config {
     pub policy: Policy,
     /// `[metrics]`.
     pub metrics: MetricsSettings,
-    /// The first 16 hex digits of the file's SHA-256, to tell versions apart.
+    /// The first 16 hex digits of the SHA-256 of the settings in force with
+    /// the password left out (see [`settings_digest`]), to tell versions apart.
     pub digest: String,
 }
 
@@ -136,9 +137,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigErrors> {
         walker.error(span, "", format!("TOML syntax error: {}", e.message()));
     }
     let config = walker.document(path, document.get_ref()).map(|mut c| {
-        use sha2::Digest;
-        let hash = sha2::Sha256::digest(text.as_bytes());
-        c.digest = hash.iter().take(8).map(|b| format!("{b:02x}")).collect();
+        c.digest = settings_digest(&c);
         c
     });
     walker.errors.sort_by_key(|e| e.position);
@@ -818,6 +817,31 @@ impl Walker<'_> {
     }
 }
 
+/// What the metrics endpoint shows to tell configs apart: the first 16 hex
+/// digits of the SHA-256 of the validated settings, written out with the
+/// connection target but not its password. No password is in it, so it is
+/// no oracle for guessing one (a hash of the file was: the password is most
+/// of its entropy). Comments and layout do not change it; the same settings
+/// give the same digest on every host running the same replwarden version.
+pub fn settings_digest(config: &Config) -> String {
+    use sha2::Digest;
+    let policy = Policy {
+        generation: 0,
+        ..config.policy.clone()
+    };
+    let text = format!(
+        "{}\n{:?}\n{:?}\n{:?}\n{:?}\n{:?}",
+        crate::report::redacted_conninfo(&config.postgres.connect),
+        config.postgres.verify,
+        config.postgres.statement_timeout,
+        config.daemon,
+        config.metrics,
+        policy,
+    );
+    let hash = sha2::Sha256::digest(text.as_bytes());
+    hash.iter().take(8).map(|b| format!("{b:02x}")).collect()
+}
+
 fn join(prefix: &str, key: &str) -> String {
     if prefix.is_empty() {
         key.to_string()
@@ -1059,6 +1083,26 @@ action = "kill"
         let addrs = m.client_addr.as_ref().unwrap();
         assert_eq!(addrs.exclude, [AddrPattern::Local]);
         assert_eq!(addrs.include.len(), 1);
+    }
+
+    #[test]
+    fn the_digest_is_no_function_of_the_password() {
+        let digest = |text: &str| parse(Path::new("t.toml"), text).unwrap().digest;
+        let with = |pw: &str| {
+            format!(
+                "# password was {pw}\n[postgres]\nconninfo = \"host=db user=u password={pw}\"\n\
+                 [[rule]]\nname = \"r\"\nuser = \"x\"\n"
+            )
+        };
+        let a = digest(&with("hunter2"));
+        assert_eq!(a.len(), 16);
+        assert_eq!(
+            a,
+            digest(&with("correct-horse")),
+            "the password changes the digest"
+        );
+        assert_ne!(a, digest(&with("hunter2").replace("\"x\"", "\"y\"")));
+        assert_ne!(a, digest(&with("hunter2").replace("host=db", "host=db2")));
     }
 
     #[test]

@@ -139,7 +139,7 @@ impl Metrics {
         );
         r.register(
             "config_info",
-            "the loaded config: its path and the first 16 hex digits of its SHA-256",
+            "the loaded config: its path and the first 16 hex digits of the SHA-256 of its settings, password left out",
             m.config_info.clone(),
         );
         Metrics {
