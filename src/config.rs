@@ -111,25 +111,78 @@ impl fmt::Display for ConfigErrors {
 
 impl std::error::Error for ConfigErrors {}
 
+/// The largest config file read: far above any real policy (a 10,000-entry
+/// protect list is about 200 kB), small enough to read and check in a blink.
+pub const MAX_FILE_SIZE: u64 = 4 << 20;
+
 /// Reads and validates the file at `path`.
 pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
+    let text = read(path).map_err(|message| {
         ConfigErrors(vec![ConfigError {
             file: path.to_path_buf(),
             position: None,
             key: String::new(),
-            message: format!("cannot read config file: {e}"),
+            message,
         }])
     })?;
     parse(path, &text)
+}
+
+/// The text of the config file, refusing what is not a regular file (a
+/// FIFO would block the read forever, a device never end) and anything over
+/// [`MAX_FILE_SIZE`].
+fn read(path: &Path) -> Result<String, String> {
+    use std::io::Read;
+    let cannot = |e: std::io::Error| format!("cannot read config file: {e}");
+    let meta = std::fs::metadata(path).map_err(cannot)?;
+    if !meta.is_file() {
+        return Err(format!(
+            "not a regular file (it is a {}): point --config at the TOML file itself",
+            file_kind(&meta)
+        ));
+    }
+    let file = std::fs::File::open(path).map_err(cannot)?;
+    let mut bytes = Vec::new();
+    file.take(MAX_FILE_SIZE + 1)
+        .read_to_end(&mut bytes)
+        .map_err(cannot)?;
+    if bytes.len() as u64 > MAX_FILE_SIZE {
+        return Err(format!(
+            "the file is larger than {} MiB, the most replwarden reads: is this the right file?",
+            MAX_FILE_SIZE >> 20
+        ));
+    }
+    String::from_utf8(bytes).map_err(|e| {
+        format!(
+            "cannot read config file: not UTF-8 text (at byte {})",
+            e.utf8_error().valid_up_to()
+        )
+    })
+}
+
+/// What a file that is not a regular one is, for the error.
+fn file_kind(meta: &std::fs::Metadata) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    let t = meta.file_type();
+    if t.is_dir() {
+        "directory"
+    } else if t.is_fifo() {
+        "FIFO"
+    } else if t.is_socket() {
+        "socket"
+    } else if t.is_char_device() || t.is_block_device() {
+        "device"
+    } else {
+        "special file"
+    }
 }
 
 /// Validates `text` as if read from `path` (which only names it in errors).
 pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigErrors> {
     let mut walker = Walker {
         file: path,
-        text,
         errors: Vec::new(),
+        offsets: Vec::new(),
     };
     let (document, syntax_errors) = DeTable::parse_recoverable(text);
     for e in syntax_errors {
@@ -140,6 +193,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigErrors> {
         c.digest = settings_digest(&c);
         c
     });
+    walker.resolve_positions(text);
     walker.errors.sort_by_key(|e| e.position);
     match config {
         Some(config) if walker.errors.is_empty() => Ok(config),
@@ -204,19 +258,32 @@ pub const KNOWN_SYNC_STATES: &[&str] = &["async", "potential", "sync", "quorum"]
 
 struct Walker<'a> {
     file: &'a Path,
-    text: &'a str,
     errors: Vec<ConfigError>,
+    /// The byte offset of each error in `errors`; turned into line and
+    /// column once, at the end ([`Walker::resolve_positions`]).
+    offsets: Vec<usize>,
 }
 
 impl Walker<'_> {
     fn error(&mut self, span: Range<usize>, key: &str, message: impl Into<String>) {
-        let position = line_col(self.text, span.start);
+        self.offsets.push(span.start);
         self.errors.push(ConfigError {
             file: self.file.to_path_buf(),
-            position: Some(position),
+            position: None,
             key: key.to_string(),
             message: message.into(),
         });
+    }
+
+    /// Sets every error's line and column in one pass over `text` (in
+    /// offset order), so a file with many errors is not rescanned per error.
+    fn resolve_positions(&mut self, text: &str) {
+        let mut order: Vec<usize> = (0..self.errors.len()).collect();
+        order.sort_by_key(|&i| self.offsets[i]);
+        let mut cursor = LineCursor::default();
+        for i in order {
+            self.errors[i].position = Some(cursor.advance(text, self.offsets[i]));
+        }
     }
 
     fn document(&mut self, path: &Path, top: &DeTable<'_>) -> Option<Config> {
@@ -874,12 +941,38 @@ fn read_with_mode(path: &Path) -> Option<(String, u32)> {
 }
 
 /// 1-based line and column (in characters) of byte `offset` in `text`.
+#[cfg(test)]
 fn line_col(text: &str, offset: usize) -> (usize, usize) {
-    let offset = offset.min(text.len());
-    let before = &text[..text.floor_char_boundary_compat(offset)];
-    let line = before.matches('\n').count() + 1;
-    let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
-    (line, col)
+    LineCursor::default().advance(text, offset)
+}
+
+/// Walks a text forwards, turning ascending byte offsets into 1-based line
+/// and column (in characters); each byte is looked at once in all.
+#[derive(Default)]
+struct LineCursor {
+    /// Bytes walked so far.
+    offset: usize,
+    /// Lines ended so far.
+    newlines: usize,
+    /// Characters since the last newline.
+    column: usize,
+}
+
+impl LineCursor {
+    /// The position of `offset`, which must not be below the last one asked.
+    fn advance(&mut self, text: &str, offset: usize) -> (usize, usize) {
+        let target = text.floor_char_boundary_compat(offset.min(text.len()));
+        for c in text[self.offset..target.max(self.offset)].chars() {
+            if c == '\n' {
+                self.newlines += 1;
+                self.column = 0;
+            } else {
+                self.column += 1;
+            }
+        }
+        self.offset = target.max(self.offset);
+        (self.newlines + 1, self.column + 1)
+    }
 }
 
 trait FloorCharBoundary {
@@ -1106,8 +1199,72 @@ action = "kill"
     }
 
     #[test]
+    fn forty_thousand_bad_keys_are_reported_quickly_and_in_order() {
+        let mut text = String::from("[daemon]\n");
+        for i in 0..40_000 {
+            text += &format!("bad_key_{i} = 1\n");
+        }
+        let started = std::time::Instant::now();
+        let errs = parse(Path::new("t.toml"), &text).unwrap_err().0;
+        let took = started.elapsed();
+        assert_eq!(errs.len(), 40_000);
+        assert_eq!(errs[0].position, Some((2, 1)));
+        assert_eq!(errs[39_999].position, Some((40_001, 1)));
+        assert!(errs[39_999].key.ends_with("bad_key_39999"));
+        // Scanning from the start of the file for each error took minutes
+        // in a debug build; one pass takes well under a second.
+        assert!(took < std::time::Duration::from_secs(20), "took {took:?}");
+    }
+
+    #[test]
+    fn what_is_not_a_small_regular_file_is_refused() {
+        let dir = std::env::temp_dir().join(format!("rw-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let fifo = dir.join("fifo.toml");
+        let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        let big = dir.join("big.toml");
+        std::fs::write(&big, "#".repeat(MAX_FILE_SIZE as usize + 1)).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        for path in [fifo, dir.clone(), big] {
+            let tx = tx.clone();
+            // On a thread: reading a FIFO blocked forever.
+            std::thread::spawn(move || {
+                let _ = tx.send(load(&path).unwrap_err().to_string());
+            });
+        }
+        let mut messages: Vec<String> = (0..3)
+            .map(|_| {
+                rx.recv_timeout(std::time::Duration::from_secs(30))
+                    .expect("load returned")
+            })
+            .collect();
+        messages.sort();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(
+            messages[0].contains("big.toml: the file is larger than 4 MiB"),
+            "{messages:#?}"
+        );
+        assert!(
+            messages[1].contains("fifo.toml: not a regular file (it is a FIFO)"),
+            "{messages:#?}"
+        );
+        assert!(
+            messages[2].contains(": not a regular file (it is a directory)"),
+            "{messages:#?}"
+        );
+    }
+
+    #[test]
     fn line_and_column_count_characters() {
         assert_eq!(line_col("ab\ncd", 4), (2, 2));
         assert_eq!(line_col("é = 1", 3), (1, 3));
+        let mut cursor = LineCursor::default();
+        let text = "ab\ncdé\nef";
+        assert_eq!(cursor.advance(text, 0), (1, 1));
+        assert_eq!(cursor.advance(text, 4), (2, 2));
+        assert_eq!(cursor.advance(text, 6), (2, 3));
+        assert_eq!(cursor.advance(text, 7), (2, 4));
+        assert_eq!(cursor.advance(text, 9), (3, 2));
     }
 }
