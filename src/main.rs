@@ -141,6 +141,9 @@ fn main() -> ExitCode {
                 Ok(c) => c,
                 Err(code) => return code,
             };
+            for w in report::config_warnings(&config) {
+                eprintln!("replwarden: warning: {w}");
+            }
             match runtime.block_on(daemon::plan(&config, dry_run || config.daemon.dry_run)) {
                 Ok(text) => {
                     print!("{text}");
@@ -166,6 +169,9 @@ fn main() -> ExitCode {
             };
             for w in &config.postgres.warnings {
                 tracing::warn!(config = %config.path.display(), "{w}");
+            }
+            for w in &config.warnings {
+                tracing::warn!(warning = %w, "config warning");
             }
             runtime.block_on(async {
                 let (tx, rx) = tokio::sync::mpsc::unbounded_channel();

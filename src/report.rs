@@ -190,11 +190,23 @@ pub fn check_summary(config: &Config) -> String {
     for w in &pg.warnings {
         let _ = writeln!(out, "warning: {}", escape_text(w));
     }
+    for w in &config.warnings {
+        let _ = writeln!(out, "warning: {}", escape_text(&w.to_string()));
+    }
     let _ = writeln!(out, "{} rule(s):", config.policy.rules.len());
     for (i, rule) in config.policy.rules.iter().enumerate() {
         let _ = writeln!(out, "  {}. {}", i + 1, rule_summary(rule));
     }
     out
+}
+
+/// Every warning about a loaded config, one line each, for `plan` to print
+/// before it connects: a password file ignored for its permissions is why
+/// a connection then fails for want of a password.
+pub fn config_warnings(config: &Config) -> Vec<String> {
+    let pg = config.postgres.warnings.iter().map(|w| escape_text(w));
+    let rules = config.warnings.iter().map(|w| escape_text(&w.to_string()));
+    pg.chain(rules).collect()
 }
 
 /// An error and its causes on one line: `cannot connect: error performing
