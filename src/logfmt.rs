@@ -41,13 +41,14 @@ pub fn token(s: &str) -> String {
 }
 
 /// Free text (a log message, a line of prose) with every non-printable
-/// character and `\` escaped as in [`quoted`], but quotes left as they are
-/// and no quotes around: it cannot break the line or hide what follows.
+/// character escaped as in [`quoted`], but quotes and `\` left as they are
+/// (the text may hold values already [`quoted`]) and no quotes around: it
+/// cannot break the line or hide what follows.
 pub fn escape_text(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         match c {
-            '"' | '\'' => out.push(c),
+            '"' | '\'' | '\\' => out.push(c),
             _ => out.extend(c.escape_debug()),
         }
     }
@@ -247,5 +248,6 @@ mod tests {
         assert_eq!(token("é"), "\"é\"");
         assert_eq!(quoted("say \"hi\"\\"), "\"say \\\"hi\\\"\\\\\"");
         assert_eq!(escape_text("a \"b\"\nc\u{1b}"), "a \"b\"\\nc\\u{1b}");
+        assert_eq!(escape_text(&quoted("a\nb")), "\"a\\nb\"");
     }
 }

@@ -111,7 +111,15 @@ fn init_logging(format: Option<LogFormat>, level: LevelFilter) {
 
 fn load(path: &std::path::Path) -> Result<config::Config, ExitCode> {
     config::load(path).map_err(|errors| {
-        eprintln!("replwarden: {errors}");
+        // One line per error, whatever a key or value in the file holds.
+        let n = errors.0.len();
+        eprintln!(
+            "replwarden: {n} error{} in config",
+            if n == 1 { "" } else { "s" }
+        );
+        for e in &errors.0 {
+            eprintln!("  {}", replwarden::logfmt::escape_text(&e.to_string()));
+        }
         ExitCode::from(EXIT_CONFIG)
     })
 }

@@ -582,3 +582,34 @@ fn check_and_plan_warn_about_what_can_never_match_and_an_ignored_password_file()
         "{err}{text}"
     );
 }
+
+#[test]
+fn check_prints_one_line_per_error_whatever_the_file_holds() {
+    let scratch = Scratch::new("keys");
+    let path = scratch.0.join("replwarden.toml");
+    std::fs::write(
+        &path,
+        "[daemon]\n\"x\\nZ replwarden: 0 errors\" = 1\n[[rule]]\nname = \"r\"\napplication_name = \"\\u001b[2J\\u202e[z-a]\"\n",
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_replwarden"))
+        .args(["check", "--config"])
+        .arg(&path)
+        .output()
+        .expect("run replwarden check");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(78), "{err}");
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 3, "{err}");
+    assert_eq!(lines[0], "replwarden: 2 errors in config");
+    assert!(
+        lines[1].contains(r#"daemon.x\nZ replwarden: 0 errors: unknown key"#),
+        "{err}"
+    );
+    assert!(
+        lines[2]
+            .contains(r#"rule[1].application_name[1]: "\u{1b}[2J\u{202e}[z-a]" has the range z-a"#),
+        "{err}"
+    );
+    assert!(!err.contains(['\u{1b}', '\u{202e}']), "{err}");
+}
