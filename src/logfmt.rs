@@ -58,7 +58,8 @@ pub fn escape_text(s: &str) -> String {
 /// The field formatter of the text log format: `key=value` with the value
 /// bare when it is a plain token and [`quoted`] otherwise, strings always
 /// quoted (as `tracing-subscriber` does), and the message escaped with
-/// [`escape_text`]. Used for event and span fields alike.
+/// [`escape_text`], or [`quoted`] if it has a `=` (so that the fields start
+/// at the first `=` outside quotes). Used for event and span fields alike.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct EscapedFields;
 
@@ -88,7 +89,14 @@ impl Visitor<'_> {
         let sep = if self.first { "" } else { " " };
         self.first = false;
         self.result = if field.name() == "message" {
-            write!(self.writer, "{sep}{}", escape_text(value))
+            // A message that could be taken for fields (it quotes text a
+            // client chose, such as a superuser walsender's name) is quoted.
+            let message = if value.contains('=') || value.starts_with('"') {
+                quoted(value)
+            } else {
+                escape_text(value)
+            };
+            write!(self.writer, "{sep}{message}")
         } else if always_quote {
             write!(self.writer, "{sep}{}={}", field.name(), quoted(value))
         } else {
@@ -148,7 +156,10 @@ mod tests {
     fn fields(line: &str) -> Vec<(String, String)> {
         let mut rest = line;
         let mut out = Vec::new();
-        // The message runs up to the first `key=`.
+        // The message runs up to the first `key=`; quoted if it has a `=`.
+        if let Some(at) = rest.find('"').filter(|&at| !rest[..at].contains('=')) {
+            rest = unquote(&rest[at + 1..]).1;
+        }
         while let Some(at) = rest.find(|c: char| c.is_ascii_lowercase()) {
             rest = &rest[at..];
             let key_end = rest
@@ -211,9 +222,20 @@ mod tests {
                 pid = 42,
                 "walsender terminated"
             );
+            tracing::warn!(event = "preflight", "superuser walsenders: {app}");
         });
         let text = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
-        assert_eq!(text.lines().count(), 1, "{text}");
+        let (text, second) = text.split_once('\n').unwrap();
+        assert_eq!(second.lines().count(), 1, "{second}");
+        let message = quoted(&format!("superuser walsenders: {app}"));
+        assert!(
+            second.contains(&format!("WARN {message} event=\"preflight\"")),
+            "{second}"
+        );
+        assert_eq!(
+            fields(second),
+            [("event".to_string(), "preflight".to_string())]
+        );
         assert!(
             !text.contains(['\u{1b}', '\r', '\u{202e}', '\u{2028}']),
             "{text}"

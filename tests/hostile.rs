@@ -21,6 +21,9 @@ use harness::{free_port, wait_until, Cluster};
 const FORGED_FIELDS: &str = "x rule=fake action=terminate outcome=\"terminated\" pid=1";
 /// A role name that forges a whole log line and a `plan` line.
 const FORGED_LINE: &str = "e\nZ WARN poll: walsender terminated event=\"action\" rule=forged";
+/// The application_name of a superuser's walsender, which the daemon's
+/// privilege preflight names in its warning.
+const SUPERUSER_APP: &str = "su x rule=fake outcome=\"terminated\"";
 /// A role name with ANSI escapes (clear line, cursor up) and a bidi override.
 const ESCAPES: &str = "\u{1b}[2K\u{1b}[1Aadmin\u{202e}gpj.exe";
 /// A rule name from the config with a newline and a field look-alike.
@@ -111,6 +114,14 @@ fn parse_line(line: &str) -> Option<Line> {
         let key_end = rest
             .find(|c: char| !(c.is_ascii_lowercase() || c == '_'))
             .unwrap_or(rest.len());
+        if let Some(quoted) = rest.strip_prefix('"').filter(|_| fields.is_empty()) {
+            // A message with a `=` in it is quoted.
+            let (text, after) = unquote(quoted)?;
+            message += &text;
+            message.push(' ');
+            rest = after.trim_start();
+            continue;
+        }
         if key_end == 0 || !rest[key_end..].starts_with('=') {
             if !fields.is_empty() {
                 return None; // text after the fields: not what the daemon writes
@@ -183,23 +194,29 @@ fn hostile_names_cannot_forge_log_fields_lines_or_plan_lines() {
     }
     let scratch = Scratch::new("names");
     // pg_receivewal with the field-forging application_name, as libpq takes it.
-    let wal = scratch.0.join("wal");
-    std::fs::create_dir_all(&wal).unwrap();
-    let _receiver = Killed(
-        Command::new(harness::bin("pg_receivewal"))
-            .arg("-D")
-            .arg(&wal)
-            .args([
-                "-d",
-                &format!("host=127.0.0.1 port={} user=replicator", primary.port),
-                "--no-sync",
-            ])
-            .env("PGAPPNAME", FORGED_FIELDS)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start pg_receivewal"),
-    );
+    // And one as the superuser, whose name the preflight warning quotes.
+    let _receivers: Vec<Killed> = [("replicator", FORGED_FIELDS), ("postgres", SUPERUSER_APP)]
+        .iter()
+        .map(|(user, app)| {
+            let wal = scratch.0.join(format!("wal-{user}"));
+            std::fs::create_dir_all(&wal).unwrap();
+            Killed(
+                Command::new(harness::bin("pg_receivewal"))
+                    .arg("-D")
+                    .arg(&wal)
+                    .args([
+                        "-d",
+                        &format!("host=127.0.0.1 port={} user={user}", primary.port),
+                        "--no-sync",
+                    ])
+                    .env("PGAPPNAME", app)
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .expect("start pg_receivewal"),
+            )
+        })
+        .collect();
     // Replication connections (psql, replication=database) as the hostile roles.
     let _sessions: Vec<Killed> = [FORGED_LINE, ESCAPES]
         .iter()
@@ -221,8 +238,8 @@ fn hostile_names_cannot_forge_log_fields_lines_or_plan_lines() {
             )
         })
         .collect();
-    wait_until("three hostile walsenders", Duration::from_secs(60), || {
-        (primary.sql("SELECT count(*) FROM pg_stat_replication") == "3").then_some(())
+    wait_until("four hostile walsenders", Duration::from_secs(60), || {
+        (primary.sql("SELECT count(*) FROM pg_stat_replication") == "4").then_some(())
     });
 
     let config = format!(
@@ -285,6 +302,14 @@ fn hostile_names_cannot_forge_log_fields_lines_or_plan_lines() {
             l.fields.into_iter().collect()
         })
         .collect();
+    let preflight = lines
+        .iter()
+        .filter_map(|l| parse_line(l))
+        .find(|l| l.message.starts_with("walsenders of superuser roles"))
+        .unwrap_or_else(|| panic!("no preflight warning:\n{all}"));
+    assert!(preflight.message.contains(SUPERUSER_APP), "{all}");
+    let keys: Vec<&str> = preflight.fields.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(keys, ["role", "event"], "{all}");
     let by_app = events
         .iter()
         .find(|e| e["application_name"] == FORGED_FIELDS)
@@ -327,7 +352,7 @@ fn hostile_names_cannot_forge_log_fields_lines_or_plan_lines() {
         "{plan}"
     );
     let headers = plan.lines().filter(|l| l.starts_with("pid ")).count();
-    assert_eq!(headers, 3, "{plan}");
+    assert_eq!(headers, 4, "{plan}");
 }
 
 /// `check` and `run` on `config`, with a deadline: (exit code, all output).
