@@ -33,7 +33,12 @@ pub struct Config {
     pub policy: Policy,
     /// `[metrics]`.
     pub metrics: MetricsSettings,
-    /// The first 16 hex digits of the file's SHA-256, to tell versions apart.
+    /// What `check`, `plan` and `run` warn about but accept: patterns that
+    /// can never match, exclusions that exclude nothing, zero thresholds
+    /// that hold for nearly every walsender (see [`pattern_warnings`]).
+    pub warnings: Vec<ConfigError>,
+    /// The first 16 hex digits of the SHA-256 of the settings in force with
+    /// the password left out (see [`settings_digest`]), to tell versions apart.
     pub digest: String,
 }
 
@@ -110,38 +115,95 @@ impl fmt::Display for ConfigErrors {
 
 impl std::error::Error for ConfigErrors {}
 
+/// The largest config file read: far above any real policy (a 10,000-entry
+/// protect list is about 200 kB), small enough to read and check in a blink.
+pub const MAX_FILE_SIZE: u64 = 4 << 20;
+
 /// Reads and validates the file at `path`.
 pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
+    let text = read(path).map_err(|message| {
         ConfigErrors(vec![ConfigError {
             file: path.to_path_buf(),
             position: None,
             key: String::new(),
-            message: format!("cannot read config file: {e}"),
+            message,
         }])
     })?;
     parse(path, &text)
+}
+
+/// The text of the config file, refusing what is not a regular file (a
+/// FIFO would block the read forever, a device never end) and anything over
+/// [`MAX_FILE_SIZE`].
+fn read(path: &Path) -> Result<String, String> {
+    use std::io::Read;
+    let cannot = |e: std::io::Error| format!("cannot read config file: {e}");
+    let meta = std::fs::metadata(path).map_err(cannot)?;
+    if !meta.is_file() {
+        return Err(format!(
+            "not a regular file (it is a {}): point --config at the TOML file itself",
+            file_kind(&meta)
+        ));
+    }
+    let file = std::fs::File::open(path).map_err(cannot)?;
+    let mut bytes = Vec::new();
+    file.take(MAX_FILE_SIZE + 1)
+        .read_to_end(&mut bytes)
+        .map_err(cannot)?;
+    if bytes.len() as u64 > MAX_FILE_SIZE {
+        return Err(format!(
+            "the file is larger than {} MiB, the most replwarden reads: is this the right file?",
+            MAX_FILE_SIZE >> 20
+        ));
+    }
+    String::from_utf8(bytes).map_err(|e| {
+        format!(
+            "cannot read config file: not UTF-8 text (at byte {})",
+            e.utf8_error().valid_up_to()
+        )
+    })
+}
+
+/// What a file that is not a regular one is, for the error.
+fn file_kind(meta: &std::fs::Metadata) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    let t = meta.file_type();
+    if t.is_dir() {
+        "directory"
+    } else if t.is_fifo() {
+        "FIFO"
+    } else if t.is_socket() {
+        "socket"
+    } else if t.is_char_device() || t.is_block_device() {
+        "device"
+    } else {
+        "special file"
+    }
 }
 
 /// Validates `text` as if read from `path` (which only names it in errors).
 pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigErrors> {
     let mut walker = Walker {
         file: path,
-        text,
         errors: Vec::new(),
+        offsets: Vec::new(),
+        warnings: Vec::new(),
+        warning_offsets: Vec::new(),
     };
     let (document, syntax_errors) = DeTable::parse_recoverable(text);
     for e in syntax_errors {
         let span = e.span().unwrap_or(0..0);
         walker.error(span, "", format!("TOML syntax error: {}", e.message()));
     }
-    let config = walker.document(path, document.get_ref()).map(|mut c| {
-        use sha2::Digest;
-        let hash = sha2::Sha256::digest(text.as_bytes());
-        c.digest = hash.iter().take(8).map(|b| format!("{b:02x}")).collect();
+    let config = walker.document(path, document.get_ref());
+    walker.resolve_positions(text);
+    walker.errors.sort_by_key(|e| e.position);
+    walker.warnings.sort_by_key(|e| e.position);
+    let config = config.map(|mut c| {
+        c.digest = settings_digest(&c);
+        c.warnings = std::mem::take(&mut walker.warnings);
         c
     });
-    walker.errors.sort_by_key(|e| e.position);
     match config {
         Some(config) if walker.errors.is_empty() => Ok(config),
         _ => Err(ConfigErrors(walker.errors)),
@@ -229,19 +291,56 @@ pub const KNOWN_SYNC_STATES: &[&str] = &["async", "potential", "sync", "quorum"]
 
 struct Walker<'a> {
     file: &'a Path,
-    text: &'a str,
     errors: Vec<ConfigError>,
+    /// The byte offset of each error in `errors`; turned into line and
+    /// column once, at the end ([`Walker::resolve_positions`]).
+    offsets: Vec<usize>,
+    /// Accepted but suspicious (see [`Config::warnings`]), with their offsets.
+    warnings: Vec<ConfigError>,
+    warning_offsets: Vec<usize>,
 }
 
 impl Walker<'_> {
     fn error(&mut self, span: Range<usize>, key: &str, message: impl Into<String>) {
-        let position = line_col(self.text, span.start);
+        self.offsets.push(span.start);
         self.errors.push(ConfigError {
             file: self.file.to_path_buf(),
-            position: Some(position),
+            position: None,
             key: key.to_string(),
             message: message.into(),
         });
+    }
+
+    fn warning(&mut self, span: Range<usize>, key: &str, message: impl Into<String>) {
+        self.warning_offsets.push(span.start);
+        self.warnings.push(ConfigError {
+            file: self.file.to_path_buf(),
+            position: None,
+            key: key.to_string(),
+            message: message.into(),
+        });
+    }
+
+    /// Sets every error's and warning's line and column in one pass over
+    /// `text` (in offset order), so a file with many errors is not rescanned
+    /// per error.
+    fn resolve_positions(&mut self, text: &str) {
+        let mut order: Vec<(usize, bool, usize)> = (self.offsets.iter().map(|&o| (o, true)))
+            .chain(self.warning_offsets.iter().map(|&o| (o, false)))
+            .enumerate()
+            .map(|(i, (o, is_error))| (o, is_error, i))
+            .collect();
+        order.sort_unstable();
+        let errors = self.errors.len();
+        let mut cursor = LineCursor::default();
+        for (offset, is_error, i) in order {
+            let position = Some(cursor.advance(text, offset));
+            if is_error {
+                self.errors[i].position = position;
+            } else {
+                self.warnings[i - errors].position = position;
+            }
+        }
     }
 
     fn document(&mut self, path: &Path, top: &DeTable<'_>) -> Option<Config> {
@@ -287,6 +386,7 @@ impl Walker<'_> {
             },
             metrics: metrics?,
             digest: String::new(),
+            warnings: Vec::new(),
         })
     }
 
@@ -390,6 +490,8 @@ impl Walker<'_> {
             exclude: Vec::new(),
         };
         let mut ok = true;
+        let mut included = HashSet::new();
+        let mut excluded = Vec::new();
         for (i, item) in items.into_iter().enumerate() {
             let item_key = format!("{key}[{}]", i + 1);
             let Some(text) = self.string(item, &item_key) else {
@@ -401,12 +503,36 @@ impl Walker<'_> {
                 None => (false, text),
             };
             match parse(body) {
-                Ok(p) if negated => list.exclude.push(p),
-                Ok(p) => list.include.push(p),
+                Ok(p) => {
+                    let matcher = key.rsplit('.').next().unwrap_or(key);
+                    for w in pattern_warnings(matcher, negated, body) {
+                        self.warning(item.span(), &item_key, w);
+                    }
+                    if negated {
+                        excluded.push((item.span(), item_key, body));
+                        list.exclude.push(p);
+                    } else {
+                        included.insert(body);
+                        list.include.push(p);
+                    }
+                }
                 Err(e) => {
                     self.error(item.span(), &item_key, e);
                     ok = false;
                 }
+            }
+        }
+        for (span, item_key, body) in excluded {
+            if included.contains(body) {
+                self.error(
+                    span,
+                    &item_key,
+                    format!(
+                        "{} is both included and excluded, so it can never match: remove one of the two",
+                        crate::logfmt::quoted(body)
+                    ),
+                );
+                ok = false;
             }
         }
         ok.then_some(list)
@@ -494,10 +620,18 @@ impl Walker<'_> {
     /// The matcher keys of a rule or a `[protect]` entry.
     fn matchers(&mut self, table: &DeTable<'_>, key: &str) -> Matchers {
         let k = |name: &str| format!("{key}.{name}");
-        let glob_matcher =
-            |w: &mut Self, name: &str, known: &[&str]| -> Option<PatternList<Glob>> {
-                let v = table.get(name)?;
-                w.patterns(v, &k(name), |text| {
+        let glob_matcher = |w: &mut Self,
+                            name: &str,
+                            known: &[&str]|
+         -> Option<PatternList<Glob>> {
+            let v = table.get(name)?;
+            w.patterns(v, &k(name), |text| {
+                    if let Some((from, to)) = reversed_range(text) {
+                        return Err(format!(
+                            "{} has the range {from}-{to}, which is backwards and matches no character: write {to}-{from}",
+                            crate::logfmt::quoted(text)
+                        ));
+                    }
                     let glob = Glob::parse(text)?;
                     let literal = !text.contains(['*', '?', '[']);
                     if !known.is_empty() && literal && !known.contains(&text) {
@@ -508,7 +642,7 @@ impl Walker<'_> {
                     }
                     Ok(glob)
                 })
-            };
+        };
         Matchers {
             application_name: glob_matcher(self, "application_name", &[]),
             user: glob_matcher(self, "user", &[]),
@@ -831,6 +965,30 @@ impl Walker<'_> {
             );
             return None;
         }
+        if matches_nearly_all(&matchers) && holds_nearly_always(&conditions) {
+            self.error(
+                value.span(),
+                key,
+                "this rule's matchers match every walsender (only \"*\" or an exclusion of the empty name \"!\") \
+                 and its conditions are zero thresholds, so it would act on nearly every walsender; \
+                 name who it is about (application_name, user, client_addr, state, sync_state) or give a real threshold",
+            );
+            return None;
+        }
+        for (name, zero) in [
+            ("in_state_for", conditions.in_state_for),
+            ("no_reply_for", conditions.no_reply_for),
+            ("no_progress_for", conditions.no_progress_for),
+        ] {
+            if zero.is_some_and(|d| d.is_zero()) {
+                let span = table.get(name).map_or(value.span(), |v| v.span());
+                self.warning(
+                    span,
+                    &k(name),
+                    "\"0s\" holds for nearly every walsender: give the time it must last, or leave the condition out",
+                );
+            }
+        }
         Some(Rule {
             name: name?,
             matchers,
@@ -840,6 +998,166 @@ impl Walker<'_> {
             escalate_after: escalate_after.map(|(_, d)| d),
         })
     }
+}
+
+/// The longest `application_name` or role name the server keeps:
+/// `NAMEDATALEN - 1` bytes (it cuts longer application names).
+pub const MAX_NAME_BYTES: usize = 63;
+
+/// Why a pattern of matcher `matcher` (`application_name`, `user`, ...),
+/// accepted as valid, can still never match or never exclude anything.
+/// Warnings, not errors: the rule is safe (it acts on less, not more), but
+/// it does not do what it says.
+pub fn pattern_warnings(matcher: &str, negated: bool, body: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let never = if negated {
+        "this exclusion can never exclude anything"
+    } else {
+        "this pattern can never match"
+    };
+    if !matches!(matcher, "application_name" | "user") {
+        return out;
+    }
+    let least = min_match_bytes(body);
+    if least > MAX_NAME_BYTES {
+        out.push(format!(
+            "{never}: it needs at least {least} bytes, and the server keeps at most {MAX_NAME_BYTES} (NAMEDATALEN - 1) of {}",
+            if matcher == "user" {
+                "a role name"
+            } else {
+                "an application_name: it cuts longer ones"
+            }
+        ));
+    }
+    if matcher == "application_name" && body.chars().any(|c| !(' '..='~').contains(&c)) {
+        out.push(format!(
+            "{never}: it has non-ASCII or control characters, and the server keeps only printable ASCII in \
+             application_name (it writes others as \"?\", or as \\xNN from PostgreSQL 16)"
+        ));
+    }
+    if body.is_empty() {
+        out.push(match (matcher, negated) {
+            ("user", false) => format!("{never}: no role has an empty name"),
+            ("user", true) => format!("{never}: no role has an empty name, so it excludes nothing"),
+            (_, false) => "matches only an empty application_name".to_string(),
+            (_, true) => "excludes only an empty application_name: this matcher matches nearly every walsender".to_string(),
+        });
+    }
+    out
+}
+
+/// The fewest bytes a value matching glob `text` can have.
+fn min_match_bytes(text: &str) -> usize {
+    let mut n = 0;
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '*' => {}
+            '[' => {
+                n += 1;
+                // A class: `]` right after `[` or `[!` is a member.
+                let mut first = true;
+                for c in chars.by_ref() {
+                    if c == ']' && !first {
+                        break;
+                    }
+                    first = first && c == '!';
+                }
+            }
+            c => n += c.len_utf8(),
+        }
+    }
+    n
+}
+
+/// The first backwards range (`z-a`) in a glob's character classes.
+fn reversed_range(text: &str) -> Option<(char, char)> {
+    let chars: Vec<char> = text.chars().collect();
+    let mut i = 0;
+    while i < chars.len() {
+        if chars[i] != '[' {
+            i += 1;
+            continue;
+        }
+        let mut j = i + 1;
+        if chars.get(j) == Some(&'!') {
+            j += 1;
+        }
+        let start = j;
+        while j < chars.len() && (chars[j] != ']' || j == start) {
+            if j + 2 < chars.len()
+                && chars[j + 1] == '-'
+                && chars[j + 2] != ']'
+                && chars[j] > chars[j + 2]
+            {
+                return Some((chars[j], chars[j + 2]));
+            }
+            j += 1;
+        }
+        i = j + 1;
+    }
+    None
+}
+
+/// True when every glob matcher given lets through any name a client can
+/// pick: no patterns but `*`, and no exclusion but the empty name.
+fn matches_nearly_all(m: &Matchers) -> bool {
+    let open = |list: &Option<PatternList<Glob>>| {
+        list.as_ref().is_none_or(|l| {
+            (l.include.is_empty()
+                || l.include
+                    .iter()
+                    .any(|g| !g.text.is_empty() && g.text.chars().all(|c| c == '*')))
+                && l.exclude.iter().all(|g| g.text.is_empty())
+        })
+    };
+    m.client_addr.is_none()
+        && open(&m.application_name)
+        && open(&m.user)
+        && open(&m.state)
+        && open(&m.sync_state)
+}
+
+/// True when the conditions are none or all zero thresholds, which hold for
+/// nearly every walsender.
+fn holds_nearly_always(c: &Conditions) -> bool {
+    let zero = |d: Option<Duration>| d.is_none_or(|d| d.is_zero());
+    let none = |b: Option<ByteSize>| b.is_none_or(|b| b.0 == 0);
+    zero(c.write_lag)
+        && zero(c.flush_lag)
+        && zero(c.replay_lag)
+        && zero(c.in_state_for)
+        && zero(c.no_reply_for)
+        && zero(c.no_progress_for)
+        && none(c.write_lag_bytes)
+        && none(c.flush_lag_bytes)
+        && none(c.replay_lag_bytes)
+        && none(c.retained_wal)
+}
+
+/// What the metrics endpoint shows to tell configs apart: the first 16 hex
+/// digits of the SHA-256 of the validated settings, written out with the
+/// connection target but not its password. No password is in it, so it is
+/// no oracle for guessing one (a hash of the file was: the password is most
+/// of its entropy). Comments and layout do not change it; the same settings
+/// give the same digest on every host running the same replwarden version.
+pub fn settings_digest(config: &Config) -> String {
+    use sha2::Digest;
+    let policy = Policy {
+        generation: 0,
+        ..config.policy.clone()
+    };
+    let text = format!(
+        "{}\n{:?}\n{:?}\n{:?}\n{:?}\n{:?}",
+        crate::report::redacted_conninfo(&config.postgres.connect),
+        config.postgres.verify,
+        config.postgres.statement_timeout,
+        config.daemon,
+        config.metrics,
+        policy,
+    );
+    let hash = sha2::Sha256::digest(text.as_bytes());
+    hash.iter().take(8).map(|b| format!("{b:02x}")).collect()
 }
 
 fn join(prefix: &str, key: &str) -> String {
@@ -874,12 +1192,38 @@ fn read_with_mode(path: &Path) -> Option<(String, u32)> {
 }
 
 /// 1-based line and column (in characters) of byte `offset` in `text`.
+#[cfg(test)]
 fn line_col(text: &str, offset: usize) -> (usize, usize) {
-    let offset = offset.min(text.len());
-    let before = &text[..text.floor_char_boundary_compat(offset)];
-    let line = before.matches('\n').count() + 1;
-    let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
-    (line, col)
+    LineCursor::default().advance(text, offset)
+}
+
+/// Walks a text forwards, turning ascending byte offsets into 1-based line
+/// and column (in characters); each byte is looked at once in all.
+#[derive(Default)]
+struct LineCursor {
+    /// Bytes walked so far.
+    offset: usize,
+    /// Lines ended so far.
+    newlines: usize,
+    /// Characters since the last newline.
+    column: usize,
+}
+
+impl LineCursor {
+    /// The position of `offset`, which must not be below the last one asked.
+    fn advance(&mut self, text: &str, offset: usize) -> (usize, usize) {
+        let target = text.floor_char_boundary_compat(offset.min(text.len()));
+        for c in text[self.offset..target.max(self.offset)].chars() {
+            if c == '\n' {
+                self.newlines += 1;
+                self.column = 0;
+            } else {
+                self.column += 1;
+            }
+        }
+        self.offset = target.max(self.offset);
+        (self.newlines + 1, self.column + 1)
+    }
 }
 
 trait FloorCharBoundary {
@@ -1086,8 +1430,191 @@ action = "kill"
     }
 
     #[test]
+    fn the_digest_is_no_function_of_the_password() {
+        let digest = |text: &str| parse(Path::new("t.toml"), text).unwrap().digest;
+        let with = |pw: &str| {
+            format!(
+                "# password was {pw}\n[postgres]\nconninfo = \"host=db user=u password={pw}\"\n\
+                 [[rule]]\nname = \"r\"\nuser = \"x\"\n"
+            )
+        };
+        let a = digest(&with("hunter2"));
+        assert_eq!(a.len(), 16);
+        assert_eq!(
+            a,
+            digest(&with("correct-horse")),
+            "the password changes the digest"
+        );
+        assert_ne!(a, digest(&with("hunter2").replace("\"x\"", "\"y\"")));
+        assert_ne!(a, digest(&with("hunter2").replace("host=db", "host=db2")));
+    }
+
+    #[test]
+    fn forty_thousand_bad_keys_are_reported_quickly_and_in_order() {
+        let mut text = String::from("[daemon]\n");
+        for i in 0..40_000 {
+            text += &format!("bad_key_{i} = 1\n");
+        }
+        let started = std::time::Instant::now();
+        let errs = parse(Path::new("t.toml"), &text).unwrap_err().0;
+        let took = started.elapsed();
+        assert_eq!(errs.len(), 40_000);
+        assert_eq!(errs[0].position, Some((2, 1)));
+        assert_eq!(errs[39_999].position, Some((40_001, 1)));
+        assert!(errs[39_999].key.ends_with("bad_key_39999"));
+        // Scanning from the start of the file for each error took minutes
+        // in a debug build; one pass takes well under a second.
+        assert!(took < std::time::Duration::from_secs(20), "took {took:?}");
+    }
+
+    #[test]
+    fn what_is_not_a_small_regular_file_is_refused() {
+        let dir = std::env::temp_dir().join(format!("rw-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let fifo = dir.join("fifo.toml");
+        let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        let big = dir.join("big.toml");
+        std::fs::write(&big, "#".repeat(MAX_FILE_SIZE as usize + 1)).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        for path in [fifo, dir.clone(), big] {
+            let tx = tx.clone();
+            // On a thread: reading a FIFO blocked forever.
+            std::thread::spawn(move || {
+                let _ = tx.send(load(&path).unwrap_err().to_string());
+            });
+        }
+        let mut messages: Vec<String> = (0..3)
+            .map(|_| {
+                rx.recv_timeout(std::time::Duration::from_secs(30))
+                    .expect("load returned")
+            })
+            .collect();
+        messages.sort();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(
+            messages[0].contains("big.toml: the file is larger than 4 MiB"),
+            "{messages:#?}"
+        );
+        assert!(
+            messages[1].contains("fifo.toml: not a regular file (it is a FIFO)"),
+            "{messages:#?}"
+        );
+        assert!(
+            messages[2].contains(": not a regular file (it is a directory)"),
+            "{messages:#?}"
+        );
+    }
+
+    fn warnings(text: &str) -> Vec<String> {
+        match parse(Path::new("t.toml"), text) {
+            Ok(c) => c.warnings.iter().map(|w| w.to_string()).collect(),
+            Err(e) => panic!("expected warnings only for:\n{text}\ngot {e}"),
+        }
+    }
+
+    #[test]
+    fn guards_that_could_be_walked_round_are_errors() {
+        let cases = [
+            // Only an exclusion of the empty name: every named walsender.
+            (
+                "application_name = \"!\"",
+                "rule[1]: this rule's matchers match every walsender",
+            ),
+            (
+                "user = [\"*\"]\nstate = [\"!\", \"*\"]",
+                "rule[1].state[1]: unknown state",
+            ),
+            (
+                "application_name = \"*\"\nno_reply_for = \"0s\"",
+                "rule[1]: this rule's matchers match every walsender",
+            ),
+            (
+                "no_reply_for = \"0s\"",
+                "rule[1]: this rule's matchers match every walsender",
+            ),
+            (
+                "in_state_for = \"0s\"\nreplay_lag_bytes = \"0\"",
+                "rule[1]: this rule's matchers match every walsender",
+            ),
+            (
+                "application_name = \"[z-a]*\"",
+                "rule[1].application_name[1]: \"[z-a]*\" has the range z-a, which is backwards",
+            ),
+            (
+                "user = [\"![9-0]\"]",
+                "rule[1].user[1]: \"[9-0]\" has the range 9-0",
+            ),
+            (
+                "application_name = [\"a\", \"!a\"]",
+                "rule[1].application_name[2]: \"a\" is both included and excluded",
+            ),
+        ];
+        for (rule, expected) in cases {
+            let text = format!("[[rule]]\nname = \"r\"\n{rule}");
+            let errs = errors(&text);
+            assert!(
+                errs.iter().any(|e| e.contains(expected)),
+                "for {text:?} expected {expected:?} in {errs:#?}"
+            );
+        }
+        // Ranges the right way round, a literal `-` and `]` are fine.
+        for ok in ["[a-z]*", "[!0-9]x", "[]-]", "[a-]", "x-y"] {
+            assert_eq!(reversed_range(ok), None, "{ok}");
+        }
+    }
+
+    #[test]
+    fn patterns_that_can_never_match_are_warnings() {
+        let long = "x".repeat(64);
+        let max = "x".repeat(63);
+        let cases = [
+            (format!("application_name = \"{long}\""), Some("rule[1].application_name[1]: this pattern can never match: it needs at least 64 bytes, and the server keeps at most 63")),
+            (format!("application_name = [\"*\", \"!{long}*\"]\nreplay_lag = \"1m\""), Some("rule[1].application_name[2]: this exclusion can never exclude anything: it needs at least 64 bytes")),
+            (format!("user = \"{long}\""), Some("rule[1].user[1]: this pattern can never match: it needs at least 64 bytes, and the server keeps at most 63 (NAMEDATALEN - 1) of a role name")),
+            (format!("application_name = \"{max}\""), None),
+            (format!("application_name = \"*{max}[abc]?*\"\nuser = \"x\""), Some("at least 65 bytes")),
+            (format!("user = \"{}\"", "é".repeat(31)), None),
+            ("application_name = \"café\"".to_string(), Some("rule[1].application_name[1]: this pattern can never match: it has non-ASCII or control characters")),
+            ("application_name = \"a\\u0007\"".to_string(), Some("non-ASCII or control characters")),
+            ("application_name = \"\"".to_string(), Some("rule[1].application_name[1]: matches only an empty application_name")),
+            ("user = \"\"".to_string(), Some("rule[1].user[1]: this pattern can never match: no role has an empty name")),
+            ("application_name = \"!\"\nreplay_lag = \"5m\"".to_string(), Some("excludes only an empty application_name: this matcher matches nearly every walsender")),
+            ("user = \"x\"\nno_reply_for = \"0s\"".to_string(), Some("rule[1].no_reply_for: \"0s\" holds for nearly every walsender")),
+            ("user = \"x\"\nin_state_for = \"0s\"".to_string(), Some("rule[1].in_state_for: \"0s\" holds")),
+            ("user = \"x\"\nreplay_lag = \"0s\"".to_string(), None),
+        ];
+        for (rule, expected) in cases {
+            let text = format!("[[rule]]\nname = \"r\"\n{rule}");
+            let got = warnings(&text);
+            match expected {
+                Some(expected) => assert!(
+                    got.iter().any(|w| w.contains(expected)),
+                    "for {text:?} expected {expected:?} in {got:#?}"
+                ),
+                None => assert!(got.is_empty(), "for {text:?}: {got:#?}"),
+            }
+        }
+        let protect = warnings(&format!("[protect]\napplication_name = \"patroni_{long}\""));
+        assert!(
+            protect[0].starts_with(
+                "t.toml:2:20: protect.application_name[1]: this pattern can never match"
+            ),
+            "{protect:#?}"
+        );
+        assert!(warnings(include_str!("../config/replwarden.toml")).is_empty());
+    }
+
+    #[test]
     fn line_and_column_count_characters() {
         assert_eq!(line_col("ab\ncd", 4), (2, 2));
         assert_eq!(line_col("é = 1", 3), (1, 3));
+        let mut cursor = LineCursor::default();
+        let text = "ab\ncdé\nef";
+        assert_eq!(cursor.advance(text, 0), (1, 1));
+        assert_eq!(cursor.advance(text, 4), (2, 2));
+        assert_eq!(cursor.advance(text, 6), (2, 3));
+        assert_eq!(cursor.advance(text, 7), (2, 4));
+        assert_eq!(cursor.advance(text, 9), (3, 2));
     }
 }

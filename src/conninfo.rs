@@ -75,6 +75,43 @@ pub struct Resolved {
 /// connection string before tokio-postgres parses the rest.
 const LIBPQ_ONLY: &[&str] = &["sslmode", "sslrootcert", "passfile"];
 
+/// Every parameter name a connection string may use: tokio-postgres's and
+/// [`LIBPQ_ONLY`]. Only these are ever named in an error; any other word of
+/// the string may be part of a password, so errors give its position instead.
+const KNOWN_PARAMS: &[&str] = &[
+    "user",
+    "password",
+    "dbname",
+    "options",
+    "application_name",
+    "sslmode",
+    "sslnegotiation",
+    "sslrootcert",
+    "passfile",
+    "host",
+    "hostaddr",
+    "port",
+    "connect_timeout",
+    "tcp_user_timeout",
+    "keepalives",
+    "keepalives_idle",
+    "keepalives_interval",
+    "keepalives_retries",
+    "target_session_attrs",
+    "channel_binding",
+    "load_balance_hosts",
+];
+
+/// How an error names the `n`th word (1-based) of a connection string:
+/// by name if it is a parameter name, else by position only.
+fn word(n: usize, text: &str) -> String {
+    if KNOWN_PARAMS.contains(&text) {
+        format!("{text:?}")
+    } else {
+        format!("word {n} (not shown: it may be part of a password)")
+    }
+}
+
 /// Splits a key=value connection string into pairs (libpq quoting: values
 /// in single quotes, `\'` and `\\` escapes).
 fn split_pairs(text: &str) -> Result<Vec<(String, String)>, String> {
@@ -99,7 +136,10 @@ fn split_pairs(text: &str) -> Result<Vec<(String, String)>, String> {
             chars.next();
         }
         if chars.next() != Some('=') {
-            return Err(format!("missing \"=\" after {key:?}"));
+            return Err(format!(
+                "missing \"=\" after {}; a value with spaces must be in single quotes, as in password='two words'",
+                word(pairs.len() + 1, &key)
+            ));
         }
         while chars.peek().is_some_and(|c| c.is_whitespace()) {
             chars.next();
@@ -112,7 +152,12 @@ fn split_pairs(text: &str) -> Result<Vec<(String, String)>, String> {
                     Some('\\') => value.extend(chars.next()),
                     Some('\'') => break,
                     Some(c) => value.push(c),
-                    None => return Err(format!("unterminated quoted value for {key:?}")),
+                    None => {
+                        return Err(format!(
+                            "unterminated quoted value for {}",
+                            word(pairs.len() + 1, &key)
+                        ))
+                    }
                 }
             }
         } else {
@@ -181,6 +226,16 @@ fn take_libpq_params(conninfo: &str) -> Result<(String, Vec<(String, String)>), 
         return Ok((rest, taken));
     }
     let pairs = split_pairs(trimmed)?;
+    if let Some(n) = pairs
+        .iter()
+        .position(|(k, _)| !KNOWN_PARAMS.contains(&k.as_str()))
+    {
+        return Err(format!(
+            "unknown parameter {}; known: {}",
+            word(n + 1, &pairs[n].0),
+            KNOWN_PARAMS.join(", ")
+        ));
+    }
     let (taken, kept): (Vec<_>, Vec<_>) = pairs
         .into_iter()
         .partition(|(k, _)| LIBPQ_ONLY.contains(&k.as_str()));
@@ -190,6 +245,27 @@ fn take_libpq_params(conninfo: &str) -> Result<(String, Vec<(String, String)>), 
         .collect::<Vec<_>>()
         .join(" ");
     Ok((rest, taken))
+}
+
+/// tokio-postgres's parse error, if it names nothing but a parameter
+/// (`invalid value for option `port``); any other (an unknown option, an
+/// unexpected character) could quote a piece of a password, so it is
+/// replaced by a message that quotes nothing.
+fn parse_error(e: &tokio_postgres::Error) -> String {
+    let cause = std::error::Error::source(e).map(|s| s.to_string());
+    match cause
+        .as_deref()
+        .and_then(|c| c.strip_prefix("invalid value for option `"))
+    {
+        Some(name) if KNOWN_PARAMS.contains(&name.trim_end_matches('`')) => {
+            format!("invalid value for {}", name.trim_end_matches('`'))
+        }
+        _ => {
+            "cannot be parsed (the text is not shown: it may hold a password); check its quoting: \
+              key='value with spaces' pairs, or a postgresql:// URI with %-escapes"
+                .to_string()
+        }
+    }
 }
 
 /// Resolves `conninfo` the way libpq would, with `env` for the `PG*`
@@ -207,7 +283,7 @@ pub fn resolve(
             .find(|(k, _)| k == name)
             .map(|(_, v)| v.clone())
     };
-    let mut config = tokio_postgres::Config::from_str(&rest).map_err(|e| e.to_string())?;
+    let mut config = tokio_postgres::Config::from_str(&rest).map_err(|e| parse_error(&e))?;
     let mut warnings = Vec::new();
 
     if config.get_hosts().is_empty() {
@@ -633,5 +709,35 @@ mod tests {
             Some(&std::time::Duration::from_secs(3))
         );
         assert!(resolve_with("host", &[], &[]).is_err());
+    }
+
+    #[test]
+    fn no_part_of_a_password_is_in_a_parse_error() {
+        let secret = ["Wr4rden", "S3cret!xyz", "S3cret", "xyz"];
+        let cases = [
+            "host=db password=Wr4rden S3cret!xyz",
+            "host=db password=Wr4rden S3cret!xyz=1",
+            "host=db password=Wr4rden port=5432 S3cret!xyz",
+            "password='Wr4rden S3cret!xyz",
+            "password=Wr4rden S3cret!xyz='x",
+            "postgresql://u:Wr4rden%20S3cret!xyz@db/postgres?S3cret=xyz",
+            "postgresql://u:Wr4rden S3cret!xyz@db:port/postgres",
+            "host=db port=S3cret!xyz password=Wr4rden",
+        ];
+        for conninfo in cases {
+            let e = resolve_with(conninfo, &[("USER", "u")], &[]).unwrap_err();
+            for s in secret {
+                assert!(!e.contains(s), "{conninfo:?} gave {e:?}");
+            }
+        }
+        let e = resolve_with("host=db password=Wr4rden S3cret!xyz", &[], &[]).unwrap_err();
+        assert!(
+            e.starts_with("missing \"=\" after word 3 (not shown: it may be part of a password)"),
+            "{e}"
+        );
+        let e = resolve_with("host=db prot=5432", &[], &[]).unwrap_err();
+        assert!(e.starts_with("unknown parameter word 2"), "{e}");
+        let e = resolve_with("host=db port=x", &[("USER", "u")], &[]).unwrap_err();
+        assert_eq!(e, "invalid value for port");
     }
 }

@@ -432,6 +432,9 @@ impl Daemon {
                 for w in &new.postgres.warnings {
                     warn!(config = %path.display(), "{w}");
                 }
+                for w in &new.warnings {
+                    warn!(warning = %w, "config warning");
+                }
                 let listen_changed = new.metrics.listen != self.config.metrics.listen;
                 self.config = new;
                 self.metrics.reload(true);

@@ -1670,7 +1670,7 @@ sync_state = ["!sync"]
     #[test]
     fn protected_walsenders_are_never_acted_on() {
         let p = policy(&format!(
-            "[protect]\napplication_name = [\"patroni_*\"]\n{KILL_STANDBYS}[[rule]]\nname = \"all\"\nuser = [\"*\"]\n"
+            "[protect]\napplication_name = [\"patroni_*\"]\n{KILL_STANDBYS}[[rule]]\nname = \"all\"\nuser = [\"replicator\"]\n"
         ));
         let r = explain(
             &p,

@@ -14,6 +14,7 @@
 //! - [`sql`]: every SQL statement, with the version-dependent choices.
 //! - [`syncrep`]: `synchronous_standby_names` parsing for the quorum guard.
 //! - [`daemon`]: the loop — connect with backoff, tick, reload, shut down.
+//! - [`logfmt`]: escaping of client- and config-chosen text in logs and printouts.
 //! - [`report`]: log events for decisions, and the `check`/`plan` printouts.
 //! - [`metrics`]: the optional Prometheus endpoint.
 //! - [`service`]: systemd notifications (READY, RELOADING, STOPPING, STATUS, watchdog).
@@ -27,6 +28,7 @@ pub mod conninfo;
 pub mod daemon;
 pub mod engine;
 pub mod keys;
+pub mod logfmt;
 pub mod metrics;
 pub mod policy;
 pub mod report;

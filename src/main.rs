@@ -60,7 +60,10 @@ fn init_logging(format: Option<LogFormat>, level: LevelFilter) {
         .with_max_level(level)
         .with_target(false);
     match format {
-        LogFormat::Text => builder.with_ansi(terminal).init(),
+        LogFormat::Text => builder
+            .fmt_fields(replwarden::logfmt::EscapedFields)
+            .with_ansi(terminal)
+            .init(),
         LogFormat::Json => builder
             .json()
             .flatten_event(true)
@@ -71,7 +74,15 @@ fn init_logging(format: Option<LogFormat>, level: LevelFilter) {
 
 fn load(path: &std::path::Path) -> Result<config::Config, ExitCode> {
     config::load(path).map_err(|errors| {
-        eprintln!("replwarden: {errors}");
+        // One line per error, whatever a key or value in the file holds.
+        let n = errors.0.len();
+        eprintln!(
+            "replwarden: {n} error{} in config",
+            if n == 1 { "" } else { "s" }
+        );
+        for e in &errors.0 {
+            eprintln!("  {}", replwarden::logfmt::escape_text(&e.to_string()));
+        }
         ExitCode::from(EXIT_CONFIG)
     })
 }
@@ -101,6 +112,9 @@ fn main() -> ExitCode {
                 Ok(c) => c,
                 Err(code) => return code,
             };
+            for w in report::config_warnings(&config) {
+                eprintln!("replwarden: warning: {w}");
+            }
             match runtime.block_on(daemon::plan(&config, dry_run || config.daemon.dry_run)) {
                 Ok(text) => {
                     print!("{text}");
@@ -126,6 +140,9 @@ fn main() -> ExitCode {
             };
             for w in &config.postgres.warnings {
                 tracing::warn!(config = %config.path.display(), "{w}");
+            }
+            for w in &config.warnings {
+                tracing::warn!(warning = %w, "config warning");
             }
             runtime.block_on(async {
                 let (tx, rx) = tokio::sync::mpsc::unbounded_channel();

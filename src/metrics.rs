@@ -14,7 +14,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 
 use crate::actions::Outcome;
 use crate::engine::{Decision, HoldReason, Round};
@@ -146,7 +146,7 @@ impl Metrics {
         );
         r.register(
             "config_info",
-            "the loaded config: its path and the first 16 hex digits of its SHA-256",
+            "the loaded config: its path and the first 16 hex digits of the SHA-256 of its settings, password left out",
             m.config_info.clone(),
         );
         Metrics {
@@ -310,52 +310,84 @@ fn identity(ws: &Walsender) -> Labels {
     ]
 }
 
-/// Serves `GET /metrics` on `listener` until the task is dropped.
+/// At most this many connections are served at once; more wait in the
+/// kernel's listen backlog, so idle clients cannot use up the daemon's file
+/// descriptors (which it needs for PostgreSQL).
+const MAX_CONNECTIONS: usize = 16;
+/// A connection must send its request and take the response within this,
+/// or it is closed.
+const CONNECTION_TIMEOUT: Duration = Duration::from_secs(5);
+/// The first wait after a failed accept (e.g. out of file descriptors); it
+/// doubles with each further failure, up to [`ACCEPT_BACKOFF_MAX`].
+const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(10);
+const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
+
+/// Serves `GET /metrics` on `listener` until the task is dropped: at most
+/// [`MAX_CONNECTIONS`] at a time, each for at most [`CONNECTION_TIMEOUT`],
+/// backing off when accepting fails instead of retrying at once.
 pub async fn serve(listener: TcpListener, metrics: Metrics) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    let mut backoff = ACCEPT_BACKOFF_MIN;
     loop {
-        let Ok((mut stream, _)) = listener.accept().await else {
-            continue;
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            return;
+        };
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => {
+                backoff = ACCEPT_BACKOFF_MIN;
+                stream
+            }
+            Err(e) => {
+                if backoff == ACCEPT_BACKOFF_MIN {
+                    tracing::warn!(
+                        error = %e,
+                        "metrics endpoint cannot accept connections; backing off (out of file descriptors? raise LimitNOFILE)"
+                    );
+                }
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(ACCEPT_BACKOFF_MAX);
+                continue;
+            }
         };
         let metrics = metrics.clone();
         tokio::spawn(async move {
-            let mut request = Vec::with_capacity(1024);
-            let mut buf = [0u8; 1024];
-            // Read the request head (bounded in size and time).
-            let head = tokio::time::timeout(Duration::from_secs(5), async {
-                while !request.windows(4).any(|w| w == b"\r\n\r\n") && request.len() < 16 * 1024 {
-                    match stream.read(&mut buf).await {
-                        Ok(0) | Err(_) => break,
-                        Ok(n) => request.extend_from_slice(&buf[..n]),
-                    }
-                }
-            })
-            .await;
-            if head.is_err() {
-                return;
-            }
-            let line = request.split(|b| *b == b'\n').next().unwrap_or_default();
-            let line = String::from_utf8_lossy(line);
-            let mut parts = line.split_whitespace();
-            let (status, content_type, body) = match (parts.next(), parts.next()) {
-                (Some("GET"), Some("/metrics")) => (
-                    "200 OK",
-                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                    metrics.render(),
-                ),
-                _ => (
-                    "404 Not Found",
-                    "text/plain",
-                    "replwarden serves GET /metrics\n".to_string(),
-                ),
-            };
-            let response = format!(
-                "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                body.len()
-            );
-            let _ = stream.write_all(response.as_bytes()).await;
-            let _ = stream.shutdown().await;
+            let _slot = slot;
+            let _ = tokio::time::timeout(CONNECTION_TIMEOUT, respond(stream, &metrics)).await;
         });
     }
+}
+
+/// Reads one request head (bounded in size) and answers it.
+async fn respond(mut stream: TcpStream, metrics: &Metrics) {
+    let mut request = Vec::with_capacity(1024);
+    let mut buf = [0u8; 1024];
+    while !request.windows(4).any(|w| w == b"\r\n\r\n") && request.len() < 16 * 1024 {
+        match stream.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => request.extend_from_slice(&buf[..n]),
+        }
+    }
+    let line = request.split(|b| *b == b'\n').next().unwrap_or_default();
+    let line = String::from_utf8_lossy(line);
+    let mut parts = line.split_whitespace();
+    let (status, content_type, body) = match (parts.next(), parts.next()) {
+        (Some("GET"), Some("/metrics")) => (
+            "200 OK",
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            metrics.render(),
+        ),
+        _ => (
+            "404 Not Found",
+            "text/plain",
+            "replwarden serves GET /metrics\n".to_string(),
+        ),
+    };
+    let response = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = stream.write_all(response.as_bytes()).await;
+    let _ = stream.shutdown().await;
 }
 
 /// Binds the endpoint; the error names the address.

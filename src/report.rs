@@ -7,6 +7,7 @@ use std::fmt::Write as _;
 use crate::actions::Outcome;
 use crate::config::Config;
 use crate::engine::{evidence_line, Decision, Held, HoldReason, ReconnectLoop, Round};
+use crate::logfmt::{escape_text, quoted, token};
 use crate::policy::{Glob, PatternList, Rule};
 use crate::snapshot::{Preflight, Snapshot, Walsender};
 use crate::units::fmt_duration;
@@ -53,10 +54,24 @@ pub fn log_decision(decision: &Decision, outcome: &Outcome) {
     }
 }
 
+/// A glob as `check` shows it: bare when made of plain and glob characters
+/// only, else quoted and escaped (see [`crate::logfmt`]).
+fn pattern(text: &str) -> String {
+    let plain = !text.is_empty()
+        && text
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_-.:/@+*?[]!^".contains(c));
+    if plain {
+        text.to_string()
+    } else {
+        quoted(text)
+    }
+}
+
 fn globs(list: &Option<PatternList<Glob>>) -> Option<String> {
     list.as_ref().map(|l| {
-        let inc = l.include.iter().map(|g| g.text.clone());
-        let exc = l.exclude.iter().map(|g| format!("!{}", g.text));
+        let inc = l.include.iter().map(|g| pattern(&g.text));
+        let exc = l.exclude.iter().map(|g| format!("!{}", pattern(&g.text)));
         inc.chain(exc).collect::<Vec<_>>().join(", ")
     })
 }
@@ -104,7 +119,7 @@ pub fn rule_summary(rule: &Rule) -> String {
     when.extend(d("no_reply_for", c.no_reply_for));
     when.extend(d("no_progress_for", c.no_progress_for));
 
-    let mut line = format!("{}: {}", rule.name, rule.action);
+    let mut line = format!("{}: {}", token(&rule.name), rule.action);
     line += if who.is_empty() {
         " any walsender"
     } else {
@@ -131,7 +146,11 @@ pub fn rule_summary(rule: &Rule) -> String {
 /// What `replwarden check` prints for a valid config.
 pub fn check_summary(config: &Config) -> String {
     let mut out = String::new();
-    let _ = writeln!(out, "{}: OK", config.path.display());
+    let _ = writeln!(
+        out,
+        "{}: OK",
+        escape_text(&config.path.display().to_string())
+    );
     let _ = writeln!(
         out,
         "poll every {}, {}; statement_timeout {}",
@@ -161,18 +180,33 @@ pub fn check_summary(config: &Config) -> String {
     };
     let _ = writeln!(
         out,
-        "connect: {} (password: {}; {tls})",
-        redacted_conninfo(&pg.connect),
-        pg.password_source
+        "{}",
+        escape_text(&format!(
+            "connect: {} (password: {}; {tls})",
+            redacted_conninfo(&pg.connect),
+            pg.password_source
+        ))
     );
     for w in &pg.warnings {
-        let _ = writeln!(out, "warning: {w}");
+        let _ = writeln!(out, "warning: {}", escape_text(w));
+    }
+    for w in &config.warnings {
+        let _ = writeln!(out, "warning: {}", escape_text(&w.to_string()));
     }
     let _ = writeln!(out, "{} rule(s):", config.policy.rules.len());
     for (i, rule) in config.policy.rules.iter().enumerate() {
         let _ = writeln!(out, "  {}. {}", i + 1, rule_summary(rule));
     }
     out
+}
+
+/// Every warning about a loaded config, one line each, for `plan` to print
+/// before it connects: a password file ignored for its permissions is why
+/// a connection then fails for want of a password.
+pub fn config_warnings(config: &Config) -> Vec<String> {
+    let pg = config.postgres.warnings.iter().map(|w| escape_text(w));
+    let rules = config.warnings.iter().map(|w| escape_text(&w.to_string()));
+    pg.chain(rules).collect()
 }
 
 /// An error and its causes on one line: `cannot connect: error performing
@@ -244,7 +278,7 @@ fn measured(ws: &Walsender) -> String {
         opt(&ws.replay_lag_bytes),
         d(ws.reply_age),
         opt(&ws.flush_lsn),
-        opt(&ws.slot_name),
+        ws.slot_name.as_deref().map_or_else(|| "NULL".to_string(), token),
         opt(&ws.retained_wal),
     )
 }
@@ -320,12 +354,13 @@ pub fn plan(
     for (severity, text) in preflight_findings(preflight) {
         let _ = writeln!(
             out,
-            "{}: {text}",
+            "{}: {}",
             if severity == Severity::Error {
                 "ERROR"
             } else {
                 "WARNING"
-            }
+            },
+            escape_text(&text)
         );
     }
     let _ = writeln!(
@@ -337,24 +372,24 @@ pub fn plan(
             "primary"
         },
         opt(&snapshot.current_lsn),
-        snapshot.role,
+        token(&snapshot.role),
         snapshot.walsenders.len(),
         config.policy.rules.len(),
         if dry_run { "; dry run" } else { "" },
     );
     if !snapshot.hidden.is_empty() {
-        let _ = writeln!(out, "\n{}", privilege_advice(snapshot));
+        let _ = writeln!(out, "\n{}", escape_text(&privilege_advice(snapshot)));
     }
     for (wi, ws) in snapshot.walsenders.iter().enumerate() {
         let _ = writeln!(
             out,
-            "\n{} {:?} user={} client_addr={} state={} sync_state={}",
+            "\n{} {} user={} client_addr={} state={} sync_state={}",
             ws.id,
-            ws.application_name,
-            ws.user.as_deref().unwrap_or("NULL"),
+            quoted(&ws.application_name),
+            token(ws.user.as_deref().unwrap_or("NULL")),
             ws.client_addr,
-            ws.state.as_deref().unwrap_or("NULL"),
-            ws.sync_state.as_deref().unwrap_or("NULL"),
+            token(ws.state.as_deref().unwrap_or("NULL")),
+            token(ws.sync_state.as_deref().unwrap_or("NULL")),
         );
         let _ = writeln!(out, "  {}", measured(ws));
         if let Some(m) = round.measures.get(wi) {
@@ -367,7 +402,12 @@ pub fn plan(
         for (w, ri, verdict) in &round.verdicts {
             if *w == wi {
                 any = true;
-                let _ = writeln!(out, "  rule {:?}: {verdict}", config.policy.rules[*ri].name);
+                let _ = writeln!(
+                    out,
+                    "  rule {}: {}",
+                    quoted(&config.policy.rules[*ri].name),
+                    escape_text(&verdict.to_string())
+                );
             }
         }
         if !any {
@@ -378,7 +418,8 @@ pub fn plan(
         let _ = writeln!(
             out,
             "\nreconnect loop: {} acted on {} times",
-            l.client, l.actions
+            escape_text(&l.client.to_string()),
+            l.actions
         );
     }
     if !round.decisions.is_empty() {
@@ -386,12 +427,12 @@ pub fn plan(
         for d in &round.decisions {
             let _ = writeln!(
                 out,
-                "  {} {} ({:?}) by rule {:?}: {}",
+                "  {} {} ({}) by rule {}: {}",
                 d.action,
                 d.walsender.id,
-                d.walsender.application_name,
-                d.rule,
-                evidence_line(&d.evidence)
+                quoted(&d.walsender.application_name),
+                quoted(&d.rule),
+                escape_text(&evidence_line(&d.evidence))
             );
         }
     }
