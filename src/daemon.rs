@@ -574,7 +574,7 @@ impl Daemon {
             .collect();
         report::log_deferred(&deferred);
         for l in &round.loops {
-            report::log_reconnect_loop(l);
+            report::log_reconnect_loop(l, &snapshot, &round, &self.config.policy);
         }
         for decision in &round.decisions {
             let outcome = if self.dry_run() && decision.action != Action::Log {

@@ -13,12 +13,14 @@
 //! - [`syncrep`]: `synchronous_standby_names` parsing for the quorum guard.
 //! - [`daemon`]: the loop — connect with backoff, tick, reload, shut down.
 //! - [`report`]: log events for decisions, and the `check`/`plan` printouts.
+//! - [`advice`]: the lasting fix for a reconnect loop, only when it cuts off no one else.
 //! - [`metrics`]: the optional Prometheus endpoint.
 //! - [`service`]: systemd notifications (READY, RELOADING, STOPPING, STATUS, watchdog).
 //!
 //! `main.rs` is a thin command-line shell over this library.
 
 pub mod actions;
+pub mod advice;
 pub mod config;
 pub mod conninfo;
 pub mod daemon;

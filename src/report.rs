@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 use crate::actions::Outcome;
 use crate::config::Config;
 use crate::engine::{evidence_line, Decision, Held, HoldReason, ReconnectLoop, Round};
-use crate::policy::{Glob, PatternList, Rule};
+use crate::policy::{Glob, PatternList, Policy, Rule};
 use crate::snapshot::{Preflight, Snapshot, Walsender};
 use crate::units::fmt_duration;
 
@@ -313,8 +313,10 @@ pub fn plan(
     for l in &round.loops {
         let _ = writeln!(
             out,
-            "\nreconnect loop: {} acted on {} times",
-            l.client, l.actions
+            "\nreconnect loop: {} acted on {} times. {}",
+            l.client,
+            l.actions,
+            crate::advice::for_loop(l, snapshot, round, &config.policy).text(&l.client)
         );
     }
     if !round.decisions.is_empty() {
@@ -480,16 +482,13 @@ pub fn log_deferred(deferred: &[&Held]) {
     );
 }
 
-/// The warning for a client acted on again and again, with the lasting fix.
-pub fn log_reconnect_loop(l: &ReconnectLoop) {
+/// The warning for a client acted on again and again, with the lasting fix
+/// when there is a safe one (see [`crate::advice`]): `fix_hba` and
+/// `fix_role` are empty when the line would also shut out a walsender that
+/// is healthy or protected.
+pub fn log_reconnect_loop(l: &ReconnectLoop, snapshot: &Snapshot, round: &Round, policy: &Policy) {
     let c = &l.client;
-    let role = quote_ident(&c.user);
-    let hba = if c.client_addr == "local" {
-        format!("local replication {role} reject")
-    } else {
-        let bits = if c.client_addr.contains(':') { 128 } else { 32 };
-        format!("host replication {role} {}/{bits} reject", c.client_addr)
-    };
+    let advice = crate::advice::for_loop(l, snapshot, round, policy);
     tracing::warn!(
         event = "reconnect_loop",
         application_name = %c.application_name,
@@ -497,12 +496,11 @@ pub fn log_reconnect_loop(l: &ReconnectLoop) {
         user = %c.user,
         actions = l.actions,
         next_wait = %fmt_duration(l.next_wait),
-        fix_hba = %hba,
-        fix_role = %format!("ALTER ROLE {role} NOREPLICATION;"),
-        "reconnect loop: this client keeps coming back after being acted on; replwarden now waits {} before acting on it \
-         again. To keep it out for good, add `{hba}` to pg_hba.conf before the line that admits it and SELECT \
-         pg_reload_conf(); or, if no healthy standby uses role {role}: ALTER ROLE {role} NOREPLICATION;",
-        fmt_duration(l.next_wait)
+        fix_hba = %advice.hba.safe_line(),
+        fix_role = %advice.role.safe_line(),
+        advice = %advice.text(c),
+        "reconnect loop: this client keeps coming back after being acted on; replwarden now waits before acting on it \
+         again (next_wait); the lasting fix is in `advice`"
     );
 }
 
