@@ -12,6 +12,7 @@
 //! - [`sql`]: every SQL statement, with the version-dependent choices.
 //! - [`syncrep`]: `synchronous_standby_names` parsing for the quorum guard.
 //! - [`daemon`]: the loop — connect with backoff, tick, reload, shut down.
+//! - [`lockout`]: a server that refuses the daemon for want of a connection slot.
 //! - [`report`]: log events for decisions, and the `check`/`plan` printouts.
 //! - [`advice`]: the lasting fix for a reconnect loop, only when it cuts off no one else.
 //! - [`metrics`]: the optional Prometheus endpoint.
@@ -25,6 +26,7 @@ pub mod config;
 pub mod conninfo;
 pub mod daemon;
 pub mod engine;
+pub mod lockout;
 pub mod metrics;
 pub mod policy;
 pub mod report;
