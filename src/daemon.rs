@@ -193,6 +193,8 @@ struct Daemon {
     privilege_warned: Option<Instant>,
     /// Refused for want of a connection slot: since when, last warned.
     lockout: crate::lockout::Lockout,
+    /// Each walsender's role from first sight, for roles dropped since.
+    roles: crate::roles::Roles,
     /// systemd notifications and watchdog.
     service: Service,
     /// Watchdog pings, at half `WatchdogSec=`; fed only while the loop runs.
@@ -252,6 +254,7 @@ pub async fn run(
         memory: Memory::default(),
         privilege_warned: None,
         lockout: Default::default(),
+        roles: Default::default(),
         service: Service::from_env(),
         watchdog: None,
         metrics,
@@ -574,13 +577,16 @@ impl Daemon {
     async fn poll_once(&mut self, session: &Session) -> Result<(), PollError> {
         let started = Instant::now();
         let bound = self.config.postgres.statement_timeout + CLIENT_MARGIN;
-        let snapshot = match bounded(bound, session.poller.poll(&session.client)).await {
+        let mut snapshot = match bounded(bound, session.poller.poll(&session.client)).await {
             Ok(s) => s,
             Err(e) => {
                 self.metrics.poll_failed();
                 return Err(e);
             }
         };
+        for dropped in self.roles.fill(&mut snapshot) {
+            report::log_dropped_role(&dropped);
+        }
         let now = Instant::now();
         let rule_names: Vec<&str> = self
             .config

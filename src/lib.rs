@@ -7,6 +7,7 @@
 //! - [`conninfo`]: libpq conventions: `PG*` variables, the password file, sslmode.
 //! - [`policy`]: rules, matchers and conditions (pure data and matching).
 //! - [`snapshot`]: the poll query and the rows it yields ([`snapshot::Walsender`]).
+//! - [`roles`]: each walsender's role from first sight, for a role dropped while it streams.
 //! - [`engine`]: pure decisions from (policy, snapshot, memory, now).
 //! - [`actions`]: the safe cancel/terminate statements and their outcomes.
 //! - [`sql`]: every SQL statement, with the version-dependent choices.
@@ -30,6 +31,7 @@ pub mod lockout;
 pub mod metrics;
 pub mod policy;
 pub mod report;
+pub mod roles;
 pub mod service;
 pub mod snapshot;
 pub mod sql;

@@ -293,7 +293,7 @@ pub fn plan(
             "\n{} {:?} user={} client_addr={} state={} sync_state={}",
             ws.id,
             ws.application_name,
-            ws.user.as_deref().unwrap_or("NULL"),
+            crate::roles::shown(ws.user.as_deref()),
             ws.client_addr,
             ws.state.as_deref().unwrap_or("NULL"),
             ws.sync_state.as_deref().unwrap_or("NULL"),
@@ -502,6 +502,30 @@ pub fn log_reconnect_loop(l: &ReconnectLoop, snapshot: &Snapshot, round: &Round,
         "reconnect loop: this client keeps coming back after being acted on; replwarden now waits before acting on it \
          again (next_wait); the lasting fix is in `advice`"
     );
+}
+
+/// A walsender seen without its role (dropped while it streams), once per
+/// process instance.
+pub fn log_dropped_role(d: &crate::roles::Dropped) {
+    match &d.remembered {
+        Some(role) => tracing::warn!(
+            event = "dropped_role",
+            pid = d.id.pid,
+            backend_start = %d.id.started(),
+            application_name = %d.application_name,
+            user = %role,
+            "the role of this walsender was dropped while it streams (usename is NULL): it is still judged as the role \
+             it was seen with"
+        ),
+        None => tracing::warn!(
+            event = "dropped_role",
+            pid = d.id.pid,
+            backend_start = %d.id.started(),
+            application_name = %d.application_name,
+            "the role of this walsender was dropped before replwarden first saw it (usename is NULL): `user` rules and \
+             protect entries cannot match it; rules by application_name or client_addr still do"
+        ),
+    }
 }
 
 /// A failed signal that used up its retries.
