@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 use crate::actions::Outcome;
 use crate::config::Config;
 use crate::engine::{evidence_line, Decision, Held, HoldReason, ReconnectLoop, Round};
-use crate::policy::{Glob, PatternList, Policy, Rule};
+use crate::policy::{Glob, Matchers, PatternList, Policy, Rule};
 use crate::snapshot::{Preflight, Snapshot, Walsender};
 use crate::units::fmt_duration;
 
@@ -61,9 +61,8 @@ fn globs(list: &Option<PatternList<Glob>>) -> Option<String> {
     })
 }
 
-/// One line per rule: `name: action when <matchers> and <conditions>`.
-pub fn rule_summary(rule: &Rule) -> String {
-    let m = &rule.matchers;
+/// Who matchers are about: `application_name in [a, b] and user in [c]`.
+fn matchers_summary(m: &Matchers) -> Vec<String> {
     let mut who = Vec::new();
     for (name, list) in [
         ("application_name", &m.application_name),
@@ -87,6 +86,12 @@ pub fn rule_summary(rule: &Rule) -> String {
             inc.chain(exc).collect::<Vec<_>>().join(", ")
         ));
     }
+    who
+}
+
+/// One line per rule: `name: action when <matchers> and <conditions>`.
+pub fn rule_summary(rule: &Rule) -> String {
+    let who = matchers_summary(&rule.matchers);
     let c = &rule.conditions;
     let mut when = Vec::new();
     let d = |name: &str, v: Option<std::time::Duration>| {
@@ -249,6 +254,45 @@ fn measured(ws: &Walsender) -> String {
     )
 }
 
+/// What each `[protect]` entry covers now: the walsenders it protects, so
+/// an entry that misses a tool (a clone named `pg_basebackup`, an empty
+/// `application_name`) shows before a rule meets it.
+fn protect_coverage(policy: &Policy, snapshot: &Snapshot) -> String {
+    let mut out = String::new();
+    let many = policy.protect.len() > 1;
+    for (i, m) in policy.protect.iter().enumerate() {
+        let name = if many {
+            format!("protect[{}]", i + 1)
+        } else {
+            "protect".to_string()
+        };
+        let covered: Vec<String> = snapshot
+            .walsenders
+            .iter()
+            .filter(|ws| m.matches(ws))
+            .map(|ws| {
+                format!(
+                    "pid {} {:?} (user {})",
+                    ws.id.pid,
+                    ws.application_name,
+                    ws.user.as_deref().unwrap_or("NULL")
+                )
+            })
+            .collect();
+        let _ = writeln!(
+            out,
+            "\n{name} ({}): {}",
+            matchers_summary(m).join(" and "),
+            if covered.is_empty() {
+                "protects no walsender now".to_string()
+            } else {
+                format!("protects {}", covered.join(", "))
+            }
+        );
+    }
+    out
+}
+
 /// What `replwarden plan` prints: each walsender, its measured values, the
 /// rules that match it and what the daemon would do now.
 pub fn plan(
@@ -287,6 +331,7 @@ pub fn plan(
     if !snapshot.hidden.is_empty() {
         let _ = writeln!(out, "\n{}", privilege_advice(snapshot));
     }
+    out += &protect_coverage(&config.policy, snapshot);
     for (wi, ws) in snapshot.walsenders.iter().enumerate() {
         let _ = writeln!(
             out,
