@@ -703,6 +703,23 @@ fn patroni_switchover_is_followed_and_a_reinit_clone_survives() {
         );
     }
     assert_no_advice_against(&daemon, "replicator");
+    drop(daemon);
+
+    // The field's entry, by name, does not cover the clone: the same rule
+    // terminates it (why the README says to protect by role).
+    let by_name = text.replace(
+        "user = [\"replicator\"]",
+        "application_name = [\"pgnode*\"]",
+    );
+    assert_ne!(by_name, text);
+    let daemon = Daemon::start(&by_name, &[]);
+    daemon.wait_message("poll done", Duration::from_secs(30));
+    patronictl(&dir, &m2, &["reinit", "field", "pgnode1", "--force"]);
+    daemon.wait_for(
+        "the clone terminated under a protect entry by name",
+        Duration::from_secs(60),
+        |e| e["event"] == "action" && e["application_name"] == "pg_basebackup",
+    );
     drop(rogue);
     drop(daemon);
     drop(p2);
