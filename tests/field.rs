@@ -614,6 +614,18 @@ fn patroni_switchover_is_followed_and_a_reinit_clone_survives() {
         Duration::from_secs(60),
         |e| e["event"] == "action" && e["application_name"] == "rogue_tool",
     );
+    // It comes back (every 5 s): the loop's fix names its own role only.
+    let looping = daemon.wait_for("the rogue's reconnect loop", Duration::from_secs(60), |e| {
+        e["event"] == "reconnect_loop" && e["application_name"] == "rogue_tool"
+    });
+    assert_eq!(
+        looping["fix_role"], "ALTER ROLE rogue_role NOREPLICATION;",
+        "{looping}"
+    );
+    assert_eq!(
+        looping["fix_hba"], "host replication rogue_role 127.0.0.1/32 reject",
+        "{looping}"
+    );
 
     // Switchover: the daemon follows the host list to the new leader.
     let mark = daemon.mark();
