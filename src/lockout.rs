@@ -38,9 +38,9 @@ impl Refusal {
             "PostgreSQL 16+: set reserved_connections >= 1 and GRANT pg_use_reserved_connections TO <role>; \
              (config/setup.sql grants it): then ordinary clients can never take the daemon's slot"
         } else {
-            "PostgreSQL 13-15 reserves slots for superusers only: cap the other roles (ALTER ROLE ... CONNECTION LIMIT), \
-             put a pooler in front of applications, raise max_connections, or upgrade to 16+ and use \
-             pg_use_reserved_connections (README: Connection slots)"
+            "PostgreSQL 13-15 reserve slots for superusers only: cap the other roles (ALTER ROLE ... CONNECTION LIMIT), \
+             put a pooler in front of applications, raise max_connections, or upgrade to 16+; on 16+ GRANT \
+             pg_use_reserved_connections TO <role>; and keep reserved_connections >= 1 (README: Connection slots)"
         }
     }
 }
