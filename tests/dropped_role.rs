@@ -2,7 +2,7 @@
 //! allows `DROP ROLE` then and keeps the stream going; `pg_stat_replication`
 //! shows `usename` NULL from then on (`usesysid` keeps the oid). The daemon
 //! judges the walsender by the role it saw it with, so a `user` rule still
-//! ends it; `plan`, which remembers nothing, says the role is gone.
+//! ends it, also after a reload has matched every walsender again; `plan`, which remembers nothing, says the role is gone.
 
 mod harness;
 
@@ -38,6 +38,12 @@ fn a_user_rule_still_ends_a_walsender_whose_role_was_dropped() {
         e["event"] == "dropped_role"
     });
     assert_eq!(warning["user"], "doomed", "{warning}");
+    // A reload matches every walsender again: the rule must still know it.
+    daemon.write_config(&format!(
+        "{text}\n[[rule]]\nname = \"unrelated\"\napplication_name = [\"nobody\"]\n"
+    ));
+    daemon.signal(libc::SIGHUP);
+    daemon.wait_message("config reloaded", Duration::from_secs(30));
     let acted = daemon.wait_for("the terminate", Duration::from_secs(60), |e| {
         e["event"] == "action" && e["application_name"] == "archiver_doomed"
     });
