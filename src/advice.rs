@@ -7,7 +7,7 @@
 //! share one role (`replicator`) from one address, so the line that ends
 //! the loop can just as well cut off a standby.
 
-use crate::engine::{ClientKey, ReconnectLoop, Round};
+use crate::engine::{ClientKey, HoldReason, ReconnectLoop, Round};
 use crate::policy::{Action, Policy};
 use crate::report::quote_ident;
 use crate::snapshot::{Snapshot, Walsender};
@@ -124,17 +124,23 @@ pub fn for_loop(
 
 /// A walsender of the looping client's role that a fix must not cut off:
 /// one `[protect]` covers, or another client that nothing is acting on
-/// now (a healthy one, as far as the rules can tell).
+/// now (a healthy one, as far as the rules can tell). One the quorum guard
+/// holds back still counts: the server needs it.
 fn bystander(ws: &Walsender, client: &ClientKey, round: &Round, policy: &Policy) -> bool {
     if policy.protects(ws) {
         return true;
     }
     let same_client = ws.application_name == client.application_name
         && ws.client_addr.to_string() == client.client_addr;
+    let held = round
+        .held
+        .iter()
+        .filter(|h| !matches!(h.reason, HoldReason::SyncQuorum { .. }))
+        .map(|h| &h.decision);
     let targeted = round
         .decisions
         .iter()
-        .chain(round.held.iter().map(|h| &h.decision))
+        .chain(held)
         .any(|d| d.action != Action::Log && d.walsender.id == ws.id);
     !same_client && !targeted
 }
@@ -345,6 +351,42 @@ action = "terminate"
         let a = for_loop(&r.loops[0], &s2, &r, &policy);
         assert!(matches!(a.hba, Fix::Safe(_)), "{a:?}");
         assert!(matches!(a.role, Fix::Safe(_)), "{a:?}");
+    }
+
+    #[test]
+    fn a_sync_standby_the_quorum_guard_keeps_counts_even_when_a_rule_wants_it() {
+        // FIRST 1 (pgnode2): the guard holds the lag rule's terminate of
+        // pgnode2 back, so a line that shuts it out would stall commits.
+        let toml = format!(
+            "{BLOCK_ROGUE}\n[[rule]]\nname = \"silent\"\napplication_name = [\"pgnode*\"]\nno_reply_for = \"1ms\"\naction = \"terminate\"\n"
+        );
+        let policy = config::parse(Path::new("t.toml"), &toml).unwrap().policy;
+        let mut memory = engine::Memory::default();
+        let t0 = Instant::now();
+        let mut standby = ws(10, "pgnode2", "replicator", "127.0.0.1");
+        standby.sync_state = Some("sync".to_string());
+        let sync_snap = |walsenders| Snapshot {
+            synchronous_standby_names: "FIRST 1 (pgnode2)".to_string(),
+            ..snap(walsenders)
+        };
+        let s1 = sync_snap(vec![
+            standby.clone(),
+            ws(20, "rogue_a", "replicator", "127.0.0.1"),
+        ]);
+        engine::decide(&policy, &s1, &mut memory, t0);
+        let s2 = sync_snap(vec![standby, ws(21, "rogue_a", "replicator", "127.0.0.1")]);
+        let r = engine::decide(&policy, &s2, &mut memory, t0 + Duration::from_secs(5));
+        assert!(
+            r.held
+                .iter()
+                .any(|h| matches!(h.reason, HoldReason::SyncQuorum { .. })),
+            "the guard holds pgnode2: {:?}",
+            r.held
+        );
+        assert_eq!(r.loops.len(), 1);
+        let a = for_loop(&r.loops[0], &s2, &r, &policy);
+        assert!(matches!(a.hba, Fix::Unsafe { .. }), "{a:?}");
+        assert!(matches!(a.role, Fix::Unsafe { .. }), "{a:?}");
     }
 
     #[test]
