@@ -358,13 +358,14 @@ action = "terminate"
         // FIRST 1 (pgnode2): the guard holds the lag rule's terminate of
         // pgnode2 back, so a line that shuts it out would stall commits.
         let toml = format!(
-            "{BLOCK_ROGUE}\n[[rule]]\nname = \"silent\"\napplication_name = [\"pgnode*\"]\nno_reply_for = \"1ms\"\naction = \"terminate\"\n"
+            "{BLOCK_ROGUE}\n[[rule]]\nname = \"behind\"\napplication_name = [\"pgnode*\"]\nwrite_lag_bytes = \"1kB\"\naction = \"terminate\"\n"
         );
         let policy = config::parse(Path::new("t.toml"), &toml).unwrap().policy;
         let mut memory = engine::Memory::default();
         let t0 = Instant::now();
         let mut standby = ws(10, "pgnode2", "replicator", "127.0.0.1");
         standby.sync_state = Some("sync".to_string());
+        standby.write_lag_bytes = Some(ByteSize(4096));
         let sync_snap = |walsenders| Snapshot {
             synchronous_standby_names: "FIRST 1 (pgnode2)".to_string(),
             ..snap(walsenders)
