@@ -191,6 +191,10 @@ struct Daemon {
     memory: Memory,
     /// When the privilege problem was last logged.
     privilege_warned: Option<Instant>,
+    /// Refused for want of a connection slot: since when, last warned.
+    lockout: crate::lockout::Lockout,
+    /// Each walsender's role from first sight, for roles dropped since.
+    roles: crate::roles::Roles,
     /// systemd notifications and watchdog.
     service: Service,
     /// Watchdog pings, at half `WatchdogSec=`; fed only while the loop runs.
@@ -249,6 +253,8 @@ pub async fn run(
         overrides,
         memory: Memory::default(),
         privilege_warned: None,
+        lockout: Default::default(),
+        roles: Default::default(),
         service: Service::from_env(),
         watchdog: None,
         metrics,
@@ -308,9 +314,11 @@ impl Daemon {
         let waiting_since = Instant::now();
         loop {
             let target = report::redacted_conninfo(&self.config.postgres.connect);
-            self.service.status(format!(
-                "waiting for PostgreSQL at {target} (attempt {attempt})"
-            ));
+            if self.lockout.lasting(Instant::now()).is_none() {
+                self.service.status(format!(
+                    "waiting for PostgreSQL at {target} (attempt {attempt})"
+                ));
+            }
             let settings = self.config.postgres.clone();
             let terminate_timeout = self.config.policy.limits.terminate_timeout;
             let connecting = async move { connect(&settings, terminate_timeout).await };
@@ -324,6 +332,7 @@ impl Daemon {
             };
             match result {
                 Ok(session) => {
+                    self.lockout_ended();
                     if self.server.as_ref().is_some_and(|s| *s != session.server) {
                         info!(
                             server = %session.server,
@@ -345,6 +354,9 @@ impl Daemon {
                     return Ok(Some(session));
                 }
                 Err(e @ ConnectError::TooOld(_)) => return Err(e),
+                Err(e) if crate::lockout::classify(&e).is_some() => {
+                    self.locked_out(&target, attempt, &e)
+                }
                 // Logged once per outage; each further attempt at debug.
                 Err(e) if attempt == 1 => warn!(
                     target_server = %target,
@@ -371,6 +383,43 @@ impl Daemon {
             }
             delay = (delay * 2).min(BACKOFF_CAP);
             attempt += 1;
+        }
+    }
+
+    /// A connection refused for want of a slot: a warning at once and then
+    /// once a minute while it lasts, the `replwarden_locked_out` metric and
+    /// the status line, so a lock-out is never quiet.
+    fn locked_out(&mut self, target: &str, attempt: u32, e: &ConnectError) {
+        let Some(refusal) = crate::lockout::classify(e) else {
+            return;
+        };
+        let now = Instant::now();
+        let due = self.lockout.refused(now);
+        let lasting = self.lockout.lasting(now).unwrap_or_default();
+        self.metrics.set_locked_out(true);
+        self.service
+            .status(crate::lockout::status(target, attempt, lasting, &refusal));
+        if due {
+            warn!(
+                target_server = %target,
+                attempt,
+                locked_out_for = %crate::units::fmt_duration(lasting),
+                reason = %refusal.reason,
+                fix = %refusal.fix(),
+                "locked out of PostgreSQL: every connection slot the daemon may use is taken, so walsenders are NOT \
+                 enforced (repeated every minute while it lasts)"
+            );
+        }
+    }
+
+    /// Connected: ends a lock-out, saying for how long it lasted.
+    fn lockout_ended(&mut self) {
+        if let Some(lasted) = self.lockout.ended(Instant::now()) {
+            self.metrics.set_locked_out(false);
+            warn!(
+                locked_out_for = %crate::units::fmt_duration(lasted),
+                "no longer locked out of PostgreSQL: enforcing again"
+            );
         }
     }
 
@@ -531,13 +580,16 @@ impl Daemon {
     async fn poll_once(&mut self, session: &Session) -> Result<(), PollError> {
         let started = Instant::now();
         let bound = self.config.postgres.statement_timeout + CLIENT_MARGIN;
-        let snapshot = match bounded(bound, session.poller.poll(&session.client)).await {
+        let mut snapshot = match bounded(bound, session.poller.poll(&session.client)).await {
             Ok(s) => s,
             Err(e) => {
                 self.metrics.poll_failed();
                 return Err(e);
             }
         };
+        for dropped in self.roles.fill(&mut snapshot) {
+            report::log_dropped_role(&dropped);
+        }
         let now = Instant::now();
         let rule_names: Vec<&str> = self
             .config
@@ -577,7 +629,7 @@ impl Daemon {
             .collect();
         report::log_deferred(&deferred);
         for l in &round.loops {
-            report::log_reconnect_loop(l);
+            report::log_reconnect_loop(l, &snapshot, &round, &self.config.policy);
         }
         for decision in &round.decisions {
             let outcome = if self.dry_run() && decision.action != Action::Log {

@@ -9,13 +9,16 @@
 //! - [`policy`]: rules, matchers and conditions (pure data and matching).
 //! - [`snapshot`]: the poll query and the rows it yields ([`snapshot::Walsender`]).
 //! - [`clocks`]: what is judged, real now and on one clock (stale lags, silence, skew).
+//! - [`roles`]: each walsender's role from first sight, for a role dropped while it streams.
 //! - [`engine`]: pure decisions from (policy, snapshot, memory, now).
 //! - [`actions`]: the safe cancel/terminate statements and their outcomes.
 //! - [`sql`]: every SQL statement, with the version-dependent choices.
 //! - [`syncrep`]: `synchronous_standby_names` parsing for the quorum guard.
 //! - [`daemon`]: the loop — connect with backoff, tick, reload, shut down.
 //! - [`logfmt`]: escaping of client- and config-chosen text in logs and printouts.
+//! - [`lockout`]: a server that refuses the daemon for want of a connection slot.
 //! - [`report`]: log events for decisions, and the `check`/`plan` printouts.
+//! - [`advice`]: the lasting fix for a reconnect loop, only when it cuts off no one else.
 //! - [`metrics`]: the optional Prometheus endpoint.
 //! - [`service`]: systemd notifications (READY, RELOADING, STOPPING, STATUS, watchdog).
 //!
@@ -23,15 +26,18 @@
 
 pub mod actions;
 pub mod clocks;
+pub mod advice;
 pub mod config;
 pub mod conninfo;
 pub mod daemon;
 pub mod engine;
 pub mod keys;
 pub mod logfmt;
+pub mod lockout;
 pub mod metrics;
 pub mod policy;
 pub mod report;
+pub mod roles;
 pub mod service;
 pub mod snapshot;
 pub mod sql;

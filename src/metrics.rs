@@ -41,6 +41,8 @@ pub struct Metrics {
     poll_duration: Histogram,
     polls: Family<Labels, Counter>,
     connected: Gauge,
+    /// 1 while the server refuses the daemon for want of a connection slot.
+    locked_out: Gauge,
     reloads: Family<Labels, Counter>,
     config_info: Family<Labels, Gauge>,
 }
@@ -70,6 +72,7 @@ impl Metrics {
             poll_duration: Histogram::new(exponential_buckets(0.0005, 2.0, 14)),
             polls: Family::default(),
             connected: Gauge::default(),
+            locked_out: Gauge::default(),
             reloads: Family::default(),
             config_info: Family::default(),
         };
@@ -140,6 +143,11 @@ impl Metrics {
             m.connected.clone(),
         );
         r.register(
+            "locked_out",
+            "1 while the server refuses the daemon's connection for want of a connection slot: walsenders are not enforced",
+            m.locked_out.clone(),
+        );
+        r.register(
             "config_reloads",
             "config reloads by result",
             m.reloads.clone(),
@@ -165,6 +173,10 @@ impl Metrics {
 
     pub fn set_connected(&self, connected: bool) {
         self.connected.set(i64::from(connected));
+    }
+
+    pub fn set_locked_out(&self, locked_out: bool) {
+        self.locked_out.set(i64::from(locked_out));
     }
 
     pub fn config_loaded(&self, path: &str, hash: &str) {

@@ -8,7 +8,7 @@ use crate::actions::Outcome;
 use crate::config::Config;
 use crate::engine::{evidence_line, Decision, Held, HoldReason, ReconnectLoop, Round};
 use crate::logfmt::{escape_text, quoted, token};
-use crate::policy::{Glob, PatternList, Rule};
+use crate::policy::{Glob, Matchers, PatternList, Policy, Rule};
 use crate::snapshot::{Preflight, Snapshot, Walsender};
 use crate::units::fmt_duration;
 
@@ -76,9 +76,8 @@ fn globs(list: &Option<PatternList<Glob>>) -> Option<String> {
     })
 }
 
-/// One line per rule: `name: action when <matchers> and <conditions>`.
-pub fn rule_summary(rule: &Rule) -> String {
-    let m = &rule.matchers;
+/// Who matchers are about: `application_name in [a, b] and user in [c]`.
+fn matchers_summary(m: &Matchers) -> Vec<String> {
     let mut who = Vec::new();
     for (name, list) in [
         ("application_name", &m.application_name),
@@ -102,6 +101,12 @@ pub fn rule_summary(rule: &Rule) -> String {
             inc.chain(exc).collect::<Vec<_>>().join(", ")
         ));
     }
+    who
+}
+
+/// One line per rule: `name: action when <matchers> and <conditions>`.
+pub fn rule_summary(rule: &Rule) -> String {
+    let who = matchers_summary(&rule.matchers);
     let c = &rule.conditions;
     let mut when = Vec::new();
     let d = |name: &str, v: Option<std::time::Duration>| {
@@ -341,6 +346,45 @@ fn reply_clock(m: &crate::clocks::Measures, ws: &Walsender, snapshot: &Snapshot)
     format!("silence (daemon's clock) {silence}; reply clock skew: {skew}{feedback}")
 }
 
+/// What each `[protect]` entry covers now: the walsenders it protects, so
+/// an entry that misses a tool (a clone named `pg_basebackup`, an empty
+/// `application_name`) shows before a rule meets it.
+fn protect_coverage(policy: &Policy, snapshot: &Snapshot) -> String {
+    let mut out = String::new();
+    let many = policy.protect.len() > 1;
+    for (i, m) in policy.protect.iter().enumerate() {
+        let name = if many {
+            format!("protect[{}]", i + 1)
+        } else {
+            "protect".to_string()
+        };
+        let covered: Vec<String> = snapshot
+            .walsenders
+            .iter()
+            .filter(|ws| m.matches(ws))
+            .map(|ws| {
+                format!(
+                    "pid {} {} (user {})",
+                    ws.id.pid,
+                    quoted(&ws.application_name),
+                    token(ws.user.as_deref().unwrap_or("NULL"))
+                )
+            })
+            .collect();
+        let _ = writeln!(
+            out,
+            "\n{name} ({}): {}",
+            matchers_summary(m).join(" and "),
+            if covered.is_empty() {
+                "protects no walsender now".to_string()
+            } else {
+                format!("protects {}", covered.join(", "))
+            }
+        );
+    }
+    out
+}
+
 /// What `replwarden plan` prints: each walsender, its measured values, the
 /// rules that match it and what the daemon would do now.
 pub fn plan(
@@ -380,13 +424,14 @@ pub fn plan(
     if !snapshot.hidden.is_empty() {
         let _ = writeln!(out, "\n{}", escape_text(&privilege_advice(snapshot)));
     }
+    out += &protect_coverage(&config.policy, snapshot);
     for (wi, ws) in snapshot.walsenders.iter().enumerate() {
         let _ = writeln!(
             out,
             "\n{} {} user={} client_addr={} state={} sync_state={}",
             ws.id,
             quoted(&ws.application_name),
-            token(ws.user.as_deref().unwrap_or("NULL")),
+            ws.user.as_deref().map_or_else(|| crate::roles::shown(None).to_string(), token),
             ws.client_addr,
             token(ws.state.as_deref().unwrap_or("NULL")),
             token(ws.sync_state.as_deref().unwrap_or("NULL")),
@@ -417,9 +462,10 @@ pub fn plan(
     for l in &round.loops {
         let _ = writeln!(
             out,
-            "\nreconnect loop: {} acted on {} times",
+            "\nreconnect loop: {} acted on {} times. {}",
             escape_text(&l.client.to_string()),
-            l.actions
+            l.actions,
+            escape_text(&crate::advice::for_loop(l, snapshot, round, &config.policy).text(&l.client))
         );
     }
     if !round.decisions.is_empty() {
@@ -585,16 +631,13 @@ pub fn log_deferred(deferred: &[&Held]) {
     );
 }
 
-/// The warning for a client acted on again and again, with the lasting fix.
-pub fn log_reconnect_loop(l: &ReconnectLoop) {
+/// The warning for a client acted on again and again, with the lasting fix
+/// when there is a safe one (see [`crate::advice`]): `fix_hba` and
+/// `fix_role` are empty when the line would also shut out a walsender that
+/// is healthy or protected.
+pub fn log_reconnect_loop(l: &ReconnectLoop, snapshot: &Snapshot, round: &Round, policy: &Policy) {
     let c = &l.client;
-    let role = quote_ident(&c.user);
-    let hba = if c.client_addr == "local" {
-        format!("local replication {role} reject")
-    } else {
-        let bits = if c.client_addr.contains(':') { 128 } else { 32 };
-        format!("host replication {role} {}/{bits} reject", c.client_addr)
-    };
+    let advice = crate::advice::for_loop(l, snapshot, round, policy);
     tracing::warn!(
         event = "reconnect_loop",
         application_name = %c.application_name,
@@ -602,13 +645,36 @@ pub fn log_reconnect_loop(l: &ReconnectLoop) {
         user = %c.user,
         actions = l.actions,
         next_wait = %fmt_duration(l.next_wait),
-        fix_hba = %hba,
-        fix_role = %format!("ALTER ROLE {role} NOREPLICATION;"),
-        "reconnect loop: this client keeps coming back after being acted on; replwarden now waits {} before acting on it \
-         again. To keep it out for good, add `{hba}` to pg_hba.conf before the line that admits it and SELECT \
-         pg_reload_conf(); or, if no healthy standby uses role {role}: ALTER ROLE {role} NOREPLICATION;",
-        fmt_duration(l.next_wait)
+        fix_hba = %advice.hba.safe_line(),
+        fix_role = %advice.role.safe_line(),
+        advice = %advice.text(c),
+        "reconnect loop: this client keeps coming back after being acted on; replwarden now waits before acting on it \
+         again (next_wait); the lasting fix is in `advice`"
     );
+}
+
+/// A walsender seen without its role (dropped while it streams), once per
+/// process instance.
+pub fn log_dropped_role(d: &crate::roles::Dropped) {
+    match &d.remembered {
+        Some(role) => tracing::warn!(
+            event = "dropped_role",
+            pid = d.id.pid,
+            backend_start = %d.id.started(),
+            application_name = %d.application_name,
+            user = %role,
+            "the role of this walsender was dropped while it streams (usename is NULL): it is still judged as the role \
+             it was seen with"
+        ),
+        None => tracing::warn!(
+            event = "dropped_role",
+            pid = d.id.pid,
+            backend_start = %d.id.started(),
+            application_name = %d.application_name,
+            "the role of this walsender was dropped before replwarden first saw it (usename is NULL): `user` rules and \
+             protect entries cannot match it; rules by application_name or client_addr still do"
+        ),
+    }
 }
 
 /// A failed signal that used up its retries.
