@@ -82,8 +82,6 @@ pub struct Signaller {
     cancel: Statement,
     terminate: Statement,
     still_there: Statement,
-    /// How long a terminated process may take to exit.
-    terminate_timeout: Duration,
 }
 
 /// The first wait before looking for a terminated process, doubled up to
@@ -92,26 +90,25 @@ const CONFIRM_STEP: Duration = Duration::from_millis(1);
 const CONFIRM_STEP_MAX: Duration = Duration::from_millis(50);
 
 impl Signaller {
-    pub async fn prepare(
-        client: &Client,
-        terminate_timeout: Duration,
-    ) -> Result<Signaller, tokio_postgres::Error> {
+    pub async fn prepare(client: &Client) -> Result<Signaller, tokio_postgres::Error> {
         Ok(Signaller {
             cancel: client.prepare(sql::CANCEL).await?,
             terminate: client.prepare(sql::TERMINATE).await?,
             still_there: client.prepare(sql::STILL_THERE).await?,
-            terminate_timeout,
         })
     }
 
-    /// Sends `action` to exactly the process instance `id`. An `Err` means
-    /// the connection itself failed (the daemon reconnects); everything the
+    /// Sends `action` to exactly the process instance `id`; a terminated
+    /// process is given `terminate_timeout` (the policy's value at the
+    /// time, so a reload applies at once) to exit. An `Err` means the
+    /// connection itself failed (the daemon reconnects); everything the
     /// server answered is an [`Outcome`].
     pub async fn signal(
         &self,
         client: &Client,
         action: Action,
         id: WalsenderId,
+        terminate_timeout: Duration,
     ) -> Result<Outcome, tokio_postgres::Error> {
         let statement = match action {
             Action::Log => return Ok(Outcome::Logged),
@@ -124,7 +121,9 @@ impl Signaller {
         match result {
             Ok(None) => Ok(Outcome::Gone),
             Ok(Some(row)) => Ok(match row.try_get::<_, Option<bool>>(0)? {
-                Some(true) if action == Action::Terminate => self.confirm_exit(client, id).await?,
+                Some(true) if action == Action::Terminate => {
+                    self.confirm_exit(client, id, terminate_timeout).await?
+                }
                 Some(true) => Outcome::Signalled,
                 _ => Outcome::NotSignalled,
             }),
@@ -146,8 +145,9 @@ impl Signaller {
         &self,
         client: &Client,
         id: WalsenderId,
+        terminate_timeout: Duration,
     ) -> Result<Outcome, tokio_postgres::Error> {
-        let deadline = Instant::now() + self.terminate_timeout;
+        let deadline = Instant::now() + terminate_timeout;
         let mut step = CONFIRM_STEP;
         loop {
             let now = Instant::now();

@@ -70,6 +70,10 @@ pub struct PostgresSettings {
     /// The parsed form tokio-postgres connects with, with libpq's
     /// environment variables and password file applied.
     pub connect: tokio_postgres::Config,
+    /// One config per host of the host list, in the order they are tried.
+    pub targets: Vec<crate::conninfo::Target>,
+    /// Which server of the host list to settle on.
+    pub session_attrs: crate::conninfo::SessionAttrs,
     /// How the server certificate is checked (from `sslmode`).
     pub verify: crate::conninfo::Verify,
     /// Where the password came from (never the password itself).
@@ -499,6 +503,8 @@ impl Walker<'_> {
             (Some(resolved), Some(statement_timeout)) if ok => Some(PostgresSettings {
                 conninfo,
                 connect: resolved.config,
+                targets: resolved.targets,
+                session_attrs: resolved.session_attrs,
                 verify: resolved.verify,
                 password_source: resolved.password_source,
                 warnings: resolved.warnings,
