@@ -228,7 +228,14 @@ async fn connect_unbounded(
         pg.keepalives_retries(3);
     }
     if pg.get_tcp_user_timeout().is_none() {
-        pg.tcp_user_timeout(settings.statement_timeout.saturating_add(CLIENT_MARGIN));
+        // The kernel takes at most i32::MAX ms (and refuses the socket
+        // beyond), which the longest statement_timeout plus 1 s exceeds.
+        pg.tcp_user_timeout(
+            settings
+                .statement_timeout
+                .saturating_add(CLIENT_MARGIN)
+                .min(Duration::from_millis(i32::MAX as u64)),
+        );
     }
     let tls = crate::conninfo::LazyTls(settings.verify.clone());
     let (client, connection) = pg.connect(tls).await.map_err(ConnectError::Connect)?;
@@ -332,8 +339,11 @@ struct Daemon {
 struct PollFlags {
     /// A shutdown was asked: send no further signal.
     stop: Cell<bool>,
-    /// A signal statement is in flight: wait for it, so the signal is
-    /// logged (it may already have reached the walsender).
+    /// Notified (once) with `stop`: ends the wait for a terminated
+    /// walsender to exit.
+    stopped: tokio::sync::Notify,
+    /// A signal is in flight: wait for it, so the signal is logged (it may
+    /// already have reached the walsender).
     signalling: Cell<bool>,
 }
 
@@ -560,8 +570,7 @@ impl Daemon {
             return;
         }
         self.service.reloading();
-        let path = self.config.path.clone();
-        self.reload = Some(tokio::task::spawn_blocking(move || config::load(&path)));
+        self.reload = Some(load_off_thread(self.config.path.clone()));
     }
 
     /// Applies a finished load; `Some(Next::Reconnect)` when the connection
@@ -661,21 +670,26 @@ impl Daemon {
     }
 
     /// One poll, run to its end (every statement is bounded) while the
-    /// watchdog is fed. A reload asked meanwhile starts after it; a
+    /// watchdog is fed. A reload asked meanwhile starts after it. A
     /// shutdown gives it SHUTDOWN_GRACE to finish the statement in flight,
-    /// except that a signal in flight is always waited for and logged, and
-    /// no further signal is sent.
+    /// except that a signal statement in flight is always waited for and
+    /// logged (the wait for a terminated walsender to exit ends at once:
+    /// `exit_unconfirmed`), and no further signal is sent.
     async fn poll_and_wait(
         &mut self,
         session: &Session,
         control: &mut UnboundedReceiver<Control>,
     ) -> Option<Next> {
-        let mut deferred = Vec::new();
         let mut stop_by: Option<tokio::time::Instant> = None;
         let flags = PollFlags::default();
         let never = tokio::time::Instant::now() + Duration::from_secs(86_400);
-        // The poll borrows the daemon: the watchdog is fed from here.
+        // The poll borrows the daemon: the watchdog is fed from here, and a
+        // reload asked meanwhile starts loading at once (it is applied
+        // after the poll).
         let mut watchdog = self.watchdog.take();
+        let mut reload = self.reload.take();
+        let (mut reload_started, mut reload_again) = (false, false);
+        let path = self.config.path.clone();
         let result = {
             let poll = self
                 .poll_once(session, &flags)
@@ -685,9 +699,14 @@ impl Daemon {
                 tokio::select! {
                     r = &mut poll => break Some(r),
                     c = control.recv(), if !flags.stop.get() => match c {
-                        Some(Control::Reload) => deferred.push(Control::Reload),
+                        Some(Control::Reload) if reload.is_some() => reload_again = true,
+                        Some(Control::Reload) => {
+                            reload = Some(load_off_thread(path.clone()));
+                            reload_started = true;
+                        }
                         None | Some(Control::Shutdown) => {
                             flags.stop.set(true);
+                            flags.stopped.notify_one();
                             stop_by = Some(tokio::time::Instant::now() + SHUTDOWN_GRACE);
                         }
                     },
@@ -703,6 +722,11 @@ impl Daemon {
             }
         };
         self.watchdog = watchdog;
+        self.reload = reload;
+        self.reload_again |= reload_again;
+        if reload_started {
+            self.service.reloading();
+        }
         if flags.stop.get() {
             info!(
                 finished = result.is_some(),
@@ -717,11 +741,6 @@ impl Daemon {
             }
             Some(Err(e)) => error!(error = %e, "poll failed; will retry at the next tick"),
             _ => self.service.ready(),
-        }
-        for c in deferred {
-            if let Some(next) = self.handle(Some(c)) {
-                return Some(next);
-            }
         }
         None
     }
@@ -798,6 +817,7 @@ impl Daemon {
                         decision.action,
                         decision.walsender.id,
                         self.config.policy.limits.terminate_timeout,
+                        flags.stopped.notified(),
                     ),
                 )
                 .await;
@@ -936,6 +956,13 @@ async fn tick_or_wake(ticker: &mut tokio::time::Interval, wake: Option<tokio::ti
             ticker.tick().await;
         }
     }
+}
+
+/// Reads and parses the config file on a blocking thread.
+fn load_off_thread(
+    path: std::path::PathBuf,
+) -> tokio::task::JoinHandle<Result<Config, ConfigErrors>> {
+    tokio::task::spawn_blocking(move || config::load(&path))
 }
 
 /// The result of the reload under way, once its file is read and parsed;

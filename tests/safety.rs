@@ -334,6 +334,7 @@ fn a_reused_pid_is_never_signalled() {
             Action::Terminate,
             stale,
             Duration::from_millis(500),
+            std::future::pending(),
         ))
         .unwrap();
     assert_eq!(outcome, Outcome::Gone, "the stale identity matches nothing");
@@ -379,6 +380,7 @@ fn a_reused_pid_is_never_signalled() {
             Action::Terminate,
             live_id,
             Duration::from_millis(500),
+            std::future::pending(),
         ))
         .unwrap();
     assert_eq!(outcome, Outcome::Gone);
