@@ -242,8 +242,9 @@ fn datagrams(socket: &UnixDatagram, wait: Duration) -> Vec<(Instant, String)> {
 
 /// A server that stops answering (postmaster and the daemon's backend
 /// SIGSTOPped): the poll is given up after statement_timeout + 1 s, the
-/// watchdog is not fed while it hangs and is fed again while waiting, the
-/// outage is logged once, and SIGTERM still stops the daemon within a second.
+/// watchdog is fed by the loop throughout (the hung poll is bounded; a long
+/// poll must not get the daemon killed), the outage is logged once, and
+/// SIGTERM still stops the daemon within a second.
 #[test]
 fn a_server_that_stops_answering_does_not_hang_the_daemon() {
     let primary = Cluster::primary("primary");
@@ -299,8 +300,8 @@ fn a_server_that_stops_answering_does_not_hang_the_daemon() {
         .unwrap_or_default();
     let first_gap = pings.first().map_or(Duration::ZERO, |t| *t - stopped);
     assert!(
-        longest.max(first_gap) >= Duration::from_millis(1500),
-        "the watchdog must starve while the poll hangs (longest gap {longest:?})"
+        longest.max(first_gap) < Duration::from_millis(1500),
+        "the watchdog (every 300 ms) is fed while the poll hangs (longest gap {longest:?})"
     );
     assert!(
         pings
