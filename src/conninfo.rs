@@ -444,7 +444,13 @@ pub fn resolve_as(
             .find(|(k, _)| k == name)
             .map(|(_, v)| v.clone())
     };
-    let parse = |text: &str| tokio_postgres::Config::from_str(text).map_err(|e| e.to_string());
+    // tokio-postgres says only "invalid connection string"; its source
+    // names the key (`invalid value for option \`port\``), never the value.
+    let parse = |text: &str| {
+        tokio_postgres::Config::from_str(text).map_err(|e| {
+            std::error::Error::source(&e).map_or_else(|| e.to_string(), |s| s.to_string())
+        })
+    };
     // The addresses come from the whole string; every other setting is
     // applied to `config` (which has none) and copied to each host.
     let full = parse(&parts.full)?;
@@ -1028,5 +1034,18 @@ mod tests {
             Some(&std::time::Duration::from_secs(3))
         );
         assert!(resolve_with("host", &[], &[]).is_err());
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        for (conninfo, key) in [
+            ("host=h user=u port=notaport", "`port`"),
+            ("host=h user=u keepalives_idle=x", "`keepalives_idle`"),
+            ("host=h user=u bogus=1", "`bogus`"),
+            ("postgresql://u@h/?connect_timeout=x", "`connect_timeout`"),
+        ] {
+            let e = resolve_with(conninfo, &[], &[]).unwrap_err();
+            assert!(e.contains(key), "{conninfo}: {e}");
+        }
     }
 }
