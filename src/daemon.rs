@@ -480,8 +480,9 @@ impl Daemon {
                     attempt,
                     "connection settings changed while connecting: connecting with the new ones"
                 );
+                // A new series: its first failure is logged as a warning.
                 delay = BACKOFF_START;
-                attempt += 1;
+                attempt = 1;
                 continue;
             };
             match result {
@@ -535,9 +536,11 @@ impl Daemon {
                 };
                 match next {
                     Some(Next::Stop) => return Ok(None),
-                    // New connection settings: no reason to wait.
+                    // New connection settings: no reason to wait, and a
+                    // new series (attempt 1 after the increment below).
                     Some(Next::Reconnect) => {
                         delay = BACKOFF_START;
+                        attempt = 0;
                         break;
                     }
                     None => {}
