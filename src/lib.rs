@@ -4,7 +4,8 @@
 //! The pipeline is config → poll → decide → act → log:
 //! - [`units`]: `Lsn`, `ByteSize`, the duration and size parsers.
 //! - [`config`]: TOML file → validated [`config::Config`], every error at once.
-//! - [`conninfo`]: libpq conventions: `PG*` variables, the password file, sslmode.
+//! - [`conninfo`]: libpq conventions: `PG*` variables, the OS user, the password
+//!   file, sslmode, host lists and `target_session_attrs`.
 //! - [`policy`]: rules, matchers and conditions (pure data and matching).
 //! - [`snapshot`]: the poll query and the rows it yields ([`snapshot::Walsender`]).
 //! - [`engine`]: pure decisions from (policy, snapshot, memory, now).
