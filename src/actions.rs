@@ -29,6 +29,9 @@ pub enum Outcome {
     Terminated,
     /// Terminated, but the process had not exited within the timeout.
     NotExited,
+    /// Terminated; the daemon was asked to stop before the exit was
+    /// confirmed.
+    Unconfirmed,
     /// No walsender with that `(pid, backend_start)` any more: it exited or
     /// its pid now belongs to another process. Nothing was signalled.
     Gone,
@@ -50,6 +53,7 @@ impl Outcome {
             Outcome::Signalled => "signalled",
             Outcome::Terminated => "terminated",
             Outcome::NotExited => "not_exited",
+            Outcome::Unconfirmed => "exit_unconfirmed",
             Outcome::Gone => "already_gone",
             Outcome::NotSignalled => "not_signalled",
             Outcome::Refused(_) => "refused",
@@ -65,7 +69,10 @@ impl Outcome {
             | Outcome::Signalled
             | Outcome::Terminated
             | Outcome::Gone => Delivery::Done,
-            Outcome::NotExited | Outcome::NotSignalled | Outcome::Failed(_) => Delivery::Failed,
+            Outcome::NotExited
+            | Outcome::Unconfirmed
+            | Outcome::NotSignalled
+            | Outcome::Failed(_) => Delivery::Failed,
             Outcome::Refused(_) => Delivery::Final,
         }
     }
@@ -82,8 +89,6 @@ pub struct Signaller {
     cancel: Statement,
     terminate: Statement,
     still_there: Statement,
-    /// How long a terminated process may take to exit.
-    terminate_timeout: Duration,
 }
 
 /// The first wait before looking for a terminated process, doubled up to
@@ -92,26 +97,27 @@ const CONFIRM_STEP: Duration = Duration::from_millis(1);
 const CONFIRM_STEP_MAX: Duration = Duration::from_millis(50);
 
 impl Signaller {
-    pub async fn prepare(
-        client: &Client,
-        terminate_timeout: Duration,
-    ) -> Result<Signaller, tokio_postgres::Error> {
+    pub async fn prepare(client: &Client) -> Result<Signaller, tokio_postgres::Error> {
         Ok(Signaller {
             cancel: client.prepare(sql::CANCEL).await?,
             terminate: client.prepare(sql::TERMINATE).await?,
             still_there: client.prepare(sql::STILL_THERE).await?,
-            terminate_timeout,
         })
     }
 
-    /// Sends `action` to exactly the process instance `id`. An `Err` means
-    /// the connection itself failed (the daemon reconnects); everything the
-    /// server answered is an [`Outcome`].
+    /// Sends `action` to exactly the process instance `id`; a terminated
+    /// process is given `terminate_timeout` (the policy's value at the
+    /// time, so a reload applies at once) to exit, unless `interrupt`
+    /// completes first (a shutdown: [`Outcome::Unconfirmed`]). An `Err`
+    /// means the connection itself failed (the daemon reconnects);
+    /// everything the server answered is an [`Outcome`].
     pub async fn signal(
         &self,
         client: &Client,
         action: Action,
         id: WalsenderId,
+        terminate_timeout: Duration,
+        interrupt: impl std::future::Future<Output = ()>,
     ) -> Result<Outcome, tokio_postgres::Error> {
         let statement = match action {
             Action::Log => return Ok(Outcome::Logged),
@@ -124,7 +130,10 @@ impl Signaller {
         match result {
             Ok(None) => Ok(Outcome::Gone),
             Ok(Some(row)) => Ok(match row.try_get::<_, Option<bool>>(0)? {
-                Some(true) if action == Action::Terminate => self.confirm_exit(client, id).await?,
+                Some(true) if action == Action::Terminate => tokio::select! {
+                    confirmed = self.confirm_exit(client, id, terminate_timeout) => confirmed?,
+                    () = interrupt => Outcome::Unconfirmed,
+                },
                 Some(true) => Outcome::Signalled,
                 _ => Outcome::NotSignalled,
             }),
@@ -146,8 +155,9 @@ impl Signaller {
         &self,
         client: &Client,
         id: WalsenderId,
+        terminate_timeout: Duration,
     ) -> Result<Outcome, tokio_postgres::Error> {
-        let deadline = Instant::now() + self.terminate_timeout;
+        let deadline = Instant::now() + terminate_timeout;
         let mut step = CONFIRM_STEP;
         loop {
             let now = Instant::now();

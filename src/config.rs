@@ -24,6 +24,24 @@ pub const DEFAULT_PATH: &str = "/etc/replwarden/replwarden.toml";
 pub const DEFAULT_CONNINFO: &str =
     "host=/var/run/postgresql port=5432 dbname=postgres user=replwarden";
 
+/// The longest duration any key accepts: 100 years (humantime's `100y`).
+/// Every timer is an `Instant` plus one of these, so a bound far below
+/// what `Instant` holds (hundreds of billions of years) keeps all time
+/// arithmetic in range; no rule needs longer.
+pub const MAX_DURATION: Duration = Duration::from_secs(100 * 31_557_600);
+/// The longest `postgres.statement_timeout`: PostgreSQL keeps the setting
+/// in milliseconds in a 32-bit integer, and `SET statement_timeout`
+/// refuses more than 2147483647 ms ("Value exceeds integer range").
+pub const MAX_STATEMENT_TIMEOUT: Duration = Duration::from_millis(i32::MAX as u64);
+/// The largest size any key accepts: 1 PiB (`"1024TB"`), far beyond any
+/// WAL distance a server reaches, and small enough that sums of sizes stay
+/// in range.
+pub const MAX_SIZE: ByteSize = ByteSize(1 << 50);
+/// The most `[[rule]]` tables a file may have. Every rule is matched
+/// against every walsender at every poll, so the limit keeps a poll's work
+/// bounded; real policies have a handful of rules.
+pub const MAX_RULES: usize = 10_000;
+
 /// A loaded, validated config file.
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -57,6 +75,10 @@ pub struct PostgresSettings {
     /// The parsed form tokio-postgres connects with, with libpq's
     /// environment variables and password file applied.
     pub connect: tokio_postgres::Config,
+    /// One config per host of the host list, in the order they are tried.
+    pub targets: Vec<crate::conninfo::Target>,
+    /// Which server of the host list to settle on.
+    pub session_attrs: crate::conninfo::SessionAttrs,
     /// How the server certificate is checked (from `sslmode`).
     pub verify: crate::conninfo::Verify,
     /// Where the password came from (never the password itself).
@@ -289,6 +311,13 @@ pub fn accepted_keys() -> Vec<String> {
 pub const KNOWN_STATES: &[&str] = &["startup", "catchup", "streaming", "backup", "stopping"];
 pub const KNOWN_SYNC_STATES: &[&str] = &["async", "potential", "sync", "quorum"];
 
+/// What `[limits]` yielded of the keys other sections are checked against,
+/// even when another key of `[limits]` is wrong.
+#[derive(Default)]
+struct LimitsSeen {
+    terminate_timeout: Option<Duration>,
+}
+
 struct Walker<'a> {
     file: &'a Path,
     errors: Vec<ConfigError>,
@@ -352,31 +381,35 @@ impl Walker<'_> {
         let limits = self.limits(top.get("limits"));
         let sync_guard = self.sync_guard(top.get("sync_guard"));
         let metrics = self.metrics(top.get("metrics"));
-        let postgres = postgres?;
-        let limits = limits?;
-        if limits.terminate_timeout >= postgres.statement_timeout {
-            let span = top
-                .get("limits")
-                .and_then(|l| l.get_ref().get("terminate_timeout"))
-                .map_or(0..0, |v| v.span());
-            self.error(
-                span,
-                "limits.terminate_timeout",
-                format!(
-                    "must be shorter than postgres.statement_timeout ({}), which bounds the terminate statement",
-                    crate::units::fmt_duration(postgres.statement_timeout)
-                ),
-            );
-            return None;
+        // Checked on whatever of the two parsed, so this error is reported
+        // along with any other in [postgres] or [limits].
+        if let (Some(statement_timeout), Some(terminate_timeout)) =
+            (postgres.1, limits.1.terminate_timeout)
+        {
+            if terminate_timeout >= statement_timeout {
+                let span = top
+                    .get("limits")
+                    .and_then(|l| l.get_ref().get("terminate_timeout"))
+                    .map_or(0..0, |v| v.span());
+                self.error(
+                    span,
+                    "limits.terminate_timeout",
+                    format!(
+                        "must be shorter than postgres.statement_timeout ({}), which bounds the terminate statement",
+                        crate::units::fmt_duration(statement_timeout)
+                    ),
+                );
+                return None;
+            }
         }
         Some(Config {
             path: path.to_path_buf(),
-            postgres,
+            postgres: postgres.0?,
             daemon: daemon?,
             policy: Policy {
                 rules: rules?,
                 protect: protect?,
-                limits,
+                limits: limits.0?,
                 sync_guard: sync_guard?,
                 generation: {
                     static NEXT: std::sync::atomic::AtomicU64 =
@@ -435,11 +468,32 @@ impl Walker<'_> {
         }
     }
 
+    /// A duration of at most [`MAX_DURATION`].
     fn duration(&mut self, value: &Value<'_>, key: &str) -> Option<Duration> {
+        self.bounded_duration(value, key, MAX_DURATION, "100y (100 years)")
+    }
+
+    /// A duration of at most `max` (worded `max_text` in the error).
+    fn bounded_duration(
+        &mut self,
+        value: &Value<'_>,
+        key: &str,
+        max: Duration,
+        max_text: &str,
+    ) -> Option<Duration> {
         let text = self.string(value, key)?;
-        parse_duration(text)
+        let d = parse_duration(text)
             .map_err(|e| self.error(value.span(), key, e))
-            .ok()
+            .ok()?;
+        if d > max {
+            self.error(
+                value.span(),
+                key,
+                format!("{text:?} is too long: must be at most {max_text}"),
+            );
+            return None;
+        }
+        Some(d)
     }
 
     fn positive_duration(&mut self, value: &Value<'_>, key: &str) -> Option<Duration> {
@@ -451,11 +505,21 @@ impl Walker<'_> {
         Some(d)
     }
 
+    /// A size of at most [`MAX_SIZE`].
     fn size(&mut self, value: &Value<'_>, key: &str) -> Option<ByteSize> {
         let text = self.string(value, key)?;
-        parse_size(text)
+        let size = parse_size(text)
             .map_err(|e| self.error(value.span(), key, e))
-            .ok()
+            .ok()?;
+        if size > MAX_SIZE {
+            self.error(
+                value.span(),
+                key,
+                format!("{text:?} is too large: must be at most 1024TB (1 PiB)"),
+            );
+            return None;
+        }
+        Some(size)
     }
 
     /// A string or a list of strings, each checked by `parse`; `!` excludes.
@@ -538,12 +602,19 @@ impl Walker<'_> {
         ok.then_some(list)
     }
 
-    fn postgres(&mut self, value: Option<&Value<'_>>) -> Option<PostgresSettings> {
+    /// `[postgres]`, and its `statement_timeout` when that much is valid
+    /// (for the check against `limits.terminate_timeout`).
+    fn postgres(
+        &mut self,
+        value: Option<&Value<'_>>,
+    ) -> (Option<PostgresSettings>, Option<Duration>) {
         let mut conninfo = DEFAULT_CONNINFO.to_string();
-        let mut statement_timeout = Duration::from_secs(5);
+        let mut statement_timeout = Some(Duration::from_secs(5));
         let mut ok = true;
         if let Some(value) = value {
-            let table = self.table(value, "postgres")?;
+            let Some(table) = self.table(value, "postgres") else {
+                return (None, None);
+            };
             self.reject_unknown(table, "postgres", POSTGRES_KEYS);
             if let Some(v) = table.get("conninfo") {
                 match self.string(v, "postgres.conninfo") {
@@ -552,10 +623,8 @@ impl Walker<'_> {
                 }
             }
             if let Some(v) = table.get("statement_timeout") {
-                match self.positive_duration(v, "postgres.statement_timeout") {
-                    Some(d) => statement_timeout = d,
-                    None => ok = false,
-                }
+                statement_timeout = self.statement_timeout(v);
+                ok &= statement_timeout.is_some();
             }
         }
         let resolved = match crate::conninfo::resolve(
@@ -580,15 +649,37 @@ impl Walker<'_> {
                 None
             }
         };
-        let resolved = resolved?;
-        ok.then_some(PostgresSettings {
-            conninfo,
-            connect: resolved.config,
-            verify: resolved.verify,
-            password_source: resolved.password_source,
-            warnings: resolved.warnings,
-            statement_timeout,
-        })
+        let settings = match (resolved, statement_timeout) {
+            (Some(resolved), Some(statement_timeout)) if ok => Some(PostgresSettings {
+                conninfo,
+                connect: resolved.config,
+                targets: resolved.targets,
+                session_attrs: resolved.session_attrs,
+                verify: resolved.verify,
+                password_source: resolved.password_source,
+                warnings: resolved.warnings,
+                statement_timeout,
+            }),
+            _ => None,
+        };
+        (settings, statement_timeout)
+    }
+
+    /// `postgres.statement_timeout`: positive, and no more than the server
+    /// takes (see [`MAX_STATEMENT_TIMEOUT`]).
+    fn statement_timeout(&mut self, value: &Value<'_>) -> Option<Duration> {
+        let key = "postgres.statement_timeout";
+        let d = self.bounded_duration(
+            value,
+            key,
+            MAX_STATEMENT_TIMEOUT,
+            "2147483647ms (24d 20h 31m 23s 647ms), the most PostgreSQL's statement_timeout takes",
+        )?;
+        if d.is_zero() {
+            self.error(value.span(), key, "must be greater than zero");
+            return None;
+        }
+        Some(d)
     }
 
     fn daemon(&mut self, value: Option<&Value<'_>>) -> Option<DaemonSettings> {
@@ -692,12 +783,19 @@ impl Walker<'_> {
         (self.errors.len() == before).then_some(out)
     }
 
-    fn limits(&mut self, value: Option<&Value<'_>>) -> Option<Limits> {
+    /// `[limits]`, and its `terminate_timeout` when that key is valid (for
+    /// the check against `postgres.statement_timeout`).
+    fn limits(&mut self, value: Option<&Value<'_>>) -> (Option<Limits>, LimitsSeen) {
         let mut limits = Limits::default();
         let Some(value) = value else {
-            return Some(limits);
+            let seen = LimitsSeen {
+                terminate_timeout: Some(limits.terminate_timeout),
+            };
+            return (Some(limits), seen);
         };
-        let table = self.table(value, "limits")?;
+        let Some(table) = self.table(value, "limits") else {
+            return (None, LimitsSeen::default());
+        };
         self.reject_unknown(table, "limits", LIMITS_KEYS);
         let before = self.errors.len();
         if let Some(v) = table.get("max_actions") {
@@ -724,7 +822,12 @@ impl Walker<'_> {
             "reconnect_backoff_max",
             &mut limits.reconnect_backoff_max,
         );
+        let terminate_before = self.errors.len();
         positive(self, "terminate_timeout", &mut limits.terminate_timeout);
+        let seen = LimitsSeen {
+            terminate_timeout: (self.errors.len() == terminate_before)
+                .then_some(limits.terminate_timeout),
+        };
         if let Some(d) = table
             .get("reconnect_backoff")
             .and_then(|v| self.duration(v, "limits.reconnect_backoff"))
@@ -744,7 +847,7 @@ impl Walker<'_> {
                 ),
             );
         }
-        (self.errors.len() == before).then_some(limits)
+        ((self.errors.len() == before).then_some(limits), seen)
     }
 
     fn sync_guard(&mut self, value: Option<&Value<'_>>) -> Option<SyncGuard> {
@@ -837,30 +940,42 @@ impl Walker<'_> {
             );
             return None;
         };
+        if items.len() > MAX_RULES {
+            self.error(
+                value.span(),
+                "rule",
+                format!(
+                    "{} rules: at most {MAX_RULES} are allowed (every rule is matched against every walsender at every poll); merge rules with pattern lists",
+                    items.len()
+                ),
+            );
+            return None;
+        }
         let mut rules = Vec::new();
         let mut ok = true;
-        let mut seen_names: HashSet<String> = HashSet::new();
+        let mut seen_names: HashSet<&str> = HashSet::new();
         for (i, item) in items.iter().enumerate() {
             let key = format!("rule[{}]", i + 1);
-            match self.rule(item, &key) {
-                Some(rule) => {
-                    if !seen_names.insert(rule.name.clone()) {
-                        let span = match item.get_ref() {
-                            DeValue::Table(t) => t.get("name").map(|n| n.span()),
-                            _ => None,
-                        };
+            // Names are checked apart from the rest of the rule, so a
+            // duplicate is reported along with the rule's other errors.
+            let name = match item.get_ref() {
+                DeValue::Table(t) => t.get("name"),
+                _ => None,
+            };
+            if let Some(name) = name {
+                if let DeValue::String(text) = name.get_ref() {
+                    if !text.is_empty() && !seen_names.insert(text.as_ref()) {
                         self.error(
-                            span.unwrap_or_else(|| item.span()),
+                            name.span(),
                             &format!("{key}.name"),
-                            format!(
-                                "duplicate rule name {:?}: rule names must be unique",
-                                rule.name
-                            ),
+                            format!("duplicate rule name {text:?}: rule names must be unique"),
                         );
                         ok = false;
                     }
-                    rules.push(rule);
                 }
+            }
+            match self.rule(item, &key) {
+                Some(rule) => rules.push(rule),
                 None => ok = false,
             }
         }
@@ -1343,6 +1458,7 @@ action = "kill"
             [
                 "t.toml:3:12: daemon.interval: must be greater than zero",
                 "t.toml:8:1: rule[1].replay_lagg: unknown key (did you mean `replay_lag`?); known keys here: name, action, grace, escalate_after, application_name, user, client_addr, state, sync_state, write_lag, flush_lag, replay_lag, write_lag_bytes, flush_lag_bytes, replay_lag_bytes, retained_wal, in_state_for, no_reply_for, no_progress_for",
+                "t.toml:11:8: rule[2].name: duplicate rule name \"a\": rule names must be unique",
                 "t.toml:12:14: rule[2].replay_lag: \"5 parsecs\" is not a duration (unknown time unit \"parsecs\", supported units: ns, us/µs, ms, sec, min, hours, days, weeks, months, years (and few variations)): write a number and a unit, like \"250ms\", \"30s\", \"5m\", \"6h\"",
                 "t.toml:13:16: rule[2].client_addr[1]: \"10.0.0.0/33\" is not a CIDR, an IP address or \"local\" (e.g. \"10.0.0.0/8\", \"::1\", \"local\")",
                 "t.toml:14:10: rule[2].action: unknown action \"kill\": use \"log\", \"cancel\" or \"terminate\"",
@@ -1404,6 +1520,112 @@ action = "kill"
                 "for {text:?} expected {expected:?} in {errs:#?}"
             );
         }
+    }
+
+    #[test]
+    fn errors_in_different_places_are_all_reported() {
+        // A duplicate name is reported even when that rule has another error.
+        let errs = errors(
+            "[[rule]]\nname = \"dup\"\nuser = \"x\"\n[[rule]]\nname = \"dup\"\nuser = \"y\"\ngrace = \"bogus\"\n",
+        );
+        assert_eq!(errs.len(), 2, "{errs:#?}");
+        assert!(errs[0].starts_with("t.toml:5:8: rule[2].name: duplicate rule name \"dup\""));
+        assert!(errs[1].starts_with("t.toml:7:9: rule[2].grace: \"bogus\" is not a duration"));
+        // A cross-section check runs whatever else is wrong in [limits].
+        let errs = errors(
+            "[limits]\nreconnect_backoff = \"20m\"\nreconnect_backoff_max = \"10m\"\nterminate_timeout = \"10s\"\n",
+        );
+        assert_eq!(errs.len(), 2, "{errs:#?}");
+        assert!(errs[0].contains(":2:21: limits.reconnect_backoff: must not exceed"));
+        assert!(errs[1].contains(
+            ":4:21: limits.terminate_timeout: must be shorter than postgres.statement_timeout"
+        ));
+        // ... and whatever else is wrong in [postgres].
+        let errs = errors(
+            "[postgres]\nconninfo = \"port=x\"\nstatement_timeout = \"1s\"\n[limits]\nterminate_timeout = \"2s\"\n",
+        );
+        assert_eq!(errs.len(), 2, "{errs:#?}");
+        assert!(errs[1].contains("limits.terminate_timeout: must be shorter"));
+    }
+
+    #[test]
+    fn every_duration_and_size_has_a_bound() {
+        for key in ["grace", "in_state_for", "no_progress_for", "replay_lag"] {
+            let errs = errors(&format!(
+                "[[rule]]\nname = \"r\"\nuser = \"x\"\n{key} = \"300000000000y\"\n"
+            ));
+            assert_eq!(
+                errs,
+                [format!("t.toml:4:{}: rule[1].{key}: \"300000000000y\" is too long: must be at most 100y (100 years)", key.len() + 4)]
+            );
+        }
+        let errs = errors("[[rule]]\nname = \"r\"\nuser = \"x\"\naction = \"cancel\"\nescalate_after = \"101y\"\n");
+        assert!(
+            errs[0].contains("rule[1].escalate_after: \"101y\" is too long"),
+            "{errs:#?}"
+        );
+        for key in ["per", "reconnect_backoff_max", "reconnect_backoff"] {
+            let errs = errors(&format!("[limits]\n{key} = \"200y\"\n"));
+            assert!(
+                errs.iter()
+                    .any(|e| e.contains(&format!("limits.{key}: \"200y\" is too long"))),
+                "{errs:#?}"
+            );
+        }
+        for (table, key) in [
+            ("daemon", "interval"),
+            ("sync_guard", "healthy_reply_within"),
+        ] {
+            let errs = errors(&format!("[{table}]\n{key} = \"200y\"\n"));
+            assert!(
+                errs[0].contains(&format!("{table}.{key}: \"200y\" is too long")),
+                "{errs:#?}"
+            );
+        }
+        let ok =
+            "[[rule]]\nname = \"r\"\nuser = \"x\"\ngrace = \"100y\"\nretained_wal = \"1024TB\"\n";
+        assert!(parse(Path::new("t.toml"), ok).is_ok());
+        let errs = errors("[[rule]]\nname = \"r\"\nuser = \"x\"\nretained_wal = \"1025TB\"\n");
+        assert_eq!(errs, ["t.toml:4:16: rule[1].retained_wal: \"1025TB\" is too large: must be at most 1024TB (1 PiB)"]);
+    }
+
+    #[test]
+    fn statement_timeout_stays_within_what_postgres_takes() {
+        for bad in ["30d", "18446744073709551615s", "2147483648ms"] {
+            let errs = errors(&format!("[postgres]\nstatement_timeout = \"{bad}\"\n"));
+            assert_eq!(errs.len(), 1, "{errs:#?}");
+            assert!(
+                errs[0].starts_with(&format!("t.toml:2:21: postgres.statement_timeout: \"{bad}\" is too long: must be at most 2147483647ms")),
+                "{errs:#?}"
+            );
+        }
+        let c = parse(
+            Path::new("t.toml"),
+            "[postgres]\nstatement_timeout = \"24d 20h 31m 23s 647ms\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.postgres.statement_timeout, MAX_STATEMENT_TIMEOUT);
+    }
+
+    #[test]
+    fn the_number_of_rules_is_bounded() {
+        let rule = |i: usize| format!("[[rule]]\nname = \"r{i}\"\nuser = \"x\"\n");
+        let at_limit: String = (0..MAX_RULES).map(rule).collect();
+        assert_eq!(
+            parse(Path::new("t.toml"), &at_limit)
+                .unwrap()
+                .policy
+                .rules
+                .len(),
+            MAX_RULES
+        );
+        let over = at_limit + &rule(MAX_RULES);
+        let errs = errors(&over);
+        assert_eq!(errs.len(), 1);
+        assert!(
+            errs[0].contains("rule: 10001 rules: at most 10000 are allowed"),
+            "{errs:#?}"
+        );
     }
 
     #[test]

@@ -1,8 +1,11 @@
 //! libpq conventions on top of tokio-postgres: the `PG*` environment
-//! variables, the password file (`passfile=`, `PGPASSFILE`, `~/.pgpass`)
-//! with libpq's matching rules, and `sslmode` up to `verify-full` with a
-//! root certificate. Resolution is pure (the environment and the file
-//! reader are parameters); TLS is set up from its result, lazily.
+//! variables, the operating-system user as the default user, the password
+//! file (`passfile=`, `PGPASSFILE`, `~/.pgpass`) with libpq's matching
+//! rules, `sslmode` up to `verify-full` with a root certificate, and host
+//! lists split into one [`Target`] per host with libpq 14's
+//! `target_session_attrs`. Resolution is pure (the environment, the file
+//! reader and the OS user are parameters); TLS is set up from its result,
+//! lazily.
 
 use std::fmt;
 use std::future::Future;
@@ -60,10 +63,97 @@ pub enum Verify {
     Full(PathBuf),
 }
 
+/// `target_session_attrs` as libpq 14+ takes it: which server of a host
+/// list to settle on.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum SessionAttrs {
+    /// The first server that accepts the connection.
+    #[default]
+    Any,
+    /// One that accepts writes (not read-only, not a standby).
+    ReadWrite,
+    /// One that does not accept writes.
+    ReadOnly,
+    /// One not in recovery.
+    Primary,
+    /// One in recovery.
+    Standby,
+    /// A standby if any host is one, else any server.
+    PreferStandby,
+}
+
+impl FromStr for SessionAttrs {
+    type Err = String;
+    fn from_str(s: &str) -> Result<SessionAttrs, String> {
+        Ok(match s {
+            "any" => SessionAttrs::Any,
+            "read-write" => SessionAttrs::ReadWrite,
+            "read-only" => SessionAttrs::ReadOnly,
+            "primary" => SessionAttrs::Primary,
+            "standby" => SessionAttrs::Standby,
+            "prefer-standby" => SessionAttrs::PreferStandby,
+            other => {
+                return Err(format!(
+                    "target_session_attrs {other:?} is not one of any, read-write, read-only, primary, standby, prefer-standby"
+                ))
+            }
+        })
+    }
+}
+
+impl fmt::Display for SessionAttrs {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            SessionAttrs::Any => "any",
+            SessionAttrs::ReadWrite => "read-write",
+            SessionAttrs::ReadOnly => "read-only",
+            SessionAttrs::Primary => "primary",
+            SessionAttrs::Standby => "standby",
+            SessionAttrs::PreferStandby => "prefer-standby",
+        })
+    }
+}
+
+impl SessionAttrs {
+    /// Whether a server in recovery (`in_recovery`) whose sessions are
+    /// read-only by default (`read_only`) will do. For `prefer-standby`
+    /// this is the first pass (a standby); [`SessionAttrs::fallback`] says
+    /// whether a second pass takes any server.
+    pub fn accepts(self, in_recovery: bool, read_only: bool) -> bool {
+        match self {
+            SessionAttrs::Any => true,
+            SessionAttrs::ReadWrite => !in_recovery && !read_only,
+            SessionAttrs::ReadOnly => in_recovery || read_only,
+            SessionAttrs::Primary => !in_recovery,
+            SessionAttrs::Standby | SessionAttrs::PreferStandby => in_recovery,
+        }
+    }
+
+    /// Whether, no host having been accepted, a second pass over the list
+    /// takes the first server that connects (libpq's `prefer-standby`).
+    pub fn fallback(self) -> bool {
+        self == SessionAttrs::PreferStandby
+    }
+}
+
+/// One host of the host list (with its port and `hostaddr`), as
+/// tokio-postgres connects to it.
+#[derive(Clone, Debug)]
+pub struct Target {
+    /// `host:port` (or the socket folder and port), for logs.
+    pub label: String,
+    pub config: tokio_postgres::Config,
+}
+
 /// A connection target with libpq's defaults applied.
 #[derive(Clone, Debug)]
 pub struct Resolved {
+    /// Every setting, with the whole host list (shown by `check`).
     pub config: tokio_postgres::Config,
+    /// One config per host, in the order libpq tries them.
+    pub targets: Vec<Target>,
+    /// `target_session_attrs` (or `PGTARGETSESSIONATTRS`).
+    pub session_attrs: SessionAttrs,
     pub verify: Verify,
     /// Where the password came from, for `check` (never the password).
     pub password_source: String,
@@ -73,7 +163,23 @@ pub struct Resolved {
 
 /// The parameters libpq knows and tokio-postgres does not; taken out of the
 /// connection string before tokio-postgres parses the rest.
-const LIBPQ_ONLY: &[&str] = &["sslmode", "sslrootcert", "passfile"];
+const LIBPQ_ONLY: &[&str] = &["sslmode", "sslrootcert", "passfile", "target_session_attrs"];
+/// The parameters that say where to connect: kept apart so that each host
+/// of a list gets a config of its own.
+const ADDRESSING: &[&str] = &["host", "hostaddr", "port"];
+
+/// Refuses parameters replwarden cannot honour, naming the key and why.
+fn refuse_unsupported(key: &str) -> Result<(), String> {
+    match key {
+        "replication" => Err(
+            "replication= is not supported: replwarden needs an ordinary SQL session (it reads \
+             pg_stat_replication and signals backends), which a replication connection cannot run; \
+             remove replication= from the connection string"
+                .to_string(),
+        ),
+        _ => Ok(()),
+    }
+}
 
 /// Every parameter name a connection string may use: tokio-postgres's and
 /// [`LIBPQ_ONLY`]. Only these are ever named in an error; any other word of
@@ -199,33 +305,63 @@ fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// `conninfo` taken apart: the libpq-only parameters, and the rest for
+/// tokio-postgres with (`full`) and without (`base`) the addressing ones.
+struct Parts {
+    full: String,
+    base: String,
+    taken: Vec<(String, String)>,
+}
+
 /// Takes the libpq-only parameters out of `conninfo` (key=value or URI
-/// form); returns what tokio-postgres should parse and what was taken.
-fn take_libpq_params(conninfo: &str) -> Result<(String, Vec<(String, String)>), String> {
+/// form), and the addressing ones out of a copy of the rest.
+fn take_libpq_params(conninfo: &str) -> Result<Parts, String> {
     let trimmed = conninfo.trim();
-    if trimmed.starts_with("postgres://") || trimmed.starts_with("postgresql://") {
-        let (base, query) = match trimmed.split_once('?') {
+    if let Some(scheme) = ["postgres://", "postgresql://"]
+        .into_iter()
+        .find(|s| trimmed.starts_with(s))
+    {
+        let (before_query, query) = match trimmed.split_once('?') {
             Some((b, q)) => (b, q),
             None => (trimmed, ""),
         };
         let mut kept = Vec::new();
+        let mut kept_base = Vec::new();
         let mut taken = Vec::new();
         for param in query.split('&').filter(|p| !p.is_empty()) {
             let (k, v) = param.split_once('=').unwrap_or((param, ""));
+            refuse_unsupported(k)?;
             if LIBPQ_ONLY.contains(&k) {
                 taken.push((k.to_string(), percent_decode(v)));
             } else {
                 kept.push(param);
+                if !ADDRESSING.contains(&k) {
+                    kept_base.push(param);
+                }
             }
         }
-        let rest = if kept.is_empty() {
-            base.to_string()
-        } else {
-            format!("{base}?{}", kept.join("&"))
+        // The host list is the part of the authority after any `user@`.
+        let after_scheme = &before_query[scheme.len()..];
+        let authority_end = after_scheme.find('/').unwrap_or(after_scheme.len());
+        let (authority, path) = after_scheme.split_at(authority_end);
+        let userinfo = authority.rfind('@').map_or("", |at| &authority[..=at]);
+        let with_query = |base: String, params: &[&str]| {
+            if params.is_empty() {
+                base
+            } else {
+                format!("{base}?{}", params.join("&"))
+            }
         };
-        return Ok((rest, taken));
+        return Ok(Parts {
+            full: with_query(before_query.to_string(), &kept),
+            base: with_query(format!("{scheme}{userinfo}{path}"), &kept_base),
+            taken,
+        });
     }
     let pairs = split_pairs(trimmed)?;
+    for (k, _) in &pairs {
+        refuse_unsupported(k)?;
+    }
     if let Some(n) = pairs
         .iter()
         .position(|(k, _)| !KNOWN_PARAMS.contains(&k.as_str()))
@@ -239,12 +375,101 @@ fn take_libpq_params(conninfo: &str) -> Result<(String, Vec<(String, String)>), 
     let (taken, kept): (Vec<_>, Vec<_>) = pairs
         .into_iter()
         .partition(|(k, _)| LIBPQ_ONLY.contains(&k.as_str()));
-    let rest = kept
-        .iter()
-        .map(|(k, v)| format!("{k}={}", quote(v)))
-        .collect::<Vec<_>>()
-        .join(" ");
-    Ok((rest, taken))
+    let join = |pairs: &mut dyn Iterator<Item = &(String, String)>| {
+        pairs
+            .map(|(k, v)| format!("{k}={}", quote(v)))
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    Ok(Parts {
+        full: join(&mut kept.iter()),
+        base: join(
+            &mut kept
+                .iter()
+                .filter(|(k, _)| !ADDRESSING.contains(&k.as_str())),
+        ),
+        taken,
+    })
+}
+
+/// One config per host of the host list, each `base` plus that host, its
+/// port and its `hostaddr`, checked as libpq checks the lists.
+fn split_hosts(
+    hosts: &[Host],
+    addrs: &[std::net::IpAddr],
+    ports: &[u16],
+    base: &tokio_postgres::Config,
+) -> Result<Vec<Target>, String> {
+    if !hosts.is_empty() && !addrs.is_empty() && hosts.len() != addrs.len() {
+        return Err(format!(
+            "host lists {} hosts and hostaddr {} addresses: give one address per host, or leave hostaddr out",
+            hosts.len(),
+            addrs.len()
+        ));
+    }
+    let count = hosts.len().max(addrs.len());
+    if ports.len() > 1 && ports.len() != count {
+        return Err(format!(
+            "port lists {} ports for {count} hosts: give one port for all, or one per host",
+            ports.len()
+        ));
+    }
+    Ok((0..count)
+        .map(|i| {
+            let mut config = base.clone();
+            let port = ports.get(i).or(ports.first()).copied().unwrap_or(5432);
+            config.port(port);
+            let name = match hosts.get(i) {
+                Some(Host::Tcp(h)) => {
+                    config.host(h);
+                    h.clone()
+                }
+                Some(Host::Unix(p)) => {
+                    config.host_path(p);
+                    p.display().to_string()
+                }
+                None => String::new(),
+            };
+            let label = match addrs.get(i) {
+                Some(addr) => {
+                    config.hostaddr(*addr);
+                    if name.is_empty() {
+                        format!("{addr}:{port}")
+                    } else {
+                        format!("{name} ({addr}):{port}")
+                    }
+                }
+                None => format!("{name}:{port}"),
+            };
+            Target { label, config }
+        })
+        .collect())
+}
+
+/// The operating-system user replwarden runs as, from the password
+/// database (`getpwuid(geteuid())`), as libpq finds its default user.
+pub fn os_user() -> Option<String> {
+    let mut buf = vec![0 as libc::c_char; 4096];
+    // SAFETY: getpwuid_r writes at most buf.len() bytes into buf and fills
+    // pwd from it; result is set to &pwd on success or null otherwise.
+    unsafe {
+        let mut pwd: libc::passwd = std::mem::zeroed();
+        let mut result: *mut libc::passwd = std::ptr::null_mut();
+        let rc = libc::getpwuid_r(
+            libc::geteuid(),
+            &mut pwd,
+            buf.as_mut_ptr(),
+            buf.len(),
+            &mut result,
+        );
+        if rc != 0 || result.is_null() || pwd.pw_name.is_null() {
+            return None;
+        }
+        std::ffi::CStr::from_ptr(pwd.pw_name)
+            .to_str()
+            .ok()
+            .map(str::to_string)
+    }
 }
 
 /// tokio-postgres's parse error, if it names nothing but a parameter
@@ -269,13 +494,25 @@ fn parse_error(e: &tokio_postgres::Error) -> String {
 }
 
 /// Resolves `conninfo` the way libpq would, with `env` for the `PG*`
-/// variables (and `HOME`, `USER`) and `read` for files.
+/// variables (and `HOME`) and `read` for files; the default user is the
+/// operating-system user ([`os_user`]).
 pub fn resolve(
     conninfo: &str,
     env: &dyn Fn(&str) -> Option<String>,
     read: &dyn Fn(&Path) -> Option<(String, u32)>,
 ) -> Result<Resolved, String> {
-    let (rest, taken) = take_libpq_params(conninfo)?;
+    resolve_as(conninfo, env, read, &os_user)
+}
+
+/// [`resolve`] with `os_user` for the operating-system user.
+pub fn resolve_as(
+    conninfo: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+    read: &dyn Fn(&Path) -> Option<(String, u32)>,
+    os_user: &dyn Fn() -> Option<String>,
+) -> Result<Resolved, String> {
+    let parts = take_libpq_params(conninfo)?;
+    let taken = parts.taken;
     let param = |name: &str| {
         taken
             .iter()
@@ -283,19 +520,31 @@ pub fn resolve(
             .find(|(k, _)| k == name)
             .map(|(_, v)| v.clone())
     };
-    let mut config = tokio_postgres::Config::from_str(&rest).map_err(|e| parse_error(&e))?;
+    // tokio-postgres says only "invalid connection string"; `parse_error`
+    // names the key from its source, never the value.
+    let parse = |text: &str| tokio_postgres::Config::from_str(text).map_err(|e| parse_error(&e));
+    // The addresses come from the whole string; every other setting is
+    // applied to `config` (which has none) and copied to each host.
+    let full = parse(&parts.full)?;
+    let mut config = parse(&parts.base)?;
     let mut warnings = Vec::new();
-
-    if config.get_hosts().is_empty() {
-        let hosts = env("PGHOST").unwrap_or_else(|| DEFAULT_SOCKET_DIR.to_string());
-        for h in hosts.split(',') {
-            config.host(h);
-        }
+    let mut hosts = full.get_hosts().to_vec();
+    let addrs = full.get_hostaddrs().to_vec();
+    let mut ports = full.get_ports().to_vec();
+    if hosts.is_empty() && addrs.is_empty() {
+        let list = env("PGHOST").unwrap_or_else(|| DEFAULT_SOCKET_DIR.to_string());
+        hosts = list
+            .split(',')
+            .map(|h| match h.starts_with('/') {
+                true => Host::Unix(PathBuf::from(h)),
+                false => Host::Tcp(h.to_string()),
+            })
+            .collect();
     }
-    if config.get_ports().is_empty() {
+    if ports.is_empty() {
         if let Some(port) = env("PGPORT") {
             for p in port.split(',') {
-                config.port(
+                ports.push(
                     p.trim()
                         .parse()
                         .map_err(|_| format!("PGPORT {p:?} is not a port number"))?,
@@ -304,9 +553,10 @@ pub fn resolve(
         }
     }
     if config.get_user().is_none() {
-        let user = env("PGUSER")
-            .or_else(|| env("USER"))
-            .ok_or("no user: set user= in conninfo or PGUSER")?;
+        // As libpq: PGUSER, else the operating-system user (never $USER).
+        let user = env("PGUSER").or_else(os_user).ok_or(
+            "no user: the operating-system user has no entry in the password database; set user= in conninfo or PGUSER",
+        )?;
         config.user(&user);
     }
     if config.get_dbname().is_none() {
@@ -320,6 +570,11 @@ pub fn resolve(
             config.connect_timeout(std::time::Duration::from_secs(t.max(2)));
         }
     }
+    let session_attrs = match param("target_session_attrs").or_else(|| env("PGTARGETSESSIONATTRS"))
+    {
+        Some(attrs) => attrs.parse()?,
+        None => SessionAttrs::Any,
+    };
 
     let mut password_source = "none".to_string();
     if config.get_password().is_some() {
@@ -341,17 +596,12 @@ pub fn resolve(
                         path.display()
                     ));
                 } else {
-                    let host = match config.get_hosts().first() {
+                    let host = match hosts.first() {
                         Some(Host::Tcp(h)) => h.clone(),
                         Some(Host::Unix(p)) => p.display().to_string(),
                         None => String::new(),
                     };
-                    let port = config
-                        .get_ports()
-                        .first()
-                        .copied()
-                        .unwrap_or(5432)
-                        .to_string();
+                    let port = ports.first().copied().unwrap_or(5432).to_string();
                     let user = config.get_user().unwrap_or_default().to_string();
                     let db = config
                         .get_dbname()
@@ -396,8 +646,24 @@ pub fn resolve(
         }
         _ => Verify::None,
     };
+    let targets = split_hosts(&hosts, &addrs, &ports, &config)?;
+    let mut full = config;
+    for h in &hosts {
+        match h {
+            Host::Tcp(name) => full.host(name),
+            Host::Unix(path) => full.host_path(path),
+        };
+    }
+    for a in &addrs {
+        full.hostaddr(*a);
+    }
+    for p in &ports {
+        full.port(*p);
+    }
     Ok(Resolved {
-        config,
+        config: full,
+        targets,
+        session_attrs,
         verify,
         password_source,
         warnings,
@@ -527,9 +793,12 @@ mod tests {
             .iter()
             .map(|(p, c, m)| (PathBuf::from(p), (c.to_string(), *m)))
             .collect();
-        resolve(conninfo, &|k| vars.get(k).cloned(), &|p| {
-            files.get(p).cloned()
-        })
+        resolve_as(
+            conninfo,
+            &|k| vars.get(k).cloned(),
+            &|p| files.get(p).cloned(),
+            &|| Some("osuser".to_string()),
+        )
     }
 
     #[test]
@@ -552,16 +821,144 @@ mod tests {
         assert_eq!(r.config.get_ports(), [6432, 6433]);
         assert_eq!(r.config.get_user(), Some("rw"));
         assert_eq!(r.config.get_dbname(), Some("app"), "the conninfo wins");
-        let r = resolve_with("", &[("USER", "replwarden")], &[]).unwrap();
+        let r = resolve_with("", &[("USER", "someone-else")], &[]).unwrap();
         assert_eq!(
             r.config.get_hosts(),
             [Host::Unix(DEFAULT_SOCKET_DIR.into())]
         );
         assert_eq!(
             r.config.get_user(),
-            Some("replwarden"),
-            "libpq defaults to the OS user"
+            Some("osuser"),
+            "libpq defaults to the OS user from the password database, not $USER"
         );
+        let none = resolve_as("", &|_| None, &|_| None, &|| None).unwrap_err();
+        assert!(none.contains("set user= in conninfo or PGUSER"), "{none}");
+    }
+
+    #[test]
+    fn the_os_user_comes_from_the_password_database() {
+        // The test runs as some user with an entry (root or a builder).
+        let name = os_user().expect("the test user has a password-database entry");
+        let uid = unsafe { libc::geteuid() };
+        let passwd = std::fs::read_to_string("/etc/passwd").unwrap();
+        assert!(
+            passwd.lines().any(|l| l.starts_with(&format!("{name}:"))
+                && l.split(':').nth(2) == Some(&uid.to_string())),
+            "{name} is uid {uid} in /etc/passwd"
+        );
+    }
+
+    #[test]
+    fn host_lists_become_one_target_per_host() {
+        let labels = |r: &Resolved| {
+            r.targets
+                .iter()
+                .map(|t| t.label.clone())
+                .collect::<Vec<_>>()
+        };
+        let r = resolve_with(
+            "host=db1,db2,/tmp port=6432,6433,6434 user=u dbname=d",
+            &[],
+            &[],
+        )
+        .unwrap();
+        assert_eq!(labels(&r), ["db1:6432", "db2:6433", "/tmp:6434"]);
+        for t in &r.targets {
+            assert_eq!(t.config.get_hosts().len(), 1);
+            assert_eq!(t.config.get_ports().len(), 1);
+            assert_eq!(
+                (t.config.get_user(), t.config.get_dbname()),
+                (Some("u"), Some("d"))
+            );
+        }
+        let r = resolve_with("host=db1,db2 port=7000 user=u", &[], &[]).unwrap();
+        assert_eq!(labels(&r), ["db1:7000", "db2:7000"], "one port for all");
+        let r = resolve_with("host=a,b hostaddr=10.0.0.1,10.0.0.2 user=u", &[], &[]).unwrap();
+        assert_eq!(labels(&r), ["a (10.0.0.1):5432", "b (10.0.0.2):5432"]);
+        assert_eq!(
+            r.targets[1].config.get_hostaddrs(),
+            ["10.0.0.2".parse::<std::net::IpAddr>().unwrap()]
+        );
+        let r = resolve_with(
+            "postgresql://rw:pw@db1:1,db2:2/app?host=db3&port=3&application_name=x",
+            &[],
+            &[],
+        )
+        .unwrap();
+        assert_eq!(labels(&r), ["db1:1", "db2:2", "db3:3"]);
+        assert_eq!(r.targets[2].config.get_password(), Some(&b"pw"[..]));
+        assert_eq!(r.targets[2].config.get_dbname(), Some("app"));
+        let r = resolve_with("user=u", &[("PGHOST", "h1,h2"), ("PGPORT", "1,2")], &[]).unwrap();
+        assert_eq!(labels(&r), ["h1:1", "h2:2"]);
+        assert_eq!(
+            r.config.get_hosts().len(),
+            2,
+            "the whole list is kept for check"
+        );
+        let e = resolve_with("host=a,b,c port=1,2 user=u", &[], &[]).unwrap_err();
+        assert!(e.contains("port lists 2 ports for 3 hosts"), "{e}");
+        let e = resolve_with("host=a,b hostaddr=10.0.0.1 user=u", &[], &[]).unwrap_err();
+        assert!(
+            e.contains("host lists 2 hosts and hostaddr 1 addresses"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn target_session_attrs_as_libpq_14() {
+        for (text, attrs) in [
+            ("any", SessionAttrs::Any),
+            ("read-write", SessionAttrs::ReadWrite),
+            ("read-only", SessionAttrs::ReadOnly),
+            ("primary", SessionAttrs::Primary),
+            ("standby", SessionAttrs::Standby),
+            ("prefer-standby", SessionAttrs::PreferStandby),
+        ] {
+            let r = resolve_with(
+                &format!("host=a,b user=u target_session_attrs={text}"),
+                &[],
+                &[],
+            )
+            .unwrap();
+            assert_eq!(r.session_attrs, attrs);
+            assert_eq!(attrs.to_string(), text);
+            let r = resolve_with(
+                &format!("postgresql://u@a,b/?target_session_attrs={text}"),
+                &[],
+                &[],
+            )
+            .unwrap();
+            assert_eq!(r.session_attrs, attrs);
+        }
+        let r = resolve_with("host=a user=u", &[("PGTARGETSESSIONATTRS", "standby")], &[]).unwrap();
+        assert_eq!(r.session_attrs, SessionAttrs::Standby);
+        let e = resolve_with("host=a user=u target_session_attrs=master", &[], &[]).unwrap_err();
+        assert!(
+            e.starts_with("target_session_attrs \"master\" is not one of"),
+            "{e}"
+        );
+        // (in_recovery, read_only) of a primary, a read-only primary, a standby.
+        let accepted = |a: SessionAttrs| {
+            [(false, false), (false, true), (true, true)].map(|(r, o)| a.accepts(r, o))
+        };
+        assert_eq!(accepted(SessionAttrs::Any), [true, true, true]);
+        assert_eq!(accepted(SessionAttrs::ReadWrite), [true, false, false]);
+        assert_eq!(accepted(SessionAttrs::ReadOnly), [false, true, true]);
+        assert_eq!(accepted(SessionAttrs::Primary), [true, true, false]);
+        assert_eq!(accepted(SessionAttrs::Standby), [false, false, true]);
+        assert_eq!(accepted(SessionAttrs::PreferStandby), [false, false, true]);
+        assert!(SessionAttrs::PreferStandby.fallback() && !SessionAttrs::Standby.fallback());
+    }
+
+    #[test]
+    fn a_replication_connection_is_refused_by_name() {
+        for conninfo in [
+            "host=a user=u replication=database",
+            "postgresql://u@a/?replication=true",
+        ] {
+            let e = resolve_with(conninfo, &[], &[]).unwrap_err();
+            assert!(e.starts_with("replication= is not supported"), "{e}");
+        }
     }
 
     #[test]
@@ -739,5 +1136,17 @@ mod tests {
         assert!(e.starts_with("unknown parameter word 2"), "{e}");
         let e = resolve_with("host=db port=x", &[("USER", "u")], &[]).unwrap_err();
         assert_eq!(e, "invalid value for port");
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        for (conninfo, key) in [
+            ("host=h user=u port=notaport", "invalid value for port"),
+            ("host=h user=u keepalives_idle=x", "invalid value for keepalives_idle"),
+            ("postgresql://u@h/?connect_timeout=x", "invalid value for connect_timeout"),
+        ] {
+            let e = resolve_with(conninfo, &[], &[]).unwrap_err();
+            assert!(e.contains(key), "{conninfo}: {e}");
+        }
     }
 }

@@ -1,10 +1,15 @@
-//! The loop: connect (waiting out a server that is down, with capped
-//! backoff), poll on every tick, decide, act, log; reload on request
-//! (all-or-nothing); stop on request after the statement in flight.
+//! The loop: connect (host by host, waiting out a server that is down, with
+//! capped backoff), poll on every tick, decide, act, log; reload on request
+//! (all-or-nothing, the file read and parsed off the loop's thread); stop on
+//! request after the statement in flight, and after the signal in flight
+//! has been logged.
 //!
 //! Control arrives as [`Control`] messages, so `main` maps OS signals to them
-//! and tests can drive the loop without signals.
+//! and tests can drive the loop without signals. Every control message has
+//! an effect in every phase (connecting, backing off, polling, acting):
+//! README "Reliability" has the table.
 
+use std::cell::Cell;
 use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc::UnboundedReceiver;
@@ -13,13 +18,14 @@ use tokio_postgres::Client;
 use tracing::{debug, error, info, info_span, warn, Instrument};
 
 use crate::actions::{is_connection_error, Outcome, Signaller};
-use crate::config::{self, Config, PostgresSettings};
+use crate::config::{self, Config, ConfigErrors, PostgresSettings};
+use crate::conninfo::{SessionAttrs, Target};
 use crate::engine::{self, Delivery, HoldReason, Memory};
 use crate::metrics::Metrics;
 use crate::policy::Action;
 use crate::report;
 use crate::report::Severity;
-use crate::service::{next_tick, Service};
+use crate::service::{next_tick, ping_watchdog, Service};
 use crate::snapshot::Poller;
 use crate::snapshot::Preflight;
 use crate::sql::{self, ServerVersion, OLDEST_MAJOR};
@@ -47,9 +53,15 @@ const MIN_WAKE: Duration = Duration::from_millis(10);
 /// How often a persisting privilege problem is logged again.
 const PRIVILEGE_REMINDER: Duration = Duration::from_secs(60);
 
+/// When `connect_timeout` is not set: libpq has none, but a daemon must not
+/// wait forever on one host of a list.
+const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// An open, prepared session with the server.
 pub struct Session {
     client: Client,
+    /// The host of the list this session is with (`host:port`).
+    pub host: String,
     /// What the role may do, read at connect.
     pub preflight: Preflight,
     pub version: ServerVersion,
@@ -78,39 +90,138 @@ pub enum ConnectError {
         "server version {0} is too old: replwarden supports PostgreSQL {OLDEST_MAJOR} and newer"
     )]
     TooOld(String),
-    #[error("the server did not finish the connection handshake and session setup within {} (connect_timeout per host + statement_timeout + 1s): it may be hung or overloaded", crate::units::fmt_duration(*.0))]
+    #[error("the server reports server_version_num {0:?}, which is not a version number: is it PostgreSQL, and not a pooler or proxy in front of it?")]
+    BadVersion(String),
+    #[error("the server did not finish the connection handshake and session setup within {} (connect_timeout + statement_timeout + 1s): it may be hung or overloaded", crate::units::fmt_duration(*.0))]
     Hung(Duration),
+    #[error("connected, but the server is {found} and target_session_attrs is {wanted}")]
+    NotWanted {
+        found: &'static str,
+        wanted: SessionAttrs,
+    },
+    #[error("no host of the list could be used: {}", .0.iter().map(|(host, e)| format!("{host}: {}", report::error_chain(e))).collect::<Vec<_>>().join("; "))]
+    EveryHost(Vec<(String, ConnectError)>),
+}
+
+impl ConnectError {
+    /// A refusal for want of a connection slot, from any host of a list
+    /// (see [`crate::lockout`]).
+    fn lockout(&self) -> Option<crate::lockout::Refusal> {
+        match self {
+            ConnectError::EveryHost(failures) => failures.iter().find_map(|(_, e)| e.lockout()),
+            e => crate::lockout::classify(e),
+        }
+    }
+
+    /// A server replwarden cannot work with: waiting would not help.
+    fn is_unsupported(&self) -> bool {
+        matches!(self, ConnectError::TooOld(_) | ConnectError::BadVersion(_))
+    }
 }
 
 /// Opens the daemon's one connection: `application_name=replwarden`, a
 /// short `statement_timeout`, the poll and signal statements prepared.
 ///
-/// The whole of it is bounded: `connect_timeout` only limits each TCP
-/// connect, and a server that accepts the socket but never answers (a
-/// stopped postmaster: the kernel still completes the handshake) would
-/// otherwise hold the startup packet forever.
-pub async fn connect(
-    settings: &PostgresSettings,
-    terminate_timeout: Duration,
-) -> Result<Session, ConnectError> {
-    let mut pg = settings.connect.clone();
-    if pg.get_connect_timeout().is_none() {
-        pg.connect_timeout(Duration::from_secs(5));
+/// The hosts of a host list are tried in turn (in random order with
+/// `load_balance_hosts=random`), as libpq does, and the first one that
+/// `target_session_attrs` accepts is kept; with `prefer-standby` and no
+/// standby, a second pass takes any. Each host is bounded on its own:
+/// `connect_timeout` only limits the TCP connect, and a server that accepts
+/// the socket but never answers (a stopped postmaster: the kernel still
+/// completes the handshake) would otherwise hold the startup packet
+/// forever. A failure over a list names every host's error.
+pub async fn connect(settings: &PostgresSettings) -> Result<Session, ConnectError> {
+    let mut order: Vec<&Target> = settings.targets.iter().collect();
+    if settings.connect.get_load_balance_hosts() == tokio_postgres::config::LoadBalanceHosts::Random
+    {
+        shuffle(&mut order);
     }
-    // One connect_timeout per host of a host list, as libpq allows.
-    let hosts = u32::try_from(pg.get_hosts().len().max(1)).unwrap_or(u32::MAX);
-    let bound = *pg.get_connect_timeout().expect("set above") * hosts
-        + settings.statement_timeout
-        + CLIENT_MARGIN;
-    tokio::time::timeout(bound, connect_unbounded(pg, settings, terminate_timeout))
+    let mut failures = Vec::new();
+    let mut rejected = Vec::new();
+    for target in &order {
+        match connect_host(target, settings, settings.session_attrs).await {
+            Ok(session) => return Ok(session),
+            Err(e) if e.is_unsupported() => return Err(e),
+            Err(e) => {
+                if matches!(e, ConnectError::NotWanted { .. }) {
+                    rejected.push(*target);
+                }
+                failures.push((target.label.clone(), e));
+            }
+        }
+    }
+    if settings.session_attrs.fallback() {
+        for target in rejected {
+            match connect_host(target, settings, SessionAttrs::Any).await {
+                Ok(session) => return Ok(session),
+                Err(e) if e.is_unsupported() => return Err(e),
+                Err(e) => failures.push((target.label.clone(), e)),
+            }
+        }
+    }
+    match failures.len() {
+        1 => Err(failures.remove(0).1),
+        _ => Err(ConnectError::EveryHost(failures)),
+    }
+}
+
+/// Shuffles `items` (Fisher-Yates, seeded from the clock: spreading
+/// daemons over hosts needs no better randomness).
+fn shuffle<T>(items: &mut [T]) {
+    let mut seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(1, |d| d.as_nanos() as u64)
+        | 1;
+    for i in (1..items.len()).rev() {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        items.swap(i, (seed % (i as u64 + 1)) as usize);
+    }
+}
+
+/// Connects to one host, bounded as a whole (see [`connect`]).
+async fn connect_host(
+    target: &Target,
+    settings: &PostgresSettings,
+    wanted: SessionAttrs,
+) -> Result<Session, ConnectError> {
+    let mut pg = target.config.clone();
+    if pg.get_connect_timeout().is_none() {
+        pg.connect_timeout(DEFAULT_CONNECT_TIMEOUT);
+    }
+    let connect_timeout = pg
+        .get_connect_timeout()
+        .copied()
+        .unwrap_or(DEFAULT_CONNECT_TIMEOUT);
+    let bound = connect_timeout
+        .saturating_add(settings.statement_timeout)
+        .saturating_add(CLIENT_MARGIN);
+    let mut session = tokio::time::timeout(bound, connect_unbounded(pg, settings, wanted))
         .await
-        .unwrap_or(Err(ConnectError::Hung(bound)))
+        .unwrap_or(Err(ConnectError::Hung(bound)))?;
+    session.host = target.label.clone();
+    Ok(session)
+}
+
+/// The server's version from `server_version_num`.
+fn server_version(number: &str, text: &str) -> Result<ServerVersion, ConnectError> {
+    let version = ServerVersion(
+        number
+            .trim()
+            .parse()
+            .map_err(|_| ConnectError::BadVersion(number.to_string()))?,
+    );
+    if version.major() < sql::OLDEST_MAJOR {
+        return Err(ConnectError::TooOld(text.to_string()));
+    }
+    Ok(version)
 }
 
 async fn connect_unbounded(
     mut pg: tokio_postgres::Config,
     settings: &PostgresSettings,
-    terminate_timeout: Duration,
+    wanted: SessionAttrs,
 ) -> Result<Session, ConnectError> {
     pg.application_name("replwarden");
     // A server that vanishes without closing the connection is noticed by
@@ -126,7 +237,14 @@ async fn connect_unbounded(
         pg.keepalives_retries(3);
     }
     if pg.get_tcp_user_timeout().is_none() {
-        pg.tcp_user_timeout(settings.statement_timeout + CLIENT_MARGIN);
+        // The kernel takes at most i32::MAX ms (and refuses the socket
+        // beyond), which the longest statement_timeout plus 1 s exceeds.
+        pg.tcp_user_timeout(
+            settings
+                .statement_timeout
+                .saturating_add(CLIENT_MARGIN)
+                .min(Duration::from_millis(i32::MAX as u64)),
+        );
     }
     let tls = crate::conninfo::LazyTls(settings.verify.clone());
     let (client, connection) = pg.connect(tls).await.map_err(ConnectError::Connect)?;
@@ -144,16 +262,30 @@ async fn connect_unbounded(
             .await?;
         let row = client
             .query_one(
-                "SELECT current_setting('server_version_num'), current_setting('server_version')",
+                "SELECT current_setting('server_version_num'), current_setting('server_version'), \
+                 pg_is_in_recovery(), current_setting('default_transaction_read_only')::bool",
                 &[],
             )
             .await?;
-        Ok::<_, tokio_postgres::Error>((row.get::<_, String>(0), row.get::<_, String>(1)))
+        Ok::<_, tokio_postgres::Error>((
+            row.get::<_, String>(0),
+            row.get::<_, String>(1),
+            row.get::<_, bool>(2),
+            row.get::<_, bool>(3),
+        ))
     };
-    let (number, version_text) = setup.await.map_err(ConnectError::Setup)?;
-    let version = ServerVersion(number.parse().unwrap_or(0));
-    if version.major() < sql::OLDEST_MAJOR {
-        return Err(ConnectError::TooOld(version_text));
+    let (number, version_text, in_recovery, read_only) =
+        setup.await.map_err(ConnectError::Setup)?;
+    let version = server_version(&number, &version_text)?;
+    if !wanted.accepts(in_recovery, read_only) {
+        return Err(ConnectError::NotWanted {
+            found: match (in_recovery, read_only) {
+                (true, _) => "a standby",
+                (false, true) => "a primary with default_transaction_read_only on",
+                (false, false) => "a primary",
+            },
+            wanted,
+        });
     }
     let server: String = client
         .query_one(sql::SERVER_IDENTITY, &[])
@@ -162,13 +294,14 @@ async fn connect_unbounded(
         .get(0);
     Ok(Session {
         server,
+        host: String::new(),
         preflight: Preflight::read(&client)
             .await
             .map_err(ConnectError::Setup)?,
         poller: Poller::prepare(&client)
             .await
             .map_err(ConnectError::Setup)?,
-        signaller: Signaller::prepare(&client, terminate_timeout)
+        signaller: Signaller::prepare(&client)
             .await
             .map_err(ConnectError::Setup)?,
         version,
@@ -206,6 +339,25 @@ struct Daemon {
     /// An extra poll between ticks, when a timer runs out (see
     /// `Round::wake_at`).
     wake_at: Option<tokio::time::Instant>,
+    /// The file being read and parsed for a reload, on a blocking thread
+    /// so a huge or slow file holds up neither polls nor the watchdog.
+    reload: Option<tokio::task::JoinHandle<Result<Config, ConfigErrors>>>,
+    /// A SIGHUP came while `reload` was under way: read the file again
+    /// when it is done (it may have changed since the first read began).
+    reload_again: bool,
+}
+
+/// What a poll and the loop waiting on it tell each other.
+#[derive(Default)]
+struct PollFlags {
+    /// A shutdown was asked: send no further signal.
+    stop: Cell<bool>,
+    /// Notified (once) with `stop`: ends the wait for a terminated
+    /// walsender to exit.
+    stopped: tokio::sync::Notify,
+    /// A signal is in flight: wait for it, so the signal is logged (it may
+    /// already have reached the walsender).
+    signalling: Cell<bool>,
 }
 
 /// What ended a phase of the loop.
@@ -260,6 +412,8 @@ pub async fn run(
         metrics,
         server: None,
         wake_at: None,
+        reload: None,
+        reload_again: false,
     };
     daemon.watchdog = daemon.service.watchdog_ticker();
     info!(
@@ -304,7 +458,9 @@ impl Daemon {
     }
 
     /// Connects, retrying with capped exponential backoff; `None` on
-    /// shutdown, an error for a server too old to support.
+    /// shutdown, an error for a server replwarden cannot work with. A
+    /// reload that changes the connection settings starts over at once
+    /// with the new ones.
     async fn connect_with_backoff(
         &mut self,
         control: &mut UnboundedReceiver<Control>,
@@ -320,15 +476,31 @@ impl Daemon {
                 ));
             }
             let settings = self.config.postgres.clone();
-            let terminate_timeout = self.config.policy.limits.terminate_timeout;
-            let connecting = async move { connect(&settings, terminate_timeout).await };
+            let connecting = async move { connect(&settings).await };
             tokio::pin!(connecting);
             let result = loop {
-                tokio::select! {
-                    r = &mut connecting => break r,
-                    c = control.recv() => if self.handle(c).is_some() { return Ok(None); },
-                    _ = next_tick(&mut self.watchdog) => self.service.ping(),
+                let next = tokio::select! {
+                    r = &mut connecting => break Some(r),
+                    c = control.recv() => self.handle(c),
+                    loaded = reload_loaded(&mut self.reload) => self.finish_reload(loaded),
+                    _ = next_tick(&mut self.watchdog) => { self.service.ping(); None }
+                };
+                match next {
+                    Some(Next::Stop) => return Ok(None),
+                    Some(Next::Reconnect) => break None,
+                    None => {}
                 }
+            };
+            let Some(result) = result else {
+                // New connection settings: try them now.
+                info!(
+                    attempt,
+                    "connection settings changed while connecting: connecting with the new ones"
+                );
+                // A new series: its first failure is logged as a warning.
+                delay = BACKOFF_START;
+                attempt = 1;
+                continue;
             };
             match result {
                 Ok(session) => {
@@ -343,6 +515,7 @@ impl Daemon {
                     self.server = Some(session.server.clone());
                     info!(
                         target_server = %target,
+                        host = %session.host,
                         attempt,
                         down_for = %crate::units::fmt_duration(waiting_since.elapsed()),
                         server_version = session.version.0,
@@ -353,8 +526,8 @@ impl Daemon {
                     log_preflight(&session.preflight);
                     return Ok(Some(session));
                 }
-                Err(e @ ConnectError::TooOld(_)) => return Err(e),
-                Err(e) if crate::lockout::classify(&e).is_some() => {
+                Err(e) if e.is_unsupported() => return Err(e),
+                Err(e) if e.lockout().is_some() => {
                     self.locked_out(&target, attempt, &e)
                 }
                 // Logged once per outage; each further attempt at debug.
@@ -374,14 +547,26 @@ impl Daemon {
             }
             let sleep = tokio::time::sleep(delay);
             tokio::pin!(sleep);
+            delay = delay.saturating_mul(2).min(BACKOFF_CAP);
             loop {
-                tokio::select! {
+                let next = tokio::select! {
                     _ = &mut sleep => break,
-                    c = control.recv() => if self.handle(c).is_some() { return Ok(None); },
-                    _ = next_tick(&mut self.watchdog) => self.service.ping(),
+                    c = control.recv() => self.handle(c),
+                    loaded = reload_loaded(&mut self.reload) => self.finish_reload(loaded),
+                    _ = next_tick(&mut self.watchdog) => { self.service.ping(); None }
+                };
+                match next {
+                    Some(Next::Stop) => return Ok(None),
+                    // New connection settings: no reason to wait, and a
+                    // new series (attempt 1 after the increment below).
+                    Some(Next::Reconnect) => {
+                        delay = BACKOFF_START;
+                        attempt = 0;
+                        break;
+                    }
+                    None => {}
                 }
             }
-            delay = (delay * 2).min(BACKOFF_CAP);
             attempt += 1;
         }
     }
@@ -390,7 +575,7 @@ impl Daemon {
     /// once a minute while it lasts, the `replwarden_locked_out` metric and
     /// the status line, so a lock-out is never quiet.
     fn locked_out(&mut self, target: &str, attempt: u32, e: &ConnectError) {
-        let Some(refusal) = crate::lockout::classify(e) else {
+        let Some(refusal) = e.lockout() else {
             return;
         };
         let now = Instant::now();
@@ -432,19 +617,50 @@ impl Daemon {
                 Some(Next::Stop)
             }
             Some(Control::Reload) => {
-                self.service.reloading();
-                let next = self.reload();
-                self.service.reloaded();
-                next
+                self.start_reload();
+                None
             }
         }
     }
 
+    /// Starts reading and parsing the file on a blocking thread; its
+    /// result comes back through [`reload_loaded`].
+    fn start_reload(&mut self) {
+        if self.reload.is_some() {
+            self.reload_again = true;
+            return;
+        }
+        self.service.reloading();
+        self.reload = Some(load_off_thread(self.config.path.clone()));
+    }
+
+    /// Applies a finished load; `Some(Next::Reconnect)` when the connection
+    /// settings changed.
+    fn finish_reload(
+        &mut self,
+        loaded: Result<Result<Config, ConfigErrors>, tokio::task::JoinError>,
+    ) -> Option<Next> {
+        self.reload = None;
+        let next = match loaded {
+            Ok(loaded) => self.reload_with(loaded),
+            Err(e) => {
+                error!(config = %self.config.path.display(), error = %e, "reload rejected: reading the file failed; the running policy stays in force");
+                self.metrics.reload(false);
+                None
+            }
+        };
+        self.service.reloaded();
+        if std::mem::take(&mut self.reload_again) {
+            self.start_reload();
+        }
+        next
+    }
+
     /// All-or-nothing reload: a bad file is logged and the running policy
     /// stays; a good one replaces it, keeping the per-walsender memory.
-    fn reload(&mut self) -> Option<Next> {
+    fn reload_with(&mut self, loaded: Result<Config, ConfigErrors>) -> Option<Next> {
         let path = self.config.path.clone();
-        match config::load(&path) {
+        match loaded {
             Err(errors) => {
                 for e in &errors.0 {
                     error!(config = %path.display(), error = %e, "config error");
@@ -460,24 +676,7 @@ impl Daemon {
             Ok(new) => {
                 let reconnect = new.postgres.conninfo != self.config.postgres.conninfo
                     || new.postgres.statement_timeout != self.config.postgres.statement_timeout;
-                let names = |c: &Config| {
-                    c.policy
-                        .rules
-                        .iter()
-                        .map(|r| r.name.clone())
-                        .collect::<Vec<_>>()
-                };
-                let (old_names, new_names) = (names(&self.config), names(&new));
-                let added: Vec<_> = new_names
-                    .iter()
-                    .filter(|n| !old_names.contains(n))
-                    .cloned()
-                    .collect();
-                let removed: Vec<_> = old_names
-                    .iter()
-                    .filter(|n| !new_names.contains(n))
-                    .cloned()
-                    .collect();
+                let (added, removed) = rule_changes(&self.config, &new);
                 for w in &new.postgres.warnings {
                     warn!(config = %path.display(), "{w}");
                 }
@@ -494,7 +693,7 @@ impl Daemon {
                 }
                 info!(
                     config = %path.display(),
-                    rules = new_names.len(),
+                    rules = self.config.policy.rules.len(),
                     added = ?added,
                     removed = ?removed,
                     interval = %crate::units::fmt_duration(self.config.daemon.interval),
@@ -513,73 +712,111 @@ impl Daemon {
         let mut ticker = tokio::time::interval(interval);
         ticker.set_missed_tick_behavior(MissedTickBehavior::Skip);
         loop {
-            tokio::select! {
+            let next = tokio::select! {
                 biased;
-                c = control.recv() => {
-                    if let Some(next) = self.handle(c) { return next; }
-                    if self.config.daemon.interval != interval {
-                        interval = self.config.daemon.interval;
-                        ticker = tokio::time::interval(interval);
-                        ticker.set_missed_tick_behavior(MissedTickBehavior::Skip);
-                    }
-                }
-                _ = next_tick(&mut self.watchdog) => self.service.ping(),
+                c = control.recv() => self.handle(c),
+                loaded = reload_loaded(&mut self.reload) => self.finish_reload(loaded),
+                _ = next_tick(&mut self.watchdog) => { self.service.ping(); None }
                 _ = tick_or_wake(&mut ticker, self.wake_at) => {
                     self.wake_at = None;
-                    // The poll runs to its end (every statement is bounded);
-                    // a reload waits for it, a shutdown gives it
-                    // SHUTDOWN_GRACE to finish the statement in flight.
-                    let mut deferred = Vec::new();
-                    let mut stop_by: Option<tokio::time::Instant> = None;
-                    let never = tokio::time::Instant::now() + Duration::from_secs(86_400);
-                    let result = {
-                        let poll = self.poll_once(session).instrument(info_span!("poll"));
-                        tokio::pin!(poll);
-                        loop {
-                            tokio::select! {
-                                r = &mut poll => break Some(r),
-                                c = control.recv(), if stop_by.is_none() => match c {
-                                    Some(Control::Reload) => deferred.push(Control::Reload),
-                                    None | Some(Control::Shutdown) => {
-                                        stop_by = Some(tokio::time::Instant::now() + SHUTDOWN_GRACE);
-                                    }
-                                },
-                                _ = tokio::time::sleep_until(stop_by.unwrap_or(never)), if stop_by.is_some() => break None,
-                            }
-                        }
-                    };
-                    if stop_by.is_some() {
-                        info!(
-                            finished = result.is_some(),
-                            "shutdown requested during a poll"
-                        );
-                        return Next::Stop;
-                    }
-                    match result {
-                        Some(Err(e)) if e.is_connection_lost() || session.client.is_closed() => {
-                            error!(error = %e, "lost the connection to PostgreSQL; reconnecting");
-                            return Next::Reconnect;
-                        }
-                        Some(Err(e)) => error!(error = %e, "poll failed; will retry at the next tick"),
-                        _ => self.service.ready(),
-                    }
-                    for c in deferred {
-                        if let Some(next) = self.handle(Some(c)) { return next; }
-                    }
-                    if self.config.daemon.interval != interval {
-                        interval = self.config.daemon.interval;
-                        ticker = tokio::time::interval(interval);
-                        ticker.set_missed_tick_behavior(MissedTickBehavior::Skip);
-                    }
+                    self.poll_and_wait(session, control).await
                 }
+            };
+            if let Some(next) = next {
+                return next;
+            }
+            if self.config.daemon.interval != interval {
+                interval = self.config.daemon.interval;
+                ticker = tokio::time::interval(interval);
+                ticker.set_missed_tick_behavior(MissedTickBehavior::Skip);
             }
         }
     }
 
+    /// One poll, run to its end (every statement is bounded) while the
+    /// watchdog is fed. A reload asked meanwhile starts after it. A
+    /// shutdown gives it SHUTDOWN_GRACE to finish the statement in flight,
+    /// except that a signal statement in flight is always waited for and
+    /// logged (the wait for a terminated walsender to exit ends at once:
+    /// `exit_unconfirmed`), and no further signal is sent.
+    async fn poll_and_wait(
+        &mut self,
+        session: &Session,
+        control: &mut UnboundedReceiver<Control>,
+    ) -> Option<Next> {
+        let mut stop_by: Option<tokio::time::Instant> = None;
+        let flags = PollFlags::default();
+        let never = tokio::time::Instant::now() + Duration::from_secs(86_400);
+        // The poll borrows the daemon: the watchdog is fed from here, and a
+        // reload asked meanwhile starts loading at once (it is applied
+        // after the poll).
+        let mut watchdog = self.watchdog.take();
+        let mut reload = self.reload.take();
+        let (mut reload_started, mut reload_again) = (false, false);
+        let path = self.config.path.clone();
+        let result = {
+            let poll = self
+                .poll_once(session, &flags)
+                .instrument(info_span!("poll"));
+            tokio::pin!(poll);
+            loop {
+                tokio::select! {
+                    r = &mut poll => break Some(r),
+                    c = control.recv(), if !flags.stop.get() => match c {
+                        Some(Control::Reload) if reload.is_some() => reload_again = true,
+                        Some(Control::Reload) => {
+                            reload = Some(load_off_thread(path.clone()));
+                            reload_started = true;
+                        }
+                        None | Some(Control::Shutdown) => {
+                            flags.stop.set(true);
+                            flags.stopped.notify_one();
+                            stop_by = Some(tokio::time::Instant::now() + SHUTDOWN_GRACE);
+                        }
+                    },
+                    _ = next_tick(&mut watchdog) => ping_watchdog(),
+                    _ = tokio::time::sleep_until(stop_by.unwrap_or(never)), if stop_by.is_some() => {
+                        if !flags.signalling.get() {
+                            break None;
+                        }
+                        // A signal is in flight: wait for it (bounded).
+                        stop_by = None;
+                    }
+                }
+            }
+        };
+        self.watchdog = watchdog;
+        self.reload = reload;
+        self.reload_again |= reload_again;
+        if reload_started {
+            self.service.reloading();
+        }
+        if flags.stop.get() {
+            info!(
+                finished = result.is_some(),
+                "shutdown requested during a poll"
+            );
+            return Some(Next::Stop);
+        }
+        match result {
+            Some(Err(e)) if e.is_connection_lost() || session.client.is_closed() => {
+                error!(error = %e, "lost the connection to PostgreSQL; reconnecting");
+                return Some(Next::Reconnect);
+            }
+            Some(Err(e)) => error!(error = %e, "poll failed; will retry at the next tick"),
+            _ => self.service.ready(),
+        }
+        None
+    }
+
     /// One poll: read, decide, act, log.
-    async fn poll_once(&mut self, session: &Session) -> Result<(), PollError> {
+    async fn poll_once(&mut self, session: &Session, flags: &PollFlags) -> Result<(), PollError> {
         let started = Instant::now();
-        let bound = self.config.postgres.statement_timeout + CLIENT_MARGIN;
+        let bound = self
+            .config
+            .postgres
+            .statement_timeout
+            .saturating_add(CLIENT_MARGIN);
         let mut snapshot = match bounded(bound, session.poller.poll(&session.client)).await {
             Ok(s) => s,
             Err(e) => {
@@ -632,18 +869,26 @@ impl Daemon {
             report::log_reconnect_loop(l, &snapshot, &round, &self.config.policy);
         }
         for decision in &round.decisions {
+            if flags.stop.get() {
+                // Shutting down: nothing more is sent (nor recorded as done).
+                break;
+            }
             let outcome = if self.dry_run() && decision.action != Action::Log {
                 Outcome::DryRun
             } else {
+                flags.signalling.set(true);
                 let sent = bounded(
                     bound,
                     session.signaller.signal(
                         &session.client,
                         decision.action,
                         decision.walsender.id,
+                        self.config.policy.limits.terminate_timeout,
+                        flags.stopped.notified(),
                     ),
                 )
                 .await;
+                flags.signalling.set(false);
                 match sent {
                     Ok(outcome) => outcome,
                     Err(e) => {
@@ -737,7 +982,7 @@ fn log_preflight(p: &Preflight) {
 
 /// `replwarden plan`: one poll with a fresh memory, printed; signals nothing.
 pub async fn plan(config: &Config, dry_run: bool) -> Result<String, PlanError> {
-    let session = connect(&config.postgres, config.policy.limits.terminate_timeout).await?;
+    let session = connect(&config.postgres).await?;
     let snapshot = session
         .poller
         .poll(&session.client)
@@ -777,5 +1022,78 @@ async fn tick_or_wake(ticker: &mut tokio::time::Interval, wake: Option<tokio::ti
         None => {
             ticker.tick().await;
         }
+    }
+}
+
+/// Reads and parses the config file on a blocking thread.
+fn load_off_thread(
+    path: std::path::PathBuf,
+) -> tokio::task::JoinHandle<Result<Config, ConfigErrors>> {
+    tokio::task::spawn_blocking(move || config::load(&path))
+}
+
+/// The result of the reload under way, once its file is read and parsed;
+/// never without one.
+async fn reload_loaded(
+    pending: &mut Option<tokio::task::JoinHandle<Result<Config, ConfigErrors>>>,
+) -> Result<Result<Config, ConfigErrors>, tokio::task::JoinError> {
+    match pending {
+        Some(handle) => handle.await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The names of the rules `new` adds and removes, in file order (linear
+/// in the number of rules).
+fn rule_changes(old: &Config, new: &Config) -> (Vec<String>, Vec<String>) {
+    let names = |c: &Config| -> std::collections::HashSet<String> {
+        c.policy.rules.iter().map(|r| r.name.clone()).collect()
+    };
+    let (old_names, new_names) = (names(old), names(new));
+    let only_in = |c: &Config, other: &std::collections::HashSet<String>| -> Vec<String> {
+        c.policy
+            .rules
+            .iter()
+            .filter(|r| !other.contains(&r.name))
+            .map(|r| r.name.clone())
+            .collect()
+    };
+    (only_in(new, &old_names), only_in(old, &new_names))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unparsable_server_version_is_reported_as_such() {
+        assert!(matches!(
+            server_version("unknown", "x"),
+            Err(ConnectError::BadVersion(v)) if v == "unknown"
+        ));
+        let e = server_version("", "").unwrap_err().to_string();
+        assert!(e.contains("not a version number"), "{e}");
+        assert!(matches!(
+            server_version("120022", "12.22"),
+            Err(ConnectError::TooOld(v)) if v == "12.22"
+        ));
+        assert_eq!(server_version("150004", "15.4").unwrap().0, 150004);
+    }
+
+    #[test]
+    fn reload_reports_added_and_removed_rules_in_file_order() {
+        let config = |names: &[&str]| {
+            let text: String = names
+                .iter()
+                .map(|n| format!("[[rule]]\nname = \"{n}\"\nuser = \"x\"\n"))
+                .collect();
+            config::parse(std::path::Path::new("t.toml"), &text).unwrap()
+        };
+        let (added, removed) =
+            rule_changes(&config(&["a", "b", "c"]), &config(&["d", "b", "a", "e"]));
+        assert_eq!(
+            (added, removed),
+            (vec!["d".to_string(), "e".into()], vec!["c".to_string()])
+        );
     }
 }

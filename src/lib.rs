@@ -5,7 +5,8 @@
 //! - [`units`]: `Lsn`, `ByteSize`, the duration and size parsers.
 //! - [`config`]: TOML file → validated [`config::Config`], every error at once.
 //! - [`keys`]: the table of every config key, the source of replwarden.toml(5).
-//! - [`conninfo`]: libpq conventions: `PG*` variables, the password file, sslmode.
+//! - [`conninfo`]: libpq conventions: `PG*` variables, the OS user, the password
+//!   file, sslmode, host lists and `target_session_attrs`.
 //! - [`policy`]: rules, matchers and conditions (pure data and matching).
 //! - [`snapshot`]: the poll query and the rows it yields ([`snapshot::Walsender`]).
 //! - [`clocks`]: what is judged, real now and on one clock (stale lags, silence, skew).

@@ -45,6 +45,10 @@ pub fn log_decision(decision: &Decision, outcome: &Outcome) {
         Outcome::Signalled => event!(warn, "walsender signalled"),
         Outcome::Terminated => event!(warn, "walsender terminated"),
         Outcome::NotExited => event!(error, "walsender signalled but did not exit in time"),
+        Outcome::Unconfirmed => event!(
+            warn,
+            "walsender terminated; exit not confirmed (shutting down)"
+        ),
         Outcome::Gone => event!(info, "walsender already gone; nothing signalled"),
         Outcome::DryRun => event!(warn, "dry run: would signal walsender"),
         Outcome::Logged => event!(warn, "rule breached (action log)"),

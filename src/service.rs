@@ -77,7 +77,14 @@ impl Service {
     }
 
     pub fn ping(&self) {
-        self.send(&[NotifyState::Watchdog]);
+        ping_watchdog();
+    }
+}
+
+/// A watchdog ping, for where the [`Service`] is borrowed (during a poll).
+pub fn ping_watchdog() {
+    if let Err(e) = sd_notify::notify(&[NotifyState::Watchdog]) {
+        tracing::warn!(error = %e, "cannot notify the service manager");
     }
 }
 

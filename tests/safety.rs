@@ -287,9 +287,7 @@ fn a_reused_pid_is_never_signalled() {
         ))
         .unwrap();
     rt.spawn(connection);
-    let signaller = rt
-        .block_on(Signaller::prepare(&client, Duration::from_millis(500)))
-        .unwrap();
+    let signaller = rt.block_on(Signaller::prepare(&client)).unwrap();
     let backend_start = |pid: i32| -> SystemTime {
         rt.block_on(client.query_one(
             "SELECT backend_start FROM pg_stat_activity WHERE pid = $1",
@@ -334,7 +332,13 @@ fn a_reused_pid_is_never_signalled() {
     assert_eq!(current.pid, stale.pid, "same pid, new instance");
 
     let outcome = rt
-        .block_on(signaller.signal(&client, Action::Terminate, stale))
+        .block_on(signaller.signal(
+            &client,
+            Action::Terminate,
+            stale,
+            Duration::from_millis(500),
+            std::future::pending(),
+        ))
         .unwrap();
     assert_eq!(outcome, Outcome::Gone, "the stale identity matches nothing");
     std::thread::sleep(Duration::from_millis(300));
@@ -374,7 +378,13 @@ fn a_reused_pid_is_never_signalled() {
     }
     let backend = backend.expect("an ordinary backend on the old pid within 10 tries");
     let outcome = rt
-        .block_on(signaller.signal(&client, Action::Terminate, live_id))
+        .block_on(signaller.signal(
+            &client,
+            Action::Terminate,
+            live_id,
+            Duration::from_millis(500),
+            std::future::pending(),
+        ))
         .unwrap();
     assert_eq!(outcome, Outcome::Gone);
     let alive: i32 = rt
