@@ -732,7 +732,13 @@ fn run(
                 (held_from, now),
                 (explain, memory.dry_run),
             );
-            if let Some(since) = inst.rules[ri].breach_since {
+            if !inst.matches.contains(&ri) {
+                inst.rules[ri].breach_since = None;
+            }
+            if let Some(since) = inst.rules[ri]
+                .breach_since
+                .filter(|_| inst.rules[ri].acted.is_none())
+            {
                 // A grace still running: poll again when it ends.
                 wake(
                     &mut round.wake_at,
@@ -973,6 +979,14 @@ fn judge(
     };
     // What a dry run only simulated is not done once enforcing.
     if let Some(acted) = mem.acted.filter(|a| !a.simulated || dry_run) {
+        // The breach timer runs on meanwhile, so that an edit of the action
+        // or the end of a dry run acts only on conditions that held
+        // without a break.
+        if checks.hold() {
+            mem.breach_since.get_or_insert_with(held_from);
+        } else {
+            mem.breach_since = None;
+        }
         let ago = now.saturating_duration_since(acted.at);
         if acted.failed {
             let cause = Cause::Retry {
