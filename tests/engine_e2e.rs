@@ -52,7 +52,13 @@ fn going_from_dry_run_to_enforcing_by_reload_acts_on_walsenders_already_judged()
     wait_until(
         "the judged instance to be gone",
         Duration::from_secs(10),
-        || primary.walsenders().iter().all(|w| w.pid != rogue.pid).then_some(()),
+        || {
+            primary
+                .walsenders()
+                .iter()
+                .all(|w| w.pid != rogue.pid)
+                .then_some(())
+        },
     );
 }
 

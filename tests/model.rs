@@ -15,8 +15,8 @@
 //!    `max_actions`;
 //! 5. nothing is silently dropped: a decision not attempted is not
 //!    remembered as done, a failed one with retries left is retried or held;
-//! 6. nothing `check` accepts panics (durations of years, time jumping by
-//!    years, backend_start going back, pid reuse, NULL in every column, huge
+//! 6. nothing `check` accepts panics (durations past the end of the clock,
+//!    time jumping by years, backend_start going back, pid reuse, NULL in every column, huge
 //!    LSNs).
 //!
 //! "The engine's own check" is a shadow engine fed the same polls whose
@@ -37,6 +37,9 @@ use replwarden::policy::{Action, Policy};
 use replwarden::snapshot::{ClientAddr, Snapshot, Walsender, WalsenderId};
 use replwarden::syncrep;
 use replwarden::units::{ByteSize, Lsn};
+
+/// Written `9999h` in generated configs; read as `Duration::MAX`.
+const HUGE_MARK: Duration = Duration::from_secs(9999 * 3600);
 
 const APPS: [&str; 5] = [
     "standby_a",
@@ -90,16 +93,16 @@ fn rule(i: usize) -> impl Strategy<Value = String> {
         "no_reply_for = \"1m\"\n",
         "replay_lag = \"10s\"\n",
         "in_state_for = \"30s\"\n",
-        "in_state_for = \"100000y\"\n",
+        "in_state_for = \"9999h\"\n",
         "no_progress_for = \"30s\"\n",
         "retained_wal = \"1MB\"\n",
     ]);
-    let grace = prop::sample::select(vec!["0s", "0s", "0s", "5s", "1m", "100000y"]);
+    let grace = prop::sample::select(vec!["0s", "0s", "0s", "5s", "1m", "9999h"]);
     let action = prop::sample::select(vec![
         "action = \"log\"\n",
         "action = \"cancel\"\n",
         "action = \"cancel\"\nescalate_after = \"15s\"\n",
-        "action = \"cancel\"\nescalate_after = \"100000y\"\n",
+        "action = \"cancel\"\nescalate_after = \"9999h\"\n",
         "action = \"terminate\"\n",
     ]);
     (matcher, condition.clone(), condition, grace, action).prop_map(move |(m, c1, c2, g, a)| {
@@ -119,7 +122,7 @@ fn rule(i: usize) -> impl Strategy<Value = String> {
 fn policy_text() -> impl Strategy<Value = String> {
     (
         1u32..5,
-        prop::sample::select(vec!["1m", "10s", "100000y"]),
+        prop::sample::select(vec!["1m", "10s", "9999h"]),
         prop::sample::select(vec!["0s", "10s"]),
         0u32..3,
         any::<bool>(),
@@ -297,9 +300,31 @@ struct World {
 
 impl World {
     fn new(text: String) -> World {
-        let policy = config::parse(Path::new("model.toml"), &text)
+        let mut policy = config::parse(Path::new("model.toml"), &text)
             .expect("generated configs pass check")
             .policy;
+        // 9999h stands for a duration past the end of the clock, whatever
+        // bound `check` puts on durations.
+        let huge = |d: &mut Duration| {
+            if *d == HUGE_MARK {
+                *d = Duration::MAX;
+            }
+        };
+        for r in &mut policy.rules {
+            huge(&mut r.grace);
+            let c = &mut r.conditions;
+            for d in [
+                &mut c.in_state_for,
+                &mut c.no_progress_for,
+                &mut r.escalate_after,
+            ]
+            .into_iter()
+            .flatten()
+            {
+                huge(d);
+            }
+        }
+        huge(&mut policy.limits.per);
         World {
             text,
             policy,
