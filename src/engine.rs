@@ -4,8 +4,10 @@
 //!
 //! What it remembers ([`Memory`]) is keyed on [`WalsenderId`] — `(pid,
 //! backend_start)` — so nothing carries over to a new process instance, even
-//! one that reuses a pid. Memory survives a reload; timers of rules that no
-//! longer exist are dropped.
+//! one that reuses a pid. Memory survives a reload, rule by rule: what a
+//! rule that no longer exists, or whose matchers, conditions or grace were
+//! edited, remembered is dropped (see `Memory::adopt`). Breach timers stop
+//! at an outage ([`Memory::interrupted`]).
 //!
 //! A round has two passes. First every rule is judged against every
 //! walsender it matches, giving candidate actions. Then the safety guards
