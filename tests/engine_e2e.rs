@@ -1,6 +1,7 @@
 //! The engine's promises where two features meet, end to end on real
 //! clusters: a decision is done only for the action actually carried out
-//! (dry run then enforcing, `log` then `terminate`, by reload), and a `log`
+//! (dry run then enforcing, `log` then `terminate`, by reload; a kill never
+//! tried because the connection broke earlier in the poll), and a `log`
 //! rule does not switch the quorum guard off for the kill rules after it.
 
 mod harness;
@@ -129,4 +130,75 @@ fn a_log_rule_before_a_kill_rule_keeps_the_only_sync_standby() {
     );
     assert_eq!(primary.walsender("standby_sync"), Some(before));
     drop(standby);
+}
+
+/// Whether `pid` has a SIGTERM pending (it is stopped, so it cannot act on it).
+fn sigterm_pending(pid: i32) -> bool {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .filter(|l| l.starts_with("SigPnd:") || l.starts_with("ShdPnd:"))
+        .filter_map(|l| u64::from_str_radix(l.split_whitespace().nth(1)?, 16).ok())
+        .any(|mask| mask & (1 << (libc::SIGTERM - 1)) != 0)
+}
+
+/// Issue 20 item 3: two rogues in one poll; the connection breaks while the
+/// first kill is being confirmed. The second was never signalled: it is
+/// reported `not_attempted` and terminated after the reconnect, not
+/// remembered as done.
+#[test]
+fn a_connection_lost_mid_poll_does_not_drop_the_later_kills() {
+    let primary = Cluster::primary("primary");
+    let _a = Client::receivewal(&primary, "rogue_a");
+    let _b = Client::receivewal(&primary, "rogue_b");
+    let rogues = [
+        primary.wait_streaming("rogue_a"),
+        primary.wait_streaming("rogue_b"),
+    ];
+    // Stopped walsenders cannot exit: the first kill waits out its
+    // confirmation, long enough to break the daemon's connection under it.
+    for r in &rogues {
+        harness::kill(r.pid, libc::SIGSTOP);
+    }
+    let text = config(
+        &primary,
+        "replwarden",
+        "200ms",
+        &format!("[limits]\nterminate_timeout = \"30s\"\n{BLOCK}"),
+    )
+    .replacen(
+        "\n\n[daemon]\n",
+        "\nstatement_timeout = \"60s\"\n\n[daemon]\n",
+        1,
+    );
+    let daemon = Daemon::start(&text, &[]);
+    let first = wait_until("the first kill to be sent", Duration::from_secs(20), || {
+        rogues.iter().find(|r| sigterm_pending(r.pid)).cloned()
+    });
+    let second = rogues.iter().find(|r| r.pid != first.pid).unwrap().clone();
+    assert!(!sigterm_pending(second.pid), "one kill at a time");
+    primary.sql(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'replwarden'",
+    );
+    for r in &rogues {
+        harness::kill(r.pid, libc::SIGCONT);
+    }
+    let skipped = daemon.wait_for("the untried kill", Duration::from_secs(20), |e| {
+        e["event"] == "action" && e["outcome"] == "not_attempted"
+    });
+    assert_eq!(pid_of(&skipped), second.pid as i64, "{}", daemon.dump());
+    let done = daemon.wait_for(
+        "the second rogue terminated after the reconnect",
+        Duration::from_secs(30),
+        |e| {
+            e["event"] == "action" && e["outcome"] == "terminated" && pid_of(e) == second.pid as i64
+        },
+    );
+    assert_eq!(done["cause"], "breach");
+    let interrupted = daemon
+        .actions()
+        .into_iter()
+        .find(|e| pid_of(e) == first.pid as i64)
+        .expect("the first kill is in the log");
+    assert_eq!(interrupted["outcome"], "interrupted", "{}", daemon.dump());
 }
