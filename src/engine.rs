@@ -255,6 +255,11 @@ impl Memory {
         limits: &Limits,
     ) -> Option<u32> {
         if delivery == Delivery::NotAttempted {
+            // Nothing changes, except that a dry run's simulation of it is
+            // superseded: back in a dry run, it is simulated (logged) again.
+            if let Some(mem) = self.rule_memory(decision) {
+                mem.acted = mem.acted.filter(|a| !a.simulated);
+            }
             return None;
         }
         let first_seen = self

@@ -202,6 +202,24 @@ fn a_dry_run_decision_is_not_done_once_enforcing() {
     assert!(done(&p, &s, &mut m, secs(t0, 3)).decisions.is_empty());
 }
 
+/// A decision not attempted supersedes a dry run's simulation of it: back
+/// in a dry run, it is simulated (and logged) again, not counted as done.
+#[test]
+fn a_decision_not_attempted_is_not_done_in_a_dry_run_either() {
+    let p = policy(BLOCK);
+    let t0 = Instant::now();
+    let s = snap(vec![ws(2, "rogue_x")]);
+    let mut m = Memory::default();
+    m.set_dry_run(true);
+    assert_eq!(act(&p, &s, &mut m, t0, Delivery::DryRun).decisions.len(), 1);
+    m.set_dry_run(false);
+    let r = act(&p, &s, &mut m, secs(t0, 1), Delivery::NotAttempted);
+    assert_eq!(r.decisions.len(), 1);
+    m.set_dry_run(true);
+    let r = act(&p, &s, &mut m, secs(t0, 2), Delivery::DryRun);
+    assert_eq!(acted(&r), [(2, "block", Action::Terminate)]);
+}
+
 /// Item 3: after a lost connection, the decisions after the one in flight
 /// are not done, cost nothing, and are decided again.
 #[test]

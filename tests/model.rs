@@ -282,8 +282,9 @@ fn timer_key(policy_text: &str, rule: &str) -> String {
 /// The world the engine watches, the engine, its shadow, and what the
 /// model has seen.
 struct World {
-    text: String,
     policy: Policy,
+    /// Each rule's [`timer_key`], by index.
+    keys: Vec<String>,
     snapshot: Snapshot,
     now: Instant,
     dry_run: bool,
@@ -325,9 +326,14 @@ impl World {
             }
         }
         huge(&mut policy.limits.per);
+        let keys = policy
+            .rules
+            .iter()
+            .map(|r| timer_key(&text, &r.name))
+            .collect();
         World {
-            text,
             policy,
+            keys,
             snapshot: Snapshot {
                 in_recovery: false,
                 current_lsn: Some(Lsn(0x3000000)),
@@ -499,7 +505,7 @@ impl World {
                 verdict,
                 Verdict::InGrace { .. } | Verdict::Fires(_) | Verdict::Held(_)
             ) {
-                let key = timer_key(&self.text, &policy.rules[*ri].name);
+                let key = self.keys[*ri].clone();
                 holding.insert((snapshot.walsenders[*wi].id, key));
             }
         }
@@ -607,7 +613,7 @@ impl World {
             // 3. Held without a break for the grace.
             let rule = policy.rules.iter().find(|r| r.name == d.rule).unwrap();
             if d.cause == Cause::Breach && !rule.conditions.is_empty() {
-                let key = (d.walsender.id, timer_key(&self.text, &d.rule));
+                let key = (d.walsender.id, self.keys[d.rule_index].clone());
                 let since = self.held.get(&key).copied();
                 prop_assert!(
                     since.is_some_and(|s| now.saturating_duration_since(s) >= rule.grace),
