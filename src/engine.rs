@@ -953,7 +953,7 @@ impl Quorum {
 }
 
 /// Updates one rule's memory for one instance, proposes the action it
-/// calls for (not yet committed: the guards see it first) and, when
+/// calls for (not yet decided: the guards see it first) and, when
 /// explaining, says where it stands.
 fn judge(
     rule: &Rule,
