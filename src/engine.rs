@@ -272,7 +272,8 @@ impl Memory {
             _ => 1,
         };
         let failed = delivery == Delivery::Failed && attempts <= limits.max_retries;
-        let gave_up = delivery == Delivery::Final || (delivery == Delivery::Failed && !failed);
+        // A refusal (`Final`) is done: no retry can fix it.
+        let gave_up = delivery == Delivery::Failed && !failed;
         mem.acted = Some(Acted {
             action: decision.action,
             at: decision.decided_at,
@@ -289,7 +290,7 @@ impl Memory {
                 self.clients.insert(key, h);
             }
         }
-        (gave_up && delivery == Delivery::Failed).then_some(attempts)
+        gave_up.then_some(attempts)
     }
 
     fn rule_memory(&mut self, d: &Decision) -> Option<&mut RuleMemory> {
