@@ -5,7 +5,7 @@ use std::path::Path;
 use std::time::{Duration, Instant, SystemTime};
 
 use replwarden::config;
-use replwarden::engine::{decide, Memory};
+use replwarden::engine::{decide, Delivery, Memory};
 use replwarden::policy::Policy;
 use replwarden::snapshot::{ClientAddr, Snapshot, Walsender, WalsenderId};
 use replwarden::units::{ByteSize, Lsn};
@@ -82,7 +82,9 @@ fn decide_1000_walsenders_100_rules(bencher: divan::Bencher) {
     let snapshot = snapshot(2);
     let mut memory = Memory::default();
     let t0 = Instant::now();
-    decide(&policy, &snapshot, &mut memory, t0);
+    for d in decide(&policy, &snapshot, &mut memory, t0).decisions {
+        memory.record(&d, Delivery::Done, &policy.limits);
+    }
     let mut poll = 1u32;
     bencher.bench_local(|| {
         poll += 1;

@@ -42,6 +42,12 @@ pub enum Outcome {
     Refused(String),
     /// Any other error from the statement.
     Failed(String),
+    /// The connection broke while the signal was in flight: it may or may
+    /// not have arrived. Retried (same instance only) after reconnecting.
+    Interrupted,
+    /// Not tried: the connection was lost earlier in the same poll. Decided
+    /// again after reconnecting, at no cost to budget or backoff.
+    NotAttempted,
 }
 
 impl Outcome {
@@ -58,22 +64,25 @@ impl Outcome {
             Outcome::NotSignalled => "not_signalled",
             Outcome::Refused(_) => "refused",
             Outcome::Failed(_) => "failed",
+            Outcome::Interrupted => "interrupted",
+            Outcome::NotAttempted => "not_attempted",
         }
     }
 
     /// What the engine needs to know to retry or not.
     pub fn delivery(&self) -> Delivery {
         match self {
-            Outcome::Logged
-            | Outcome::DryRun
-            | Outcome::Signalled
-            | Outcome::Terminated
-            | Outcome::Gone => Delivery::Done,
+            Outcome::Logged | Outcome::Signalled | Outcome::Terminated | Outcome::Gone => {
+                Delivery::Done
+            }
+            Outcome::DryRun => Delivery::DryRun,
             Outcome::NotExited
             | Outcome::Unconfirmed
             | Outcome::NotSignalled
-            | Outcome::Failed(_) => Delivery::Failed,
+            | Outcome::Failed(_)
+            | Outcome::Interrupted => Delivery::Failed,
             Outcome::Refused(_) => Delivery::Final,
+            Outcome::NotAttempted => Delivery::NotAttempted,
         }
     }
 }
@@ -157,14 +166,16 @@ impl Signaller {
         id: WalsenderId,
         terminate_timeout: Duration,
     ) -> Result<Outcome, tokio_postgres::Error> {
-        let deadline = Instant::now() + terminate_timeout;
+        // No deadline past the end of the clock: a timeout of years waits on.
+        let deadline = Instant::now().checked_add(terminate_timeout);
         let mut step = CONFIRM_STEP;
         loop {
             let now = Instant::now();
-            if now >= deadline {
+            let left = deadline.map_or(step, |d| d.saturating_duration_since(now));
+            if left.is_zero() {
                 return Ok(Outcome::NotExited);
             }
-            tokio::time::sleep(step.min(deadline - now)).await;
+            tokio::time::sleep(step.min(left)).await;
             let there = client
                 .query_opt(&self.still_there, &[&id.pid, &id.backend_start])
                 .await?;

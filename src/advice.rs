@@ -232,6 +232,13 @@ application_name = ["rogue*"]
 action = "terminate"
 "#;
 
+    /// Tells the engine its decisions were carried out, as the daemon does.
+    fn record_done(r: &engine::Round, memory: &mut engine::Memory, policy: &crate::policy::Policy) {
+        for d in &r.decisions {
+            memory.record(d, engine::Delivery::Done, &policy.limits);
+        }
+    }
+
     /// Runs the engine until the rogue loops; returns the loop's advice.
     fn advice(toml: &str, others: Vec<Walsender>, rogue: Walsender) -> LoopAdvice {
         let policy = config::parse(Path::new("t.toml"), toml).unwrap().policy;
@@ -241,6 +248,7 @@ action = "terminate"
         first.push(rogue.clone());
         let r = engine::decide(&policy, &snap(first), &mut memory, t0);
         assert_eq!(r.decisions.len(), 1, "the rogue is acted on");
+        record_done(&r, &mut memory, &policy);
         let mut again = rogue;
         again.id.pid += 1000;
         again.id.backend_start += Duration::from_secs(5);
@@ -343,7 +351,8 @@ action = "terminate"
         let mut memory = engine::Memory::default();
         let t0 = Instant::now();
         let s1 = snap(vec![ws(20, "rogue_a", "replicator", "127.0.0.1")]);
-        engine::decide(&policy, &s1, &mut memory, t0);
+        let r = engine::decide(&policy, &s1, &mut memory, t0);
+        record_done(&r, &mut memory, &policy);
         let s2 = snap(vec![
             ws(21, "rogue_a", "replicator", "127.0.0.1"),
             ws(22, "rogue_b", "replicator", "127.0.0.1"),
@@ -376,7 +385,8 @@ action = "terminate"
             standby.clone(),
             ws(20, "rogue_a", "replicator", "127.0.0.1"),
         ]);
-        engine::decide(&policy, &s1, &mut memory, t0);
+        let r = engine::decide(&policy, &s1, &mut memory, t0);
+        record_done(&r, &mut memory, &policy);
         let s2 = sync_snap(vec![standby, ws(21, "rogue_a", "replicator", "127.0.0.1")]);
         let r = engine::decide(&policy, &s2, &mut memory, t0 + Duration::from_secs(5));
         assert!(

@@ -327,7 +327,7 @@ pub fn skew_text(seconds: f64) -> String {
 mod tests {
     use super::*;
     use crate::config;
-    use crate::engine::{explain, Memory, Round, Verdict};
+    use crate::engine::{Delivery, Memory, Round, Verdict};
     use crate::policy::{Action, Policy};
     use crate::snapshot::{ClientAddr, WalsenderId};
     use std::path::Path;
@@ -379,6 +379,16 @@ mod tests {
             walsenders,
             hidden: vec![],
         }
+    }
+
+    /// The engine's round with every decision carried out, as the daemon
+    /// reports them back.
+    fn explain(p: &Policy, s: &Snapshot, m: &mut Memory, now: Instant) -> Round {
+        let round = crate::engine::explain(p, s, m, now);
+        for d in &round.decisions {
+            m.record(d, Delivery::Done, &p.limits);
+        }
+        round
     }
 
     fn acted(round: &Round) -> Vec<(i32, String, Action)> {

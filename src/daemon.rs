@@ -20,7 +20,7 @@ use tracing::{debug, error, info, info_span, warn, Instrument};
 use crate::actions::{is_connection_error, Outcome, Signaller};
 use crate::config::{self, Config, ConfigErrors, PostgresSettings};
 use crate::conninfo::{SessionAttrs, Target};
-use crate::engine::{self, Delivery, HoldReason, Memory};
+use crate::engine::{self, HoldReason, Memory};
 use crate::metrics::Metrics;
 use crate::policy::Action;
 use crate::report;
@@ -524,6 +524,10 @@ impl Daemon {
                         "connected to PostgreSQL"
                     );
                     log_preflight(&session.preflight);
+                    // Whatever ended the last session (lost, or new settings
+                    // by reload), nothing was seen in between: every grace
+                    // starts over (README, Safety: outages).
+                    self.memory.interrupted();
                     return Ok(Some(session));
                 }
                 Err(e) if e.is_unsupported() => return Err(e),
@@ -820,6 +824,8 @@ impl Daemon {
         let mut snapshot = match bounded(bound, session.poller.poll(&session.client)).await {
             Ok(s) => s,
             Err(e) => {
+                // Unseen: no condition is known to hold on through this.
+                self.memory.interrupted();
                 self.metrics.poll_failed();
                 return Err(e);
             }
@@ -836,6 +842,7 @@ impl Daemon {
             .map(|r| r.name.as_str())
             .collect();
         if !snapshot.hidden.is_empty() {
+            self.memory.interrupted();
             self.metrics
                 .polled(&snapshot, None, &rule_names, started.elapsed());
             if self
@@ -848,6 +855,7 @@ impl Daemon {
             return Ok(());
         }
         self.privilege_warned = None;
+        self.memory.set_dry_run(self.dry_run());
         let round = engine::decide(&self.config.policy, &snapshot, &mut self.memory, now);
         // Never sooner than MIN_WAKE after this poll: a burst of timers
         // running out together is one poll, not many.
@@ -868,12 +876,18 @@ impl Daemon {
         for l in &round.loops {
             report::log_reconnect_loop(l, &snapshot, &round, &self.config.policy);
         }
+        // Every decision is reported back to the engine with what became of
+        // it; after a lost connection the rest are not attempted (decided
+        // again after reconnecting), never dropped.
+        let mut lost = None;
         for decision in &round.decisions {
-            if flags.stop.get() {
-                // Shutting down: nothing more is sent (nor recorded as done).
-                break;
-            }
-            let outcome = if self.dry_run() && decision.action != Action::Log {
+            let outcome = if decision.action == Action::Log {
+                Outcome::Logged
+            } else if lost.is_some() || flags.stop.get() {
+                // After a lost connection, or once shutting down, nothing
+                // more is sent: reported, and decided again next time.
+                Outcome::NotAttempted
+            } else if self.dry_run() {
                 Outcome::DryRun
             } else {
                 flags.signalling.set(true);
@@ -889,15 +903,10 @@ impl Daemon {
                 )
                 .await;
                 flags.signalling.set(false);
-                match sent {
-                    Ok(outcome) => outcome,
-                    Err(e) => {
-                        // The connection broke mid-signal: retry on the next session.
-                        self.memory
-                            .record(decision, Delivery::Failed, &self.config.policy.limits);
-                        return Err(e);
-                    }
-                }
+                sent.unwrap_or_else(|e| {
+                    lost = Some(e);
+                    Outcome::Interrupted
+                })
             };
             report::log_decision(decision, &outcome);
             self.metrics.acted(decision, &outcome);
@@ -907,6 +916,10 @@ impl Daemon {
             {
                 report::log_gave_up(decision, attempts);
             }
+        }
+        if let Some(e) = lost {
+            self.memory.interrupted();
+            return Err(e);
         }
         self.service.status(format!(
             "{} {} walsender(s) with {} rule(s){}",

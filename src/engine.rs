@@ -4,15 +4,24 @@
 //!
 //! What it remembers ([`Memory`]) is keyed on [`WalsenderId`] — `(pid,
 //! backend_start)` — so nothing carries over to a new process instance, even
-//! one that reuses a pid. Memory survives a reload; timers of rules that no
-//! longer exist are dropped.
+//! one that reuses a pid. Memory survives a reload, rule by rule: what a
+//! rule that no longer exists, or whose matchers, conditions or grace were
+//! edited, remembered is dropped (see `Memory::adopt`). Breach timers stop
+//! at an outage ([`Memory::interrupted`]).
 //!
 //! A round has two passes. First every rule is judged against every
 //! walsender it matches, giving candidate actions. Then the safety guards
-//! see each candidate in order — the synchronous quorum guard, the
-//! reconnect-loop backoff and the action budget — and either commit it (it
+//! see each candidate in order — first the ones the budget deferred, in the
+//! order they were deferred, then the rest — the synchronous quorum guard,
+//! the reconnect-loop backoff and the action budget — and either pass it (it
 //! becomes a [`Decision`]) or hold it back ([`Held`]); a held candidate is
 //! not remembered as done, so it is judged again at the next poll.
+//!
+//! A decision is remembered only once the caller reports what became of it
+//! through [`Memory::record`], and only as the action actually carried out:
+//! a decision never reported, or reported [`Delivery::NotAttempted`], is
+//! decided again at the next poll and costs no budget or backoff; one
+//! carried out in a dry run counts as done only while the dry run lasts.
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
@@ -33,13 +42,18 @@ pub struct Memory {
     /// Clients acted on, for reconnect-loop backoff.
     clients: HashMap<ClientKey, ClientHistory>,
     /// The policy generation the per-instance vectors are laid out for, and
-    /// its rule names in order.
+    /// its rule names in order with what tells an edit.
     generation: Option<u64>,
-    layout: Vec<String>,
+    layout: Vec<(String, RuleKey)>,
     /// Counts rounds; an instance not seen in the current one is gone.
     round: u64,
     /// When the previous round ran: a walsender it did not see is younger.
     last_round_at: Option<Instant>,
+    /// Whether decisions are carried out in a dry run (see
+    /// [`Memory::set_dry_run`]): a simulated action counts as done only then.
+    dry_run: bool,
+    /// Numbers the candidates the budget defers, so they run in that order.
+    deferrals: u64,
 }
 
 /// Per process instance.
@@ -57,6 +71,9 @@ struct Instance {
     observed: Observed,
     /// The round that last saw it.
     seen: u64,
+    /// When it was first seen: an instance first seen after its client was
+    /// acted on is a reconnect.
+    first_seen: Instant,
     /// Per rule, in policy order.
     rules: Vec<RuleMemory>,
     /// The rules whose matchers match it (by index), and whether
@@ -72,8 +89,25 @@ struct Instance {
 struct RuleMemory {
     /// When the rule's conditions started holding without a break.
     breach_since: Option<Instant>,
-    /// What this rule last did to this instance.
+    /// What this rule last did to this instance. Kept when the rule stops
+    /// matching (a cancelled walsender falls back to `startup`): the
+    /// escalation clock and the retries belong to the instance and the rule.
     acted: Option<Acted>,
+    /// When the budget deferred this rule's action on this instance, its
+    /// place in the queue of deferred actions.
+    deferred: Option<u64>,
+}
+
+impl RuleMemory {
+    /// Something is still to be done even if the rule no longer matches: a
+    /// failed signal to retry, or a cancel to escalate.
+    fn pending(&self, rule: &Rule, dry_run: bool) -> bool {
+        self.acted.is_some_and(|a| {
+            (!a.simulated || dry_run)
+                && !a.gave_up
+                && (a.failed || (a.action == Action::Cancel && rule.escalate_after.is_some()))
+        })
+    }
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -86,6 +120,8 @@ struct Acted {
     failed: bool,
     /// The last attempt failed and there are no retries left.
     gave_up: bool,
+    /// Only simulated, in a dry run: done while the dry run lasts.
+    simulated: bool,
 }
 
 /// A client as an operator would block it: the same application, address
@@ -119,8 +155,36 @@ impl fmt::Display for ClientKey {
 
 #[derive(Clone, Copy, Debug)]
 struct ClientHistory {
+    /// Actions on distinct instances, each first seen after the one before.
     actions: u32,
+    /// When the last of them was decided.
     last: Instant,
+}
+
+/// The client's history once `d` is carried out on an instance first seen
+/// at `first_seen`, or `None` when it does not change: only an action on a
+/// process instance that appeared after the client's last action counts
+/// (a reconnect); another live connection of the same client, or a second
+/// rule on the same instance, is no loop.
+fn charge(
+    history: Option<&ClientHistory>,
+    d: &Decision,
+    first_seen: Option<Instant>,
+) -> Option<ClientHistory> {
+    if d.action == Action::Log || d.cause != Cause::Breach {
+        return None;
+    }
+    match history {
+        None => Some(ClientHistory {
+            actions: 1,
+            last: d.decided_at,
+        }),
+        Some(h) if first_seen.is_some_and(|f| f > h.last) => Some(ClientHistory {
+            actions: h.actions.saturating_add(1),
+            last: d.decided_at,
+        }),
+        Some(_) => None,
+    }
 }
 
 /// The wait before acting on a client again after its `actions`-th action:
@@ -135,15 +199,22 @@ fn backoff(limits: &Limits, actions: u32) -> Duration {
         .min(limits.reconnect_backoff_max)
 }
 
-/// How a signal went, as far as the engine cares.
+/// How a decision went, as far as the engine cares.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Delivery {
-    /// Done (signalled, exited, already gone, logged, dry run).
+    /// Carried out (signalled, exited, already gone, logged).
     Done,
+    /// Only simulated, in a dry run: done while the dry run lasts; once
+    /// enforcing, the rule acts for real.
+    DryRun,
     /// Failed in a way worth retrying at the next poll.
     Failed,
     /// Failed in a way no retry can fix (refused for lack of privilege).
     Final,
+    /// Never tried (the connection was lost before its turn): nothing is
+    /// remembered and nothing charged, so it is decided again at the next
+    /// poll.
+    NotAttempted,
 }
 
 impl Memory {
@@ -156,23 +227,76 @@ impl Memory {
         self.instances.is_empty()
     }
 
-    /// Records how a decision's signal went. Returns the number of attempts
-    /// when a failed signal has used up its retries (report it: it will not
-    /// be tried again on this instance).
+    /// Says whether decisions are carried out in a dry run. Call it before
+    /// each [`decide`]: what was only simulated in a dry run is not done once
+    /// enforcing (the rule then acts on walsenders already judged).
+    pub fn set_dry_run(&mut self, dry_run: bool) {
+        self.dry_run = dry_run;
+    }
+
+    /// Forgets every breach timer: the server could not be seen (connection
+    /// lost, a poll failed, columns hidden), so no condition is known to
+    /// have held without a break. After an outage each condition must be
+    /// seen to hold again, for its whole grace, before a rule acts.
+    pub fn interrupted(&mut self) {
+        for inst in self.instances.values_mut() {
+            for r in &mut inst.rules {
+                r.breach_since = None;
+            }
+        }
+    }
+
+    /// Records what became of a decision: only then is it remembered as
+    /// done, charged to the budget and to its client's reconnect backoff.
+    /// Returns the number of attempts when a failed signal has used up its
+    /// retries (report it: it will not be tried again on this instance).
     pub fn record(
         &mut self,
         decision: &Decision,
         delivery: Delivery,
         limits: &Limits,
     ) -> Option<u32> {
-        let acted = self.rule_memory(decision)?.acted.as_mut()?;
-        acted.failed = delivery == Delivery::Failed && acted.attempts <= limits.max_retries;
-        acted.gave_up = delivery == Delivery::Failed && !acted.failed;
-        acted.gave_up.then_some(acted.attempts)
+        if delivery == Delivery::NotAttempted {
+            // Nothing changes, except that a dry run's simulation of it is
+            // superseded: back in a dry run, it is simulated (logged) again.
+            if let Some(mem) = self.rule_memory(decision) {
+                mem.acted = mem.acted.filter(|a| !a.simulated);
+            }
+            return None;
+        }
+        let first_seen = self
+            .instances
+            .get(&decision.walsender.id)
+            .map(|i| i.first_seen);
+        let mem = self.rule_memory(decision)?;
+        let attempts = match decision.cause {
+            Cause::Retry { attempt } => attempt,
+            _ => 1,
+        };
+        let failed = delivery == Delivery::Failed && attempts <= limits.max_retries;
+        // A refusal (`Final`) is done: no retry can fix it.
+        let gave_up = delivery == Delivery::Failed && !failed;
+        mem.acted = Some(Acted {
+            action: decision.action,
+            at: decision.decided_at,
+            attempts,
+            failed,
+            gave_up,
+            simulated: delivery == Delivery::DryRun,
+        });
+        mem.deferred = None;
+        if decision.action != Action::Log {
+            self.recent.push_back(decision.decided_at);
+            let key = ClientKey::of(&decision.walsender);
+            if let Some(h) = charge(self.clients.get(&key), decision, first_seen) {
+                self.clients.insert(key, h);
+            }
+        }
+        gave_up.then_some(attempts)
     }
 
     fn rule_memory(&mut self, d: &Decision) -> Option<&mut RuleMemory> {
-        if self.layout.get(d.rule_index) != Some(&d.rule) {
+        if self.layout.get(d.rule_index).map(|(n, _)| n) != Some(&d.rule) {
             return None;
         }
         self.instances
@@ -183,34 +307,72 @@ impl Memory {
 
     /// Lays the per-instance vectors out for `policy` when it is not the one
     /// they were made for: a rule's memory follows its name; matches are
-    /// worked out again (a rule may have changed under the same name).
+    /// worked out again. A rule edited under the same name keeps only what
+    /// the edit leaves true: a change to its matchers, conditions or grace
+    /// starts it over (its grace counts from when the new conditions are
+    /// seen to hold); a change of action keeps its breach timer but forgets
+    /// what it did (done is only the action carried out); a change of
+    /// `escalate_after` alone keeps everything.
     fn adopt(&mut self, policy: &Policy) {
         if self.generation == Some(policy.generation) {
             return;
         }
-        let old: HashMap<&str, usize> = self
+        let old: HashMap<&str, (usize, &RuleKey)> = self
             .layout
             .iter()
             .enumerate()
-            .map(|(i, n)| (n.as_str(), i))
+            .map(|(i, (n, k))| (n.as_str(), (i, k)))
             .collect();
-        let moves: Vec<Option<usize>> = policy
+        let keys: Vec<RuleKey> = policy.rules.iter().map(RuleKey::of).collect();
+        let moves: Vec<Option<(usize, bool, bool)>> = policy
             .rules
             .iter()
-            .map(|r| old.get(r.name.as_str()).copied())
+            .zip(&keys)
+            .map(|(r, new)| {
+                let (i, was) = *old.get(r.name.as_str())?;
+                Some((i, was.timer == new.timer, was.action == new.action))
+            })
             .collect();
         for inst in self.instances.values_mut() {
             inst.rules = moves
                 .iter()
-                .map(|m| {
-                    m.and_then(|i| inst.rules.get(i).copied())
-                        .unwrap_or_default()
+                .map(|m| match *m {
+                    Some((i, true, same_action)) => {
+                        let mut kept = inst.rules.get(i).copied().unwrap_or_default();
+                        if !same_action {
+                            kept.acted = None;
+                        }
+                        kept
+                    }
+                    _ => RuleMemory::default(),
                 })
                 .collect();
             inst.matched_on = None;
         }
-        self.layout = policy.rules.iter().map(|r| r.name.clone()).collect();
+        self.layout = policy
+            .rules
+            .iter()
+            .map(|r| r.name.clone())
+            .zip(keys)
+            .collect();
         self.generation = Some(policy.generation);
+    }
+}
+
+/// What a reload compares to tell an edited rule from an unchanged one.
+#[derive(Debug, PartialEq, Eq)]
+struct RuleKey {
+    /// Matchers, conditions and grace: what its breach timer measures.
+    timer: String,
+    action: Action,
+}
+
+impl RuleKey {
+    fn of(rule: &Rule) -> RuleKey {
+        RuleKey {
+            timer: format!("{:?} {:?} {:?}", rule.matchers, rule.conditions, rule.grace),
+            action: rule.action,
+        }
     }
 }
 
@@ -275,6 +437,8 @@ pub struct Decision {
     pub cause: Cause,
     pub walsender: Walsender,
     pub evidence: Vec<Evidence>,
+    /// The `now` of the round that decided it.
+    pub decided_at: Instant,
 }
 
 /// Why a candidate action was held back this round.
@@ -399,24 +563,35 @@ pub struct Round {
 /// `in_state_for` and `no_progress_for` hold when strictly exceeded.
 const TIMER_SLACK: Duration = Duration::from_millis(1);
 
-fn wake(wake_at: &mut Option<Instant>, at: Instant, now: Instant) {
-    if at > now && wake_at.is_none_or(|w| at < w) {
+/// Lowers `wake_at` to `at` if that is later than `now`; `None` (a moment
+/// past the end of the clock) wakes no one.
+fn wake(wake_at: &mut Option<Instant>, at: Option<Instant>, now: Instant) {
+    if let Some(at) = at.filter(|at| *at > now && wake_at.is_none_or(|w| *at < w)) {
         *wake_at = Some(at);
     }
+}
+
+/// `t + a + b`, or `None` past the end of the clock (a duration of years
+/// that `check` accepted must not panic).
+fn after(t: Instant, a: Duration, b: Duration) -> Option<Instant> {
+    t.checked_add(a)?.checked_add(b)
 }
 
 /// A candidate action and the verdict slot that tells of it (when explaining).
 struct Candidate {
     decision: Decision,
     verdict: Option<usize>,
+    /// Its place in the queue of actions the budget deferred, if it is there.
+    deferred: Option<u64>,
 }
 
 /// Decides what to do about `snapshot` at `now`, updating `memory`.
 ///
-/// Committed decisions are remembered as carried out: a rule does not act
-/// twice on the same instance, except to escalate a cancel or to retry a
-/// signal reported failed through [`Memory::record`]. `Round::verdicts` is
-/// left empty: [`explain`] fills it.
+/// Report what became of every decision through [`Memory::record`]: a
+/// decision recorded done is not repeated on the same instance (except to
+/// escalate a cancel, or to retry a signal recorded failed); one never
+/// recorded is decided again at the next poll. `Round::verdicts` is left
+/// empty: [`explain`] fills it.
 pub fn decide(policy: &Policy, snapshot: &Snapshot, memory: &mut Memory, now: Instant) -> Round {
     run(policy, snapshot, memory, now, false)
 }
@@ -461,6 +636,7 @@ fn run(
             let age = clocks::first_sight_age(ws.age, since_previous_round);
             let born = now.checked_sub(age).unwrap_or(now);
             Instance {
+                first_seen: now,
                 born,
                 state: ws.state.clone(),
                 state_since: if ws.state.as_deref() == Some("startup") {
@@ -496,8 +672,9 @@ fn run(
                 if rule.matchers.matches(ws) {
                     inst.matches.push(ri);
                 } else {
-                    // A rule that stops matching starts over if it matches again.
-                    inst.rules[ri] = RuleMemory::default();
+                    // A rule that stops matching starts its grace over if it
+                    // matches again; what it did to this instance stays.
+                    inst.rules[ri].breach_since = None;
                 }
             }
             inst.matched_on = Some((ws.state.clone(), ws.sync_state.clone()));
@@ -515,7 +692,19 @@ fn run(
             .state
             .as_ref()
             .map(|_| now.saturating_duration_since(inst.state_since));
-        for &ri in &inst.matches {
+        // The rules that match, and those that no longer do but still have
+        // a cancel to escalate or a signal to retry on this instance.
+        let unmatched_pending = (0..policy.rules.len()).filter(|ri| {
+            !inst.matches.contains(ri)
+                && inst.rules[*ri].pending(&policy.rules[*ri], memory.dry_run)
+        });
+        let judged: Vec<usize> = inst
+            .matches
+            .iter()
+            .copied()
+            .chain(unmatched_pending)
+            .collect();
+        for ri in judged {
             let rule = &policy.rules[ri];
             let checks = Checks {
                 conditions: &rule.conditions,
@@ -536,14 +725,14 @@ fn run(
             if let Some(limit) = rule.conditions.in_state_for {
                 wake(
                     &mut round.wake_at,
-                    inst.state_since + limit + TIMER_SLACK,
+                    after(inst.state_since, limit, TIMER_SLACK),
                     now,
                 );
             }
             if let Some(limit) = rule.conditions.no_progress_for {
                 wake(
                     &mut round.wake_at,
-                    inst.observed.progress_since() + limit + TIMER_SLACK,
+                    after(inst.observed.progress_since(), limit, TIMER_SLACK),
                     now,
                 );
             }
@@ -554,16 +743,27 @@ fn run(
                 &checks,
                 &mut inst.rules[ri],
                 (held_from, now),
-                explain,
+                (explain, memory.dry_run),
             );
-            if let Some(since) = inst.rules[ri].breach_since {
+            if !inst.matches.contains(&ri) {
+                inst.rules[ri].breach_since = None;
+            }
+            if let Some(since) = inst.rules[ri]
+                .breach_since
+                .filter(|_| inst.rules[ri].acted.is_none())
+            {
                 // A grace still running: poll again when it ends.
-                wake(&mut round.wake_at, since + rule.grace, now);
+                wake(
+                    &mut round.wake_at,
+                    after(since, rule.grace, Duration::ZERO),
+                    now,
+                );
             }
             if let Some(decision) = candidate {
                 candidates.push(Candidate {
                     decision: *decision,
                     verdict: explain.then_some(round.verdicts.len()),
+                    deferred: inst.rules[ri].deferred,
                 });
             }
             if let Some(verdict) = verdict.filter(|_| explain) {
@@ -575,29 +775,95 @@ fn run(
     // starts with a clean slate.
     memory.instances.retain(|_, inst| inst.seen == this_round);
 
+    // Actions the budget deferred go first, in the order they were deferred.
+    candidates.sort_by_key(|c| c.deferred.map_or((1, 0), |seq| (0, seq)));
     let mut quorum = Quorum::new(policy, snapshot, &round.measures);
-    for Candidate { decision, verdict } in candidates {
-        let reason = guard(policy, &quorum, memory, &decision, now);
+    let mut pass = Pass {
+        spent: 0,
+        clients: HashMap::new(),
+    };
+    for Candidate {
+        decision, verdict, ..
+    } in candidates
+    {
+        let reason = guard(policy, &quorum, memory, &pass, &decision, now);
         if let Some(reason) = reason {
             if let Some(v) = verdict {
                 round.verdicts[v].2 = Verdict::Held(reason.clone());
             }
+            if matches!(reason, HoldReason::Budget { .. }) {
+                let seq = memory.deferrals + 1;
+                if let Some(mem) = memory.rule_memory(&decision) {
+                    if mem.deferred.is_none() {
+                        mem.deferred = Some(seq);
+                        memory.deferrals = seq;
+                    }
+                }
+            }
             round.held.push(Held { decision, reason });
             continue;
         }
-        commit(memory, &decision, limits, now, &mut round.loops);
-        quorum.lose(&decision.walsender);
+        pass.spend(memory, &decision, limits, &mut round.loops);
+        if decision.action != Action::Log {
+            quorum.lose(&decision.walsender);
+        }
         round.decisions.push(decision);
     }
     round
 }
 
+/// What the decisions passed so far in this round will cost once carried
+/// out (they are charged for real only when recorded), so that the guards
+/// count them for the candidates after them.
+struct Pass {
+    /// Cancels/terminates passed this round.
+    spent: usize,
+    /// Client histories as they will be after this round's decisions.
+    clients: HashMap<ClientKey, ClientHistory>,
+}
+
+impl Pass {
+    fn history<'a>(&'a self, memory: &'a Memory, client: &ClientKey) -> Option<&'a ClientHistory> {
+        self.clients
+            .get(client)
+            .or_else(|| memory.clients.get(client))
+    }
+
+    /// Counts `d` as if carried out; tells of a reconnect loop.
+    fn spend(
+        &mut self,
+        memory: &Memory,
+        d: &Decision,
+        limits: &Limits,
+        loops: &mut Vec<ReconnectLoop>,
+    ) {
+        if d.action == Action::Log {
+            return;
+        }
+        self.spent += 1;
+        let client = ClientKey::of(&d.walsender);
+        let first_seen = memory.instances.get(&d.walsender.id).map(|i| i.first_seen);
+        if let Some(h) = charge(self.history(memory, &client), d, first_seen) {
+            if h.actions >= 2 {
+                loops.push(ReconnectLoop {
+                    client: client.clone(),
+                    actions: h.actions,
+                    next_wait: backoff(limits, h.actions),
+                });
+            }
+            self.clients.insert(client, h);
+        }
+    }
+}
+
 /// The first guard that holds `d` back, if any. `log` actions signal
-/// nothing and pass every guard.
+/// nothing and pass every guard. The reconnect backoff holds only an action
+/// on a process instance that appeared after its client's last action.
 fn guard(
     policy: &Policy,
     quorum: &Quorum,
     memory: &Memory,
+    pass: &Pass,
     d: &Decision,
     now: Instant,
 ) -> Option<HoldReason> {
@@ -610,7 +876,9 @@ fn guard(
     let limits = &policy.limits;
     if d.cause == Cause::Breach {
         let client = ClientKey::of(&d.walsender);
-        if let Some(h) = memory.clients.get(&client) {
+        let first_seen = memory.instances.get(&d.walsender.id).map(|i| i.first_seen);
+        let history = pass.history(memory, &client);
+        if let Some(h) = history.filter(|h| first_seen.is_some_and(|f| f > h.last)) {
             let wait = backoff(limits, h.actions);
             let since = now.saturating_duration_since(h.last);
             if since < wait {
@@ -622,59 +890,11 @@ fn guard(
             }
         }
     }
-    (memory.recent.len() >= limits.max_actions as usize).then_some(HoldReason::Budget {
+    let spent = memory.recent.len().saturating_add(pass.spent);
+    (spent >= limits.max_actions as usize).then_some(HoldReason::Budget {
         max_actions: limits.max_actions,
         per: limits.per,
     })
-}
-
-/// Remembers `d` as carried out.
-/// Remembers `d` as carried out.
-fn commit(
-    memory: &mut Memory,
-    d: &Decision,
-    limits: &Limits,
-    now: Instant,
-    loops: &mut Vec<ReconnectLoop>,
-) {
-    let Some(mem) = memory.rule_memory(d) else {
-        return;
-    };
-    let attempts = match d.cause {
-        Cause::Retry { attempt } => attempt,
-        _ => 1,
-    };
-    mem.acted = Some(Acted {
-        action: d.action,
-        at: now,
-        attempts,
-        failed: false,
-        gave_up: false,
-    });
-    if d.action == Action::Log {
-        return;
-    }
-    memory.recent.push_back(now);
-    if d.cause == Cause::Breach {
-        let history = memory
-            .clients
-            .entry(ClientKey::of(&d.walsender))
-            .and_modify(|h| {
-                h.actions += 1;
-                h.last = now;
-            })
-            .or_insert(ClientHistory {
-                actions: 1,
-                last: now,
-            });
-        if history.actions >= 2 {
-            loops.push(ReconnectLoop {
-                client: ClientKey::of(&d.walsender),
-                actions: history.actions,
-                next_wait: backoff(limits, history.actions),
-            });
-        }
-    }
 }
 
 /// The synchronous standbys the server can count on right now.
@@ -736,14 +956,14 @@ impl Quorum {
         })
     }
 
-    /// A committed action takes `ws` out of the count.
+    /// A cancel or terminate passed this round takes `ws` out of the count.
     fn lose(&mut self, ws: &Walsender) {
         self.healthy.retain(|(pid, _)| *pid != ws.id.pid);
     }
 }
 
 /// Updates one rule's memory for one instance, proposes the action it
-/// calls for (not yet committed: the guards see it first) and, when
+/// calls for (not yet decided: the guards see it first) and, when
 /// explaining, says where it stands.
 fn judge(
     rule: &Rule,
@@ -752,7 +972,7 @@ fn judge(
     checks: &Checks<'_>,
     mem: &mut RuleMemory,
     (held_from, now): (impl FnOnce() -> Instant, Instant),
-    explain: bool,
+    (explain, dry_run): (bool, bool),
 ) -> (Option<Verdict>, Option<Box<Decision>>) {
     // Boxed: most calls propose nothing, and a bare Decision (a whole
     // Walsender) made every call move hundreds of bytes.
@@ -764,6 +984,7 @@ fn judge(
             cause,
             walsender: ws.clone(),
             evidence,
+            decided_at: now,
         })
     };
     let evidence = || {
@@ -773,7 +994,16 @@ fn judge(
             checks.evidence()
         }
     };
-    if let Some(acted) = mem.acted {
+    // What a dry run only simulated is not done once enforcing.
+    if let Some(acted) = mem.acted.filter(|a| !a.simulated || dry_run) {
+        // The breach timer runs on meanwhile, so that an edit of the action
+        // or the end of a dry run acts only on conditions that held
+        // without a break.
+        if checks.hold() {
+            mem.breach_since.get_or_insert_with(held_from);
+        } else {
+            mem.breach_since = None;
+        }
         let ago = now.saturating_duration_since(acted.at);
         if acted.failed {
             let cause = Cause::Retry {
@@ -1099,6 +1329,25 @@ mod tests {
 
     fn policy(toml: &str) -> Policy {
         config::parse(Path::new("test.toml"), toml).unwrap().policy
+    }
+
+    /// [`super::explain`], with every decision then carried out.
+    fn explain(policy: &Policy, snapshot: &Snapshot, memory: &mut Memory, now: Instant) -> Round {
+        let round = super::explain(policy, snapshot, memory, now);
+        carried_out(policy, memory, round)
+    }
+
+    /// [`super::decide`], with every decision then carried out.
+    fn decide(policy: &Policy, snapshot: &Snapshot, memory: &mut Memory, now: Instant) -> Round {
+        let round = super::decide(policy, snapshot, memory, now);
+        carried_out(policy, memory, round)
+    }
+
+    fn carried_out(policy: &Policy, memory: &mut Memory, round: Round) -> Round {
+        for d in &round.decisions {
+            memory.record(d, Delivery::Done, &policy.limits);
+        }
+        round
     }
 
     fn ws(pid: i32, app: &str) -> Walsender {
@@ -1793,7 +2042,7 @@ sync_state = ["!sync"]
         let mut causes = Vec::new();
         let mut gave_up = None;
         for second in 0..10 {
-            let r = explain(&p, &s, &mut m, t0 + Duration::from_secs(second));
+            let r = super::explain(&p, &s, &mut m, t0 + Duration::from_secs(second));
             for d in &r.decisions {
                 causes.push(d.cause.clone());
                 gave_up = gave_up.or(m.record(d, Delivery::Failed, &p.limits));
@@ -1818,7 +2067,7 @@ sync_state = ["!sync"]
         );
         // A refusal is final at once; a success is done.
         let mut m = Memory::default();
-        let r = explain(&p, &s, &mut m, t0);
+        let r = super::explain(&p, &s, &mut m, t0);
         assert_eq!(m.record(&r.decisions[0], Delivery::Final, &p.limits), None);
         assert!(explain(&p, &s, &mut m, t0 + Duration::from_secs(1))
             .decisions

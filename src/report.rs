@@ -55,6 +55,14 @@ pub fn log_decision(decision: &Decision, outcome: &Outcome) {
         Outcome::NotSignalled => event!(error, "signal not delivered"),
         Outcome::Refused(_) => event!(error, "signal refused by the server"),
         Outcome::Failed(_) => event!(error, "signal failed"),
+        Outcome::Interrupted => event!(
+            error,
+            "connection lost while signalling; will retry the same instance after reconnecting"
+        ),
+        Outcome::NotAttempted => event!(
+            error,
+            "connection lost before this signal; will decide again after reconnecting"
+        ),
     }
 }
 

@@ -367,7 +367,6 @@ fn while_polling() {
 /// The dry run's decisions do not count as done once enforcing: a
 /// walsender judged in the dry run is acted on after `dry_run = false`.
 #[test]
-#[ignore = "needs engine branch: done only for action carried out"]
 fn flipping_to_enforcing_acts_on_walsenders_judged_in_the_dry_run() {
     let primary = Cluster::primary("primary");
     let text = |dry_run: bool| {
