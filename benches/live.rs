@@ -1,9 +1,10 @@
 //! Benchmarks on real clusters (not a test: numbers, not pass/fail):
-//! reaction time, poll cost on the server, the classic psql-per-poll
-//! approach side by side, and the daemon's footprint.
+//! reaction time, poll cost on the server (against walsenders and against
+//! client connections), the classic psql-per-poll approach side by side,
+//! and the daemon's footprint.
 //!
-//!   cargo bench --bench live              # everything (about 10 minutes)
-//!   cargo bench --bench live -- reaction  # one part: reaction, cost, classic, footprint
+//!   cargo bench --bench live              # everything (about 12 minutes)
+//!   cargo bench --bench live -- reaction  # one part: reaction, cost, connections, classic, footprint
 //!
 //! Results print as Markdown; BENCHMARKS.md keeps the last run's.
 
@@ -33,6 +34,9 @@ fn main() {
     }
     if wanted("cost") || wanted("classic") {
         cost_and_classic(wanted("cost"), wanted("classic"));
+    }
+    if wanted("connections") {
+        connections();
     }
     if wanted("footprint") {
         footprint();
@@ -291,13 +295,14 @@ fn cost_and_classic(cost: bool, classic: bool) {
         .block_on(client.query_one("SELECT pg_backend_pid()", &[]))
         .unwrap()
         .get(0);
+    let (viewer, _) = session(&rt, &primary);
     let mut sockets = Vec::new();
     let mut rows = Vec::new();
     if cost {
         rows.push("## Poll cost on the server\n".to_string());
-        rows.push("The poll query (one prepared statement: pg_stat_replication + slots + WAL position and the server clock; raw columns, distances and ages worked out by the client). Server execution time from `EXPLAIN (ANALYZE, TIMING OFF)`, median of 50; round trip from the client (prepared, decoded into rows), 500 polls.\n".to_string());
-        rows.push("| walsenders | server execution (median) | round trip median | round trip p99 | server CPU per poll | target (execution) |".to_string());
-        rows.push("|---|---|---|---|---|---|".to_string());
+        rows.push("The poll query (one prepared statement: the walsender array with each walsender's identity from the activity function, the slots, the WAL position and the server clock; raw columns, distances and ages worked out by the client). Server execution time from `EXPLAIN (ANALYZE, TIMING OFF)`, median of 50, beside `SELECT * FROM pg_stat_replication` on a session of its own in the same rounds; round trip from the client (prepared, decoded into rows), 500 polls. Backends besides the walsenders: the server's own processes and these two sessions.\n".to_string());
+        rows.push("| walsenders | server execution (median) | `pg_stat_replication` (same run) | round trip median | round trip p99 | server CPU per poll | target (execution) |".to_string());
+        rows.push("|---|---|---|---|---|---|---|".to_string());
     }
     for (n, target) in [(10, "≤ 0.5 ms"), (100, ""), (500, "≤ 3 ms")] {
         while sockets.len() < n {
@@ -324,7 +329,13 @@ fn cost_and_classic(cost: bool, classic: bool) {
         // which on 500 rows inflates the very figure being measured.
         let explain = format!("EXPLAIN (ANALYZE, TIMING OFF) {}", replwarden::sql::POLL);
         let mut exec = Vec::new();
+        let mut view = Vec::new();
         for _ in 0..50 {
+            view.push(execution_ms(
+                &rt,
+                &viewer,
+                "SELECT * FROM pg_stat_replication",
+            ));
             let rows = rt.block_on(client.query(explain.as_str(), &[])).unwrap();
             let ms = rows
                 .iter()
@@ -349,9 +360,10 @@ fn cost_and_classic(cost: bool, classic: bool) {
         }
         let cpu = ticks_to_ms(cpu_ticks(backend) - before) / 500.0;
         let (e50, _, _) = stats(exec);
+        let (v50, _, _) = stats(view);
         let (r50, r99, _) = stats(rtt);
         rows.push(format!(
-            "| {n} | {e50:.3} ms | {r50:.3} ms | {r99:.3} ms | {cpu:.3} ms | {target} |"
+            "| {n} | {e50:.3} ms | {v50:.3} ms | {r50:.3} ms | {r99:.3} ms | {cpu:.3} ms | {target} |"
         ));
     }
     for row in rows {
@@ -517,6 +529,161 @@ fn footprint() {
                 mib("RssAnon:"),
                 mib("VmHWM:"),
                 cpu / 1000.0 * 100.0
+            );
+        }
+    }
+    println!();
+}
+
+/// Reads backend messages until ReadyForQuery; panics on an ErrorResponse.
+fn until_ready(stream: &mut TcpStream, what: &str) {
+    loop {
+        let mut header = [0u8; 5];
+        stream.read_exact(&mut header).expect(what);
+        let len = u32::from_be_bytes(header[1..5].try_into().unwrap()) as usize;
+        let mut body = vec![0u8; len - 4];
+        stream.read_exact(&mut body).expect(what);
+        match header[0] {
+            b'Z' => return,
+            b'E' => panic!("{what}: {}", String::from_utf8_lossy(&body)),
+            _ => {}
+        }
+    }
+}
+
+/// An ordinary client connection (superuser, trust) that has run one
+/// query, as an application's idle pooled connection has, and then idles:
+/// one socket on this side, one backend on the server.
+fn idle_client(port: u16) -> TcpStream {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    let mut body = 196608u32.to_be_bytes().to_vec();
+    for (k, v) in [
+        ("user", "postgres"),
+        ("database", "postgres"),
+        ("application_name", "bench_client"),
+    ] {
+        body.extend_from_slice(k.as_bytes());
+        body.push(0);
+        body.extend_from_slice(v.as_bytes());
+        body.push(0);
+    }
+    body.push(0);
+    let mut msg = ((body.len() + 4) as u32).to_be_bytes().to_vec();
+    msg.extend_from_slice(&body);
+    s.write_all(&msg).unwrap();
+    until_ready(&mut s, "client login");
+    let query = b"SELECT 1\0";
+    let mut msg = vec![b'Q'];
+    msg.extend_from_slice(&((query.len() + 4) as u32).to_be_bytes());
+    msg.extend_from_slice(query);
+    s.write_all(&msg).unwrap();
+    until_ready(&mut s, "client query");
+    s
+}
+
+/// A session of its own (each statement measured on its own backend, as
+/// the daemon's poll is: a statement that follows `pg_stat_replication` on
+/// the same backend pays for the memory the view's rows took and released).
+fn session(rt: &tokio::runtime::Runtime, primary: &Cluster) -> (tokio_postgres::Client, i32) {
+    let (client, conn) = rt
+        .block_on(tokio_postgres::connect(
+            &primary.conninfo("replwarden"),
+            tokio_postgres::NoTls,
+        ))
+        .unwrap();
+    rt.spawn(conn);
+    let backend: i32 = rt
+        .block_on(client.query_one("SELECT pg_backend_pid()", &[]))
+        .unwrap()
+        .get(0);
+    (client, backend)
+}
+
+fn execution_ms(rt: &tokio::runtime::Runtime, client: &tokio_postgres::Client, sql: &str) -> f64 {
+    let rows = rt
+        .block_on(client.query(&format!("EXPLAIN (ANALYZE, TIMING OFF) {sql}"), &[]))
+        .unwrap();
+    rows.iter()
+        .find_map(|r| {
+            r.get::<_, String>(0)
+                .strip_prefix("Execution Time: ")?
+                .strip_suffix(" ms")?
+                .parse()
+                .ok()
+        })
+        .expect("an Execution Time line")
+}
+
+/// The poll against client connections: 10, 100 and 1,000 idle clients
+/// with 10 walsenders, beside `pg_stat_replication` and the floor, all
+/// measured in the same run, each statement on its own session, rounds
+/// interleaved.
+fn connections() {
+    println!("## Poll cost against client connections\n");
+    println!("10 idle walsenders; N idle client connections over TCP (each has run `SELECT 1`, as a pooled application connection has). Each statement on its own session, measured in interleaved rounds in the same run: server execution from `EXPLAIN (ANALYZE, TIMING OFF)`, median of 41; round trip from the client (prepared, rows fetched), median of 300; server CPU per statement from the backend's /proc times over those 300. *floor*: `SELECT pg_stat_get_backend_pid(1)`, which does nothing but the copy of every backend's status entry that the first read of activity in a transaction makes (`pgstat_read_current_status`), so any statement reading activity pays it. *walsender array*: `SELECT * FROM pg_stat_get_wal_senders()`, which reads no activity.\\n");
+    println!("| client connections | statement | server execution (median) | round trip median | round trip p99 | server CPU per statement | ratio to pg_stat_replication (execution) |");
+    println!("|---|---|---|---|---|---|---|");
+    let primary = Cluster::primary("primary");
+    primary.append_conf("max_connections = 1100\nmax_wal_senders = 30\n");
+    primary.restart();
+    let _walsenders: Vec<TcpStream> = (0..10)
+        .map(|i| idle_walsender(primary.port, &format!("idle_{i}")))
+        .collect();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let statements: [(&str, &str); 4] = [
+        ("`pg_stat_replication`", "SELECT * FROM pg_stat_replication"),
+        ("replwarden's poll", replwarden::sql::POLL),
+        ("floor (status copy)", "SELECT pg_stat_get_backend_pid(1)"),
+        ("walsender array", "SELECT * FROM pg_stat_get_wal_senders()"),
+    ];
+    let sessions: Vec<(tokio_postgres::Client, i32)> =
+        statements.iter().map(|_| session(&rt, &primary)).collect();
+    let mut clients = Vec::new();
+    for n in [10, 100, 1000] {
+        while clients.len() < n {
+            clients.push(idle_client(primary.port));
+        }
+        wait_until("walsenders to register", Duration::from_secs(30), || {
+            (primary
+                .sql("SELECT count(*) FROM pg_stat_replication")
+                .parse::<usize>()
+                .ok()?
+                >= 10)
+                .then_some(())
+        });
+        let mut exec: Vec<Vec<f64>> = vec![Vec::new(); statements.len()];
+        for _ in 0..41 {
+            for (i, (_, sql)) in statements.iter().enumerate() {
+                exec[i].push(execution_ms(&rt, &sessions[i].0, sql));
+            }
+        }
+        let mut rtt: Vec<Vec<f64>> = vec![Vec::new(); statements.len()];
+        let mut cpu = vec![0u64; statements.len()];
+        let prepared: Vec<tokio_postgres::Statement> = statements
+            .iter()
+            .zip(&sessions)
+            .map(|((_, sql), (c, _))| rt.block_on(c.prepare(sql)).unwrap())
+            .collect();
+        for _ in 0..300 {
+            for (i, (client, backend)) in sessions.iter().enumerate() {
+                let before = cpu_ticks(*backend);
+                let t = Instant::now();
+                rt.block_on(client.query(&prepared[i], &[])).unwrap();
+                rtt[i].push(t.elapsed().as_secs_f64() * 1000.0);
+                cpu[i] += cpu_ticks(*backend) - before;
+            }
+        }
+        let view = stats(exec[0].clone()).0;
+        for (i, (name, _)) in statements.iter().enumerate() {
+            let (e50, _, _) = stats(exec[i].clone());
+            let (r50, r99, _) = stats(rtt[i].clone());
+            let cpu = ticks_to_ms(cpu[i]) / 300.0;
+            println!(
+                "| {n} | {name} | {e50:.3} ms | {r50:.3} ms | {r99:.3} ms | {cpu:.3} ms | {:.2} |",
+                e50 / view
             );
         }
     }

@@ -9,6 +9,7 @@ use std::fmt;
 use std::net::IpAddr;
 use std::time::{Duration, SystemTime};
 
+use tokio_postgres::row::RowIndex;
 use tokio_postgres::types::{accepts, FromSql, PgLsn, Type};
 use tokio_postgres::{Client, Row, Statement};
 
@@ -116,20 +117,86 @@ pub struct Snapshot {
 /// The poll statement, prepared once per connection.
 pub struct Poller {
     statement: Statement,
+    columns: Columns,
 }
 
 impl Poller {
     pub async fn prepare(client: &Client) -> Result<Poller, tokio_postgres::Error> {
-        Ok(Poller {
-            statement: client.prepare(crate::sql::POLL).await?,
-        })
+        let statement = client.prepare(crate::sql::POLL).await?;
+        let columns = Columns::of(&statement);
+        Ok(Poller { statement, columns })
     }
 
     /// Runs the poll query once (one implicit transaction: a fresh
-    /// `pg_stat_replication` snapshot every time).
+    /// activity snapshot every time).
     pub async fn poll(&self, client: &Client) -> Result<Snapshot, tokio_postgres::Error> {
         let rows = client.query(&self.statement, &[]).await?;
-        from_rows(&rows)
+        from_rows(&rows, &self.columns)
+    }
+}
+
+/// Where each column of the poll is in its rows, found once when the
+/// statement is prepared: looking every value up by name (a search
+/// through the row's column names each time) was a third of the daemon's
+/// own CPU per poll with 10 walsenders (callgrind, BENCHMARKS.md).
+struct Columns {
+    in_recovery: usize,
+    current_lsn: usize,
+    now: usize,
+    role: usize,
+    synchronous_standby_names: usize,
+    pid: usize,
+    backend_start: usize,
+    usename: usize,
+    application_name: usize,
+    client_addr: usize,
+    state: usize,
+    sync_state: usize,
+    write_lsn: usize,
+    flush_lsn: usize,
+    replay_lsn: usize,
+    write_lag: usize,
+    flush_lag: usize,
+    replay_lag: usize,
+    reply_time: usize,
+    slot_name: usize,
+    restart_lsn: usize,
+}
+
+impl Columns {
+    /// Panics if [`crate::sql::POLL`] lacks a column: both are constants of
+    /// this build, and every test that polls would show it.
+    fn of(statement: &Statement) -> Columns {
+        let names: Vec<&str> = statement.columns().iter().map(|c| c.name()).collect();
+        let at = |name: &str| {
+            names
+                .iter()
+                .position(|n| *n == name)
+                .unwrap_or_else(|| panic!("sql::POLL returns no column {name}"))
+        };
+        Columns {
+            in_recovery: at("in_recovery"),
+            current_lsn: at("current_lsn"),
+            now: at("now"),
+            role: at("role"),
+            synchronous_standby_names: at("synchronous_standby_names"),
+            pid: at("pid"),
+            backend_start: at("backend_start"),
+            usename: at("usename"),
+            application_name: at("application_name"),
+            client_addr: at("client_addr"),
+            state: at("state"),
+            sync_state: at("sync_state"),
+            write_lsn: at("write_lsn"),
+            flush_lsn: at("flush_lsn"),
+            replay_lsn: at("replay_lsn"),
+            write_lag: at("write_lag"),
+            flush_lag: at("flush_lag"),
+            replay_lag: at("replay_lag"),
+            reply_time: at("reply_time"),
+            slot_name: at("slot_name"),
+            restart_lsn: at("restart_lsn"),
+        }
     }
 }
 
@@ -167,60 +234,69 @@ fn behind(current: Option<Lsn>, position: Option<Lsn>) -> Option<ByteSize> {
     Some(ByteSize(current?.0.saturating_sub(position?.0)))
 }
 
-fn lsn(row: &Row, column: &str) -> Result<Option<Lsn>, tokio_postgres::Error> {
+fn lsn<I: RowIndex + fmt::Display>(
+    row: &Row,
+    column: I,
+) -> Result<Option<Lsn>, tokio_postgres::Error> {
     Ok(row.try_get::<_, Option<PgLsn>>(column)?.map(Lsn::from))
 }
 
-fn lag(row: &Row, column: &str) -> Result<Option<Duration>, tokio_postgres::Error> {
+fn lag<I: RowIndex + fmt::Display>(
+    row: &Row,
+    column: I,
+) -> Result<Option<Duration>, tokio_postgres::Error> {
     Ok(row.try_get::<_, Option<Interval>>(column)?.map(|i| i.0))
 }
 
-fn from_rows(rows: &[Row]) -> Result<Snapshot, tokio_postgres::Error> {
+fn from_rows(rows: &[Row], c: &Columns) -> Result<Snapshot, tokio_postgres::Error> {
     let mut snapshot = Snapshot::default();
+    // The server's values are the same on every row.
+    if let Some(row) = rows.first() {
+        snapshot.in_recovery = row.try_get(c.in_recovery)?;
+        snapshot.current_lsn = lsn(row, c.current_lsn)?;
+        snapshot.role = row.try_get(c.role)?;
+        snapshot.synchronous_standby_names = row.try_get(c.synchronous_standby_names)?;
+    }
     for row in rows {
-        snapshot.in_recovery = row.try_get("in_recovery")?;
-        snapshot.current_lsn = lsn(row, "current_lsn")?;
-        snapshot.role = row.try_get("role")?;
-        snapshot.synchronous_standby_names = row.try_get("synchronous_standby_names")?;
-        let now: SystemTime = row.try_get("now")?;
+        let now: SystemTime = row.try_get(c.now)?;
         snapshot.server_time = Some(now);
-        let Some(pid) = row.try_get::<_, Option<i32>>("pid")? else {
+        let Some(pid) = row.try_get::<_, Option<i32>>(c.pid)? else {
             continue;
         };
-        let backend_start: Option<SystemTime> = row.try_get("backend_start")?;
-        let state: Option<String> = row.try_get("state")?;
+        let backend_start: Option<SystemTime> = row.try_get(c.backend_start)?;
+        let state: Option<String> = row.try_get(c.state)?;
         let (Some(backend_start), Some(state)) = (backend_start, state) else {
             snapshot.hidden.push(pid);
             continue;
         };
-        let client_addr = match row.try_get::<_, Option<IpAddr>>("client_addr")? {
+        let client_addr = match row.try_get::<_, Option<IpAddr>>(c.client_addr)? {
             None => ClientAddr::Local,
             Some(ip) => ClientAddr::Ip(ip),
         };
         let current = snapshot.current_lsn;
-        let flush_lsn = lsn(row, "flush_lsn")?;
-        let reply_time: Option<SystemTime> = row.try_get("reply_time")?;
+        let flush_lsn = lsn(row, c.flush_lsn)?;
+        let reply_time: Option<SystemTime> = row.try_get(c.reply_time)?;
         snapshot.walsenders.push(Walsender {
             id: WalsenderId { pid, backend_start },
             age: age(now, backend_start),
             application_name: row
-                .try_get::<_, Option<String>>("application_name")?
+                .try_get::<_, Option<String>>(c.application_name)?
                 .unwrap_or_default(),
-            user: row.try_get("usename")?,
+            user: row.try_get(c.usename)?,
             client_addr,
             state: Some(state),
-            sync_state: row.try_get("sync_state")?,
+            sync_state: row.try_get(c.sync_state)?,
             flush_lsn,
-            write_lag: lag(row, "write_lag")?,
-            flush_lag: lag(row, "flush_lag")?,
-            replay_lag: lag(row, "replay_lag")?,
-            write_lag_bytes: behind(current, lsn(row, "write_lsn")?),
+            write_lag: lag(row, c.write_lag)?,
+            flush_lag: lag(row, c.flush_lag)?,
+            replay_lag: lag(row, c.replay_lag)?,
+            write_lag_bytes: behind(current, lsn(row, c.write_lsn)?),
             flush_lag_bytes: behind(current, flush_lsn),
-            replay_lag_bytes: behind(current, lsn(row, "replay_lsn")?),
+            replay_lag_bytes: behind(current, lsn(row, c.replay_lsn)?),
             reply_age: reply_time.map(|t| age(now, t)),
             reply_time,
-            slot_name: row.try_get("slot_name")?,
-            retained_wal: behind(current, lsn(row, "restart_lsn")?),
+            slot_name: row.try_get(c.slot_name)?,
+            retained_wal: behind(current, lsn(row, c.restart_lsn)?),
         });
     }
     // In pid order, as the plan and the logs show them.

@@ -18,15 +18,46 @@ impl ServerVersion {
 /// The poll query. It returns the raw columns (positions as `pg_lsn`,
 /// lags as `interval`, times as `timestamptz`) and the server's
 /// `statement_timestamp()`; distances and ages are worked out by the
-/// client (`snapshot.rs`), which keeps the server's per-row work to what
-/// `pg_stat_replication` itself costs (numeric `pg_wal_lsn_diff` and
-/// `extract(epoch …)` on every row made the 500-walsender poll ~30 % dearer).
+/// client (`snapshot.rs`): numeric `pg_wal_lsn_diff` and
+/// `extract(epoch …)` on every row made the 500-walsender poll ~30 % dearer.
+///
+/// It returns what `pg_stat_replication` shows, but does not read the
+/// view: the view builds a full `pg_stat_get_activity(NULL)` row for every
+/// backend of the server (query text, SSL, GSS, wait events: a lookup in
+/// the process array per row) and then joins the few walsenders, so its
+/// cost grew with client connections (2 ms at 1,000, see BENCHMARKS.md).
+/// Here the walsender array (`pg_stat_get_wal_senders()`, `w`) is read
+/// first, and each walsender's identity (`backend_start`, `usesysid`,
+/// `application_name`, `client_addr`) is looked up with the same activity
+/// function, by pid (`pg_stat_get_activity(w.pid)`, one row each), when
+/// the server has at least 10 backends per walsender; otherwise (many
+/// walsenders among few backends, where one lookup per walsender is the
+/// dearer way: 10× at 500 walsenders) with one pass over all backends, as
+/// the view does. The choice is made in the statement (`few`, reading at
+/// most 10 backend ids per walsender), and only the chosen branch runs
+/// (a one-time filter). What still grows with connections either way is
+/// the copy of every backend's status entry that the first read of
+/// activity in a transaction makes: the floor.
+///
+/// The same two functions as the view's, so the same privileges and the
+/// same NULLs for a role without `pg_monitor`; the role name comes from
+/// `pg_roles` (the view reads `pg_authid`, which only a superuser may),
+/// joined once (a lookup per walsender cost 1 ms at 500 walsenders).
+/// Both joins are inner joins, as the view's is: a walsender in the array
+/// whose status entry the activity read does not find (it exited between
+/// the two reads) is left out, as the view leaves it out, rather than
+/// returned with NULL identity (which would read as a row hidden by
+/// privileges and hold every action of that poll).
+///
 /// `pg_current_wal_lsn()` is only evaluated on a primary (it raises an
 /// error during recovery). A LEFT JOIN from `pos` returns one row even when
-/// there is no walsender. Every column is named, never `*`: the
-/// `pg_stat_replication` columns used are the same on 13-18, and of
-/// `pg_replication_slots` (whose columns differ: 17 and 18 add some in the
-/// middle) only `slot_name`, `restart_lsn` and `active_pid` are read.
+/// there is no walsender. Every column is named, never `*` or by
+/// position: `pg_stat_get_activity`'s columns differ between majors (14
+/// adds `query_id` and drops `sslcompression`, 16 adds `gss_delegation`),
+/// the ones read here are the same on 13-18, as are those of
+/// `pg_stat_get_wal_senders()`; of `pg_replication_slots` (17 and 18 add
+/// columns in the middle) only `slot_name`, `restart_lsn` and `active_pid`
+/// are read. So the text is the same for every supported major.
 pub const POLL: &str = "\
 WITH pos AS (
   SELECT pg_is_in_recovery() AS in_recovery,
@@ -34,16 +65,35 @@ WITH pos AS (
               THEN greatest(pg_last_wal_receive_lsn(), pg_last_wal_replay_lsn())
               ELSE pg_current_wal_lsn() END AS current_lsn,
          statement_timestamp() AS now
+),
+w AS MATERIALIZED (
+  SELECT pid, state, sync_state, write_lsn, flush_lsn, replay_lsn,
+         write_lag, flush_lag, replay_lag, reply_time
+  FROM pg_stat_get_wal_senders()
+  WHERE pid <> pg_backend_pid()
+),
+few AS MATERIALIZED (
+  SELECT count(*) >= 10 * (SELECT count(*) FROM w) AS by_pid
+  FROM (SELECT pg_stat_get_backend_idset() LIMIT 10 * (SELECT count(*) FROM w)) b
+),
+r AS (
+  SELECT w.*, a.backend_start, a.usesysid, a.application_name, a.client_addr
+  FROM w CROSS JOIN LATERAL pg_stat_get_activity(w.pid) a
+  WHERE (SELECT by_pid FROM few)
+  UNION ALL
+  SELECT w.*, a.backend_start, a.usesysid, a.application_name, a.client_addr
+  FROM w JOIN pg_stat_get_activity(NULL) a ON a.pid = w.pid
+  WHERE NOT (SELECT by_pid FROM few)
 )
 SELECT pos.in_recovery, pos.current_lsn, pos.now, current_user::text AS role,
        current_setting('synchronous_standby_names') AS synchronous_standby_names,
-       r.pid, r.backend_start, r.usename::text AS usename, r.application_name,
-       r.client_addr, r.state, r.sync_state,
+       r.pid, r.backend_start, u.rolname::text AS usename, r.application_name, r.client_addr, r.state, r.sync_state,
        r.write_lsn, r.flush_lsn, r.replay_lsn,
        r.write_lag, r.flush_lag, r.replay_lag, r.reply_time,
        s.slot_name::text AS slot_name, s.restart_lsn
 FROM pos
-LEFT JOIN pg_stat_replication r ON r.pid <> pg_backend_pid()
+LEFT JOIN r ON true
+LEFT JOIN pg_roles u ON u.oid = r.usesysid
 LEFT JOIN pg_replication_slots s ON s.active_pid = r.pid";
 
 /// The signal statements: each finds the walsender by `(pid, backend_start)`

@@ -1,0 +1,405 @@
+//! The poll query (`sql::POLL`: the walsender array, each walsender's
+//! identity looked up by pid when backends outnumber walsenders tenfold,
+//! else in one pass over all backends) against `pg_stat_replication`, on
+//! every supported major there are server binaries for (see
+//! `tests/majors.rs`):
+//!
+//! - it returns exactly the view's rows, value by value, for a role with
+//!   `pg_monitor` and for one without it (the same NULLs), both ways;
+//! - a walsender in the walsender array that the activity read does not find
+//!   (what a walsender exiting between the two reads looks like) is left
+//!   out, as the view leaves it out, not returned with NULL identity (which
+//!   the daemon would read as a row hidden by privileges);
+//!
+//! What the poll costs against the view, with 10 to 1,000 idle client
+//! connections, is measured by `cargo bench --bench live -- connections`
+//! (BENCHMARKS.md), not asserted here: a cost is a benchmark, not a test.
+
+mod harness;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::Path;
+use std::time::Duration;
+
+use harness::{server_bins, wait_until, Client, Cluster};
+use replwarden::snapshot::{Poller, Snapshot};
+use replwarden::sql::{OLDEST_MAJOR, POLL};
+
+/// Runs `check` on every server folder of a supported major; one report of
+/// every major that failed.
+fn on_every_major(check: impl Fn(&Path) -> String) {
+    let mut covered = Vec::new();
+    let mut failures = Vec::new();
+    for bin in server_bins() {
+        match catch_unwind(AssertUnwindSafe(|| check(&bin))) {
+            Ok(line) => {
+                eprintln!("pollquery: {line}");
+                covered.push(line);
+            }
+            Err(panic) => {
+                let text = panic
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                    .unwrap_or_default();
+                failures.push(format!("{}: {text}", bin.display()));
+            }
+        }
+    }
+    eprintln!("pollquery covered:\n  {}", covered.join("\n  "));
+    assert!(
+        failures.is_empty(),
+        "failed on {} of {} server folders:\n{}",
+        failures.len(),
+        covered.len() + failures.len(),
+        failures.join("\n")
+    );
+}
+
+/// A tokio-postgres session as `user`, with its own runtime.
+struct Session {
+    rt: tokio::runtime::Runtime,
+    client: tokio_postgres::Client,
+    poller: Poller,
+}
+
+impl Session {
+    fn connect(cluster: &Cluster, user: &str) -> Session {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let (client, connection) = rt
+            .block_on(tokio_postgres::connect(
+                &cluster.conninfo(user),
+                tokio_postgres::NoTls,
+            ))
+            .unwrap_or_else(|e| panic!("connect as {user}: {e}"));
+        rt.spawn(connection);
+        let poller = rt
+            .block_on(Poller::prepare(&client))
+            .unwrap_or_else(|e| panic!("prepare the poll as {user}: {e}"));
+        Session { rt, client, poller }
+    }
+
+    fn execute(&self, sql: &str) {
+        self.rt
+            .block_on(self.client.batch_execute(sql))
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+
+    fn count(&self, sql: &str) -> i64 {
+        self.rt
+            .block_on(self.client.query_one(sql, &[]))
+            .unwrap_or_else(|e| panic!("{sql}: {e}"))
+            .get(0)
+    }
+
+    /// The daemon's poll, decoded.
+    fn poll(&self) -> Snapshot {
+        self.rt
+            .block_on(self.poller.poll(&self.client))
+            .expect("the poll")
+    }
+
+    fn backend_pid(&self) -> i32 {
+        self.count("SELECT pg_backend_pid()::bigint") as i32
+    }
+}
+
+/// Every column the poll returns per walsender, in the view's terms.
+const COLUMNS: &str = "pid, backend_start, usename, application_name, client_addr, state, \
+    sync_state, write_lsn, flush_lsn, replay_lsn, write_lag, flush_lag, replay_lag, \
+    reply_time, slot_name, restart_lsn";
+
+/// The poll's walsender rows and `pg_stat_replication`'s (with the slot
+/// join the old poll made), each row as text in pid order, read in ONE
+/// statement: both see the same activity snapshot.
+fn side_by_side(session: &Session) -> (Vec<String>, Vec<String>) {
+    let sql = format!(
+        "WITH p AS ({POLL}),
+         v AS (SELECT r.pid, r.backend_start, r.usename::text AS usename, r.application_name,
+                      r.client_addr, r.state, r.sync_state, r.write_lsn, r.flush_lsn, r.replay_lsn,
+                      r.write_lag, r.flush_lag, r.replay_lag, r.reply_time,
+                      s.slot_name::text AS slot_name, s.restart_lsn
+               FROM pg_stat_replication r
+               LEFT JOIN pg_replication_slots s ON s.active_pid = r.pid
+               WHERE r.pid <> pg_backend_pid())
+         SELECT coalesce((SELECT array_agg(row({COLUMNS})::text ORDER BY pid) FROM p WHERE pid IS NOT NULL), '{{}}'),
+                coalesce((SELECT array_agg(row({COLUMNS})::text ORDER BY pid) FROM v), '{{}}')"
+    );
+    let row = session
+        .rt
+        .block_on(session.client.query_one(&sql, &[]))
+        .unwrap_or_else(|e| panic!("side by side: {e}"));
+    (row.get(0), row.get(1))
+}
+
+/// Asserts that the poll returns the view's rows; returns them. The
+/// walsender array is read twice in that statement (by the poll and by the
+/// view), and a standby's reply may move its positions in between: a
+/// difference must persist over five reads to count.
+fn assert_same(session: &Session, who: &str) -> Vec<String> {
+    let mut last = (Vec::new(), Vec::new());
+    for _ in 0..5 {
+        let (poll, view) = side_by_side(session);
+        if poll == view {
+            return view;
+        }
+        last = (poll, view);
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!(
+        "as {who}, the poll and pg_stat_replication differ:\npoll:\n  {}\nview:\n  {}",
+        last.0.join("\n  "),
+        last.1.join("\n  ")
+    );
+}
+
+fn pid_of(row: &str) -> i32 {
+    row.trim_start_matches('(')
+        .split(',')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no pid in {row}"))
+}
+
+#[test]
+fn poll_returns_what_pg_stat_replication_shows_on_every_major() {
+    on_every_major(|bin| {
+        let primary = Cluster::primary_in(bin, "primary");
+        let (version, major) = (primary.version(), primary.major());
+        if major < OLDEST_MAJOR {
+            return format!("PostgreSQL {version}: not supported, skipped");
+        }
+        same_rows(&primary);
+        format!(
+            "PostgreSQL {version} ({}): same rows as pg_stat_replication with and without \
+             pg_monitor, a walsender missing from the activity read left out; by pid and in \
+             one pass",
+            bin.display()
+        )
+    });
+}
+
+/// Which way the poll read the walsenders' identity: `by pid` (one
+/// activity lookup per walsender) or `one pass` (all backends), from the
+/// activity scan that ran.
+fn strategy(session: &Session) -> &'static str {
+    let rows = session
+        .rt
+        .block_on(
+            session
+                .client
+                .query(&format!("EXPLAIN (ANALYZE, TIMING OFF) {POLL}"), &[]),
+        )
+        .expect("EXPLAIN the poll");
+    let plan: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+    let ran = plan
+        .iter()
+        .find(|l| {
+            l.contains("Function Scan on pg_stat_get_activity") && !l.contains("never executed")
+        })
+        .unwrap_or_else(|| panic!("no activity scan ran:\n{}", plan.join("\n")));
+    if ran.contains("loops=1)") {
+        "one pass"
+    } else {
+        "by pid"
+    }
+}
+
+fn same_rows(primary: &Cluster) {
+    primary.sql("CREATE ROLE plain LOGIN");
+    // A physical standby (with a slot on the majors whose standbys are made
+    // by copy), a logical decoder with its slot, an idle SQL walsender.
+    let _standby = Cluster::standby(primary, "standby_a");
+    let _decoder = Client::recvlogical(primary, "decoder");
+    let monitor = Session::connect(primary, "replwarden");
+    let plain = Session::connect(primary, "plain");
+    // A dozen backends for 3 walsenders: one pass; with 40 more idle
+    // clients: by pid.
+    assert_eq!(strategy(&monitor), "one pass");
+    let mut clients = Vec::new();
+    for (way, idle_name, late_name) in [
+        ("one pass", "idle_one", "late_one"),
+        ("by pid", "idle_two", "late_two"),
+    ] {
+        if way == "by pid" {
+            clients.extend((0..40).map(|_| {
+                idle_connection(
+                    primary.port,
+                    &[("user", "postgres"), ("database", "postgres")],
+                    Some("SELECT 1"),
+                )
+            }));
+        }
+        let _idle = Client::sql_walsender(primary, idle_name, Duration::ZERO);
+        primary.wait_streaming("decoder");
+        let idle = primary.wait_walsender(idle_name, "startup");
+        assert_eq!(strategy(&monitor), way);
+        compare(primary, &monitor, &plain, &idle, late_name, way);
+    }
+}
+
+/// The poll against the view as `monitor` (pg_monitor) and `plain` (no
+/// pg_monitor), then with a walsender in the array that the activity read
+/// does not find; `idle` is ended on the way.
+fn compare(
+    primary: &Cluster,
+    monitor: &Session,
+    plain: &Session,
+    idle: &harness::WalsenderRow,
+    late_name: &str,
+    way: &str,
+) {
+    // With pg_monitor: every column, slots joined, nothing hidden.
+    let rows = assert_same(monitor, &format!("replwarden (pg_monitor), {way}"));
+    assert_eq!(rows.len(), 3, "three walsenders: {rows:?}");
+    assert!(
+        monitor.count(
+            "SELECT count(*) FILTER (WHERE r.state = 'streaming' AND r.write_lsn IS NOT NULL) \
+                  * count(s.slot_name) \
+             FROM pg_stat_replication r LEFT JOIN pg_replication_slots s ON s.active_pid = r.pid"
+        ) >= 1,
+        "a walsender streams with positions, one has a slot: {rows:?}"
+    );
+    let snapshot = monitor.poll();
+    assert!(snapshot.hidden.is_empty(), "{snapshot:?}");
+    let pids: Vec<i32> = rows.iter().map(|r| pid_of(r)).collect();
+    let polled: Vec<i32> = snapshot.walsenders.iter().map(|w| w.id.pid).collect();
+    assert_eq!(polled, pids);
+
+    // Without pg_monitor: only pid, usename and application_name; the same
+    // NULLs in both, and the daemon sees every row as hidden.
+    let rows = assert_same(plain, &format!("plain (no pg_monitor), {way}"));
+    assert_eq!(
+        plain.count(
+            "SELECT count(*) FROM pg_stat_replication WHERE state IS NULL \
+             AND backend_start IS NULL AND usename IS NOT NULL AND application_name <> ''"
+        ),
+        3,
+        "a role without pg_monitor sees only identity columns: {rows:?}"
+    );
+    let snapshot = plain.poll();
+    assert!(snapshot.walsenders.is_empty(), "{snapshot:?}");
+    let mut hidden = snapshot.hidden.clone();
+    hidden.sort_unstable();
+    assert_eq!(hidden, pids);
+
+    // A walsender in the walsender array but not in the activity read. The
+    // backend-status copy is taken once per transaction, at its first read;
+    // the walsender array is read live. So inside a transaction whose
+    // activity copy predates them: the late one has started (in the array,
+    // not in the copy: what a walsender that exits between the poll's two
+    // reads looks like) and the idle one has exited (in the copy, not in
+    // the array).
+    monitor.execute("BEGIN");
+    monitor.count("SELECT count(*) FROM pg_stat_get_activity(NULL)");
+    let late_client = Client::sql_walsender(primary, late_name, Duration::ZERO);
+    let late = primary.wait_walsender(late_name, "startup");
+    primary.sql(&format!("SELECT pg_terminate_backend({})", idle.pid));
+    wait_until(
+        "the idle walsender to exit",
+        Duration::from_secs(30),
+        || {
+            primary
+                .walsender(&idle.application_name)
+                .is_none()
+                .then_some(())
+        },
+    );
+    assert_eq!(
+        monitor.count(&format!(
+            "SELECT count(*) FROM pg_stat_get_wal_senders() WHERE pid = {}",
+            late.pid
+        )),
+        1,
+        "{late_name} is in the walsender array"
+    );
+    assert_eq!(
+        monitor.count(&format!(
+            "SELECT count(*) FROM pg_stat_get_activity({})",
+            late.pid
+        )),
+        0,
+        "{late_name} is not in this transaction's activity copy"
+    );
+    let rows = assert_same(
+        monitor,
+        &format!("replwarden, activity copy older than a walsender, {way}"),
+    );
+    let pids: Vec<i32> = rows.iter().map(|r| pid_of(r)).collect();
+    assert!(
+        !pids.contains(&late.pid) && !pids.contains(&idle.pid),
+        "{rows:?}"
+    );
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    let snapshot = monitor.poll();
+    assert!(
+        snapshot.hidden.is_empty(),
+        "a walsender missing from the activity read must not read as hidden: {snapshot:?}"
+    );
+    let polled: Vec<i32> = snapshot.walsenders.iter().map(|w| w.id.pid).collect();
+    assert_eq!(polled, pids);
+    monitor.execute("COMMIT");
+    // In a fresh transaction the late one is seen.
+    let snapshot = monitor.poll();
+    assert!(snapshot.walsenders.iter().any(|w| w.id.pid == late.pid));
+    // It sleeps in SQL and would not notice its client go: ended here.
+    primary.sql(&format!("SELECT pg_terminate_backend({})", late.pid));
+    drop(late_client);
+    wait_until(
+        "the late walsender to exit",
+        Duration::from_secs(30),
+        || primary.walsender(late_name).is_none().then_some(()),
+    );
+}
+
+/// Reads backend messages until ReadyForQuery; panics on an ErrorResponse.
+fn until_ready(stream: &mut TcpStream, what: &str) {
+    loop {
+        let mut header = [0u8; 5];
+        stream
+            .read_exact(&mut header)
+            .unwrap_or_else(|e| panic!("{what}: {e}"));
+        let len = u32::from_be_bytes(header[1..5].try_into().unwrap()) as usize;
+        let mut body = vec![0u8; len - 4];
+        stream
+            .read_exact(&mut body)
+            .unwrap_or_else(|e| panic!("{what}: {e}"));
+        match header[0] {
+            b'Z' => return,
+            b'E' => panic!("{what}: {}", String::from_utf8_lossy(&body)),
+            _ => {}
+        }
+    }
+}
+
+/// A connection that has logged in (trust) with `params`, then stays idle;
+/// one socket each, no thread or process on this side.
+fn idle_connection(port: u16, params: &[(&str, &str)], query: Option<&str>) -> TcpStream {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    let mut body = 196608u32.to_be_bytes().to_vec();
+    for (k, v) in params {
+        body.extend_from_slice(k.as_bytes());
+        body.push(0);
+        body.extend_from_slice(v.as_bytes());
+        body.push(0);
+    }
+    body.push(0);
+    let mut msg = ((body.len() + 4) as u32).to_be_bytes().to_vec();
+    msg.extend_from_slice(&body);
+    stream.write_all(&msg).expect("startup");
+    until_ready(&mut stream, "log in");
+    if let Some(query) = query {
+        let mut msg = vec![b'Q'];
+        msg.extend_from_slice(&((query.len() + 5) as u32).to_be_bytes());
+        msg.extend_from_slice(query.as_bytes());
+        msg.push(0);
+        stream.write_all(&msg).expect("query");
+        until_ready(&mut stream, query);
+    }
+    stream
+}
