@@ -232,7 +232,11 @@ pub async fn run(
     mut control: UnboundedReceiver<Control>,
 ) -> Result<(), RunError> {
     let metrics = Metrics::new();
-    metrics.config_loaded(&config.path.display().to_string(), &config.digest);
+    metrics.config_loaded(
+        &config.path.display().to_string(),
+        &config.digest,
+        &config.policy,
+    );
     let endpoint = match config.metrics.listen {
         Some(addr) => {
             let listener = crate::metrics::bind(addr).await?;
@@ -438,8 +442,11 @@ impl Daemon {
                 let listen_changed = new.metrics.listen != self.config.metrics.listen;
                 self.config = new;
                 self.metrics.reload(true);
-                self.metrics
-                    .config_loaded(&path.display().to_string(), &self.config.digest);
+                self.metrics.config_loaded(
+                    &path.display().to_string(),
+                    &self.config.digest,
+                    &self.config.policy,
+                );
                 if listen_changed {
                     warn!("metrics.listen changed: the endpoint moves at the next restart");
                 }

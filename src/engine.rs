@@ -385,6 +385,10 @@ pub struct Round {
     /// For each walsender (by index in the snapshot), each matching rule (by
     /// index in the policy) and how it stands.
     pub verdicts: Vec<(usize, usize, Verdict)>,
+    /// For each rule (by index in the policy), how many walsenders its
+    /// matchers match now, protected ones left out (what
+    /// `replwarden_rule_matches` shows).
+    pub matches: Vec<u32>,
     /// The earliest moment after `now` at which a timer runs out (a grace
     /// ends, `in_state_for` or `no_progress_for` is reached): polling then,
     /// rather than at the next tick, acts when the rule says, not up to one
@@ -446,7 +450,10 @@ fn run(
         memory.recent.pop_front();
     }
 
-    let mut round = Round::default();
+    let mut round = Round {
+        matches: vec![0; policy.rules.len()],
+        ..Round::default()
+    };
     let mut candidates = Vec::new();
     for (wi, ws) in snapshot.walsenders.iter().enumerate() {
         let inst = memory.instances.entry(ws.id).or_insert_with(|| {
@@ -511,6 +518,7 @@ fn run(
             .map(|_| now.saturating_duration_since(inst.state_since));
         let stalled = now.saturating_duration_since(inst.progress_since);
         for &ri in &inst.matches {
+            round.matches[ri] += 1;
             let rule = &policy.rules[ri];
             let checks = Checks {
                 conditions: &rule.conditions,
@@ -1805,5 +1813,26 @@ sync_state = ["!sync"]
             assert!(a.verdicts.is_empty());
             assert!(!b.verdicts.is_empty());
         }
+    }
+
+    #[test]
+    fn a_round_counts_the_walsenders_each_rule_matches_now() {
+        let p = policy(&format!(
+            "[protect]\napplication_name = [\"rogue_safe\"]\n{BLOCK}{LAG}"
+        ));
+        let t0 = Instant::now();
+        let mut m = Memory::default();
+        let s = snap(vec![
+            ws(1, "rogue_a"),
+            ws(2, "rogue_b"),
+            ws(3, "rogue_safe"),
+            lagging(4, 1, 0),
+            ws(5, "standby"),
+        ]);
+        // Counted by decide (no verdicts), every round, also after acting.
+        assert_eq!(decide(&p, &s, &mut m, t0).matches, [2, 1]);
+        assert_eq!(decide(&p, &s, &mut m, t0).matches, [2, 1]);
+        let s = snap(vec![ws(5, "standby")]);
+        assert_eq!(decide(&p, &s, &mut m, t0).matches, [0, 0]);
     }
 }
