@@ -546,3 +546,198 @@ fn every_value_is_the_server_s_truth() {
         (value(&scrape(port), "replwarden_connected", &[]) == Some(0.0)).then_some(())
     });
 }
+
+/// Actions, reconnect loops and backoff holds are counted once each, as
+/// the log tells them: a client killed, back 5 s later, held by the
+/// reconnect backoff (one episode per process instance, whatever the
+/// number of polls), killed again (a reconnect loop).
+#[test]
+fn actions_loops_and_holds_are_counted_once_each() {
+    let primary = Cluster::primary("primary");
+    let _victim = Client::receivewal(&primary, "victim");
+    let first = primary.wait_streaming("victim");
+    let port = free_port();
+    let config = daemon_config(
+        &primary,
+        port,
+        &format!("[limits]\nreconnect_backoff = \"7s\"\nreconnect_backoff_max = \"1h\"\n{RULES}"),
+    );
+    let daemon = Daemon::start(&config, &[]);
+    daemon.wait_for("a reconnect loop", Duration::from_secs(60), |e| {
+        e["event"] == "reconnect_loop"
+    });
+    assert!(primary.walsenders().iter().all(|w| w.pid != first.pid));
+    // The log and a scrape, taken when nothing happened in between.
+    let (samples, events) = wait_until("a quiet scrape", Duration::from_secs(60), || {
+        let before = daemon.events();
+        let samples = scrape(port);
+        let after = daemon.events();
+        let counted = |events: &[serde_json::Value]| {
+            let terminated = events
+                .iter()
+                .filter(|e| e["event"] == "action" && e["outcome"] == "terminated")
+                .count();
+            let loops = events
+                .iter()
+                .filter(|e| e["event"] == "reconnect_loop")
+                .count();
+            let mut held: Vec<i64> = events
+                .iter()
+                .filter(|e| e["event"] == "held" && e["message"] == "held: reconnect loop backoff")
+                .filter_map(|e| e["pid"].as_i64())
+                .collect();
+            held.dedup();
+            (terminated, loops, held.len())
+        };
+        (counted(&before) == counted(&after)).then(|| (samples, counted(&after)))
+    });
+    let (terminated, loops, held) = events;
+    assert!(terminated >= 2 && loops >= 1 && held >= 1, "{events:?}");
+    let kill = [("rule", "kill"), ("action", "terminate")];
+    assert_eq!(
+        value(
+            &samples,
+            "replwarden_actions_total",
+            &[kill[0], kill[1], ("outcome", "terminated")]
+        ),
+        Some(terminated as f64)
+    );
+    assert_eq!(
+        value(
+            &samples,
+            "replwarden_actions_total",
+            &[kill[0], kill[1], ("outcome", "already_gone")]
+        ),
+        Some(0.0)
+    );
+    assert_eq!(
+        value(&samples, "replwarden_reconnect_loops_total", &[]),
+        Some(loops as f64)
+    );
+    assert_eq!(
+        value(
+            &samples,
+            "replwarden_holds_total",
+            &[("rule", "kill"), ("reason", "reconnect_backoff")]
+        ),
+        Some(held as f64)
+    );
+}
+
+/// Keeps `n` connections to `port` open that send nothing, opening a new
+/// one for each the server closes, until dropped.
+struct SilentCrowd {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    opened: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl SilentCrowd {
+    fn new(port: u16, n: usize) -> SilentCrowd {
+        use std::sync::atomic::Ordering;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let opened = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (flag, count) = (stop.clone(), opened.clone());
+        let open = move || {
+            let s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+            s.set_nonblocking(true).unwrap();
+            count.fetch_add(1, Ordering::SeqCst);
+            s
+        };
+        let mut crowd: Vec<TcpStream> = (0..n).map(|_| open()).collect();
+        let thread = std::thread::spawn(move || {
+            // Bounded: at most 10 minutes.
+            let deadline = std::time::Instant::now() + Duration::from_secs(600);
+            while !flag.load(Ordering::SeqCst) && std::time::Instant::now() < deadline {
+                for s in crowd.iter_mut() {
+                    let mut buf = [0u8; 64];
+                    match s.read(&mut buf) {
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                        _ => *s = open(),
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        });
+        SilentCrowd {
+            stop,
+            opened,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for SilentCrowd {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// HTTP as scrapers and people use it: any query string, HEAD, 405 for
+/// other methods with `Allow`, 404 elsewhere, a request with bare LF line
+/// ends; and 300 connections that send nothing, renewed as the daemon
+/// closes them, neither stop the polls nor keep a scrape out, nor take
+/// more than a bounded number of the daemon's file descriptors.
+#[test]
+fn http_is_answered_and_silent_connections_block_nothing() {
+    let primary = Cluster::primary("primary");
+    let port = free_port();
+    let daemon = Daemon::start(
+        &daemon_config(&primary, port, RULES),
+        &["--log-level", "info"],
+    );
+    wait_until("a poll", Duration::from_secs(20), || {
+        (polls(port) > 0.0).then_some(())
+    });
+
+    let r = request(port, "GET /metrics?x=1&y=2 HTTP/1.1\r\nHost: h\r\n\r\n");
+    assert!(r.status.starts_with("HTTP/1.1 200"), "{}", r.status);
+    assert!(r.body.contains("replwarden_polls_total"));
+    let r = request(port, "HEAD /metrics HTTP/1.1\r\nHost: h\r\n\r\n");
+    assert!(r.status.starts_with("HTTP/1.1 200"), "{}", r.status);
+    assert!(r.body.is_empty(), "{}", r.body);
+    assert!(r.header("content-length").unwrap().parse::<u64>().unwrap() > 1000);
+    let r = request(
+        port,
+        "POST /metrics HTTP/1.1\r\nHost: h\r\nContent-Length: 0\r\n\r\n",
+    );
+    assert!(r.status.starts_with("HTTP/1.1 405"), "{}", r.status);
+    assert_eq!(r.header("allow"), Some("GET, HEAD"));
+    let r = request(port, "GET /metrics HTTP/1.1\nHost: h\n\n");
+    assert!(
+        r.status.starts_with("HTTP/1.1 200"),
+        "bare LF: {}",
+        r.status
+    );
+    assert!(r.body.contains("replwarden_polls_total"));
+    let r = request(port, "GET /other HTTP/1.1\r\nHost: h\r\n\r\n");
+    assert!(r.status.starts_with("HTTP/1.1 404"), "{}", r.status);
+
+    let crowd = SilentCrowd::new(port, 300);
+    let start = polls(port);
+    for _ in 0..5 {
+        let before = polls(port);
+        // `scrape` waits up to 30 s: far longer than a scrape takes, far
+        // shorter than the 300 silent connections ahead of it would last
+        // if they were served in turn (5 s each, 64 at a time).
+        let samples = scrape(port);
+        assert!(value(&samples, "replwarden_polls_total", &[("result", "ok")]).unwrap() >= before);
+        let fds = std::fs::read_dir(format!("/proc/{}/fd", daemon.pid()))
+            .unwrap()
+            .count();
+        assert!(fds < 100, "{fds} open file descriptors");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let opened = crowd.opened.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(
+        opened > 300,
+        "the daemon closed no silent connection ({opened} opened)"
+    );
+    wait_until("polls to go on", Duration::from_secs(30), || {
+        (polls(port) >= start + 5.0).then_some(())
+    });
+    drop(crowd);
+}
