@@ -540,6 +540,48 @@ fn every_value_is_the_server_s_truth() {
         Some(1.0)
     );
 
+    // A role without pg_monitor sees the walsenders but not their columns.
+    primary.sql("CREATE ROLE nomon LOGIN");
+    let blind_port = free_port();
+    let blind = Daemon::start(
+        &daemon_config(&primary, blind_port, RULES).replace("user=replwarden", "user=nomon"),
+        &["--log-level", "info"],
+    );
+    let samples = wait_until("a blind poll", Duration::from_secs(30), || {
+        let s = try_request(blind_port, "GET /metrics HTTP/1.0\r\n\r\n").map(|r| parse(&r.body))?;
+        (value(&s, "replwarden_polls_total", &[("result", "ok")]) > Some(0.0)).then_some(s)
+    });
+    let walsenders: f64 = primary
+        .sql("SELECT count(*) FROM pg_stat_replication")
+        .parse()
+        .unwrap();
+    assert_eq!(
+        value(&samples, "replwarden_hidden_walsenders", &[]),
+        Some(walsenders)
+    );
+    assert_eq!(value(&samples, "replwarden_walsenders", &[]), Some(0.0));
+    drop(blind);
+
+    // Polls that fail (the role may no longer run a function the poll
+    // calls): counted as the log tells them.
+    primary.sql("REVOKE EXECUTE ON FUNCTION pg_current_wal_lsn() FROM PUBLIC");
+    daemon.wait_message("poll failed", Duration::from_secs(30));
+    primary.sql("GRANT EXECUTE ON FUNCTION pg_current_wal_lsn() TO PUBLIC");
+    let failed = |d: &Daemon| d.count_messages("poll failed") as f64;
+    wait_until(
+        "the failed polls counted as logged",
+        Duration::from_secs(30),
+        || {
+            let before = failed(&daemon);
+            let got = value(
+                &scrape(port),
+                "replwarden_polls_total",
+                &[("result", "error")],
+            );
+            (before == failed(&daemon) && got == Some(before)).then_some(())
+        },
+    );
+
     // The server goes away: not connected.
     primary.stop("immediate");
     wait_until("connected 0", Duration::from_secs(30), || {
