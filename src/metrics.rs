@@ -10,8 +10,10 @@
 //!    [`State::inc`] (one series), or [`State::replace`] (all of its series
 //!    at once, e.g. per walsender each poll). Per-walsender series take
 //!    their labels from [`walsender_labels`].
-//! 3. A row in the README's Metrics table, and its value asserted in
-//!    `tests/metrics.rs`.
+//! 3. A row in the README's Metrics table, its value asserted against the
+//!    server in `tests/metrics.rs`, and a panel in
+//!    `contrib/grafana/replwarden.json` (`tests/dashboards.rs` fails for a
+//!    family no panel shows).
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::convert::Infallible;
