@@ -455,8 +455,23 @@ fn a_thousand_reconnects_hold_one_backend_and_memory_stays_flat() {
             );
             std::thread::sleep(Duration::from_millis(2));
         };
+        let ended = || {
+            daemon.count_messages("lost the connection")
+                + daemon.count_messages("waiting for PostgreSQL")
+        };
+        let before = ended();
         rt.block_on(client.execute("SELECT pg_terminate_backend($1)", &[&pid]))
             .unwrap();
+        // Counted once the daemon has noticed: a poll on the old backend
+        // that finishes after the kill must not pass for one on the next.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while ended() == before {
+            assert!(
+                Instant::now() < deadline,
+                "the daemon did not notice the kill within 10s"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
         polled = polls();
         killed.push(pid);
     }
