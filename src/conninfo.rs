@@ -1142,8 +1142,14 @@ mod tests {
     fn errors_name_the_key() {
         for (conninfo, key) in [
             ("host=h user=u port=notaport", "invalid value for port"),
-            ("host=h user=u keepalives_idle=x", "invalid value for keepalives_idle"),
-            ("postgresql://u@h/?connect_timeout=x", "invalid value for connect_timeout"),
+            (
+                "host=h user=u keepalives_idle=x",
+                "invalid value for keepalives_idle",
+            ),
+            (
+                "postgresql://u@h/?connect_timeout=x",
+                "invalid value for connect_timeout",
+            ),
         ] {
             let e = resolve_with(conninfo, &[], &[]).unwrap_err();
             assert!(e.contains(key), "{conninfo}: {e}");

@@ -388,7 +388,11 @@ pub async fn run(
     mut control: UnboundedReceiver<Control>,
 ) -> Result<(), RunError> {
     let metrics = Metrics::new();
-    metrics.config_loaded(&config.path.display().to_string(), &config.digest);
+    metrics.config_loaded(
+        &config.path.display().to_string(),
+        &config.digest,
+        &config.policy,
+    );
     let endpoint = match config.metrics.listen {
         Some(addr) => {
             let listener = crate::metrics::bind(addr).await?;
@@ -531,9 +535,7 @@ impl Daemon {
                     return Ok(Some(session));
                 }
                 Err(e) if e.is_unsupported() => return Err(e),
-                Err(e) if e.lockout().is_some() => {
-                    self.locked_out(&target, attempt, &e)
-                }
+                Err(e) if e.lockout().is_some() => self.locked_out(&target, attempt, &e),
                 // Logged once per outage; each further attempt at debug.
                 Err(e) if attempt == 1 => warn!(
                     target_server = %target,
@@ -690,8 +692,11 @@ impl Daemon {
                 let listen_changed = new.metrics.listen != self.config.metrics.listen;
                 self.config = new;
                 self.metrics.reload(true);
-                self.metrics
-                    .config_loaded(&path.display().to_string(), &self.config.digest);
+                self.metrics.config_loaded(
+                    &path.display().to_string(),
+                    &self.config.digest,
+                    &self.config.policy,
+                );
                 if listen_changed {
                     warn!("metrics.listen changed: the endpoint moves at the next restart");
                 }

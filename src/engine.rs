@@ -553,6 +553,10 @@ pub struct Round {
     pub verdicts: Vec<(usize, usize, Verdict)>,
     /// Each walsender's one-clock measurements (by index in the snapshot).
     pub measures: Vec<Measures>,
+    /// For each rule (by index in the policy), how many walsenders its
+    /// matchers match now, protected ones left out (what
+    /// `replwarden_rule_matches` shows).
+    pub matches: Vec<u32>,
     /// The earliest moment after `now` at which a timer runs out (a grace
     /// ends, `in_state_for` or `no_progress_for` is reached): polling then,
     /// rather than at the next tick, acts when the rule says, not up to one
@@ -629,7 +633,10 @@ fn run(
         .last_round_at
         .replace(now)
         .map(|at| now.saturating_duration_since(at));
-    let mut round = Round::default();
+    let mut round = Round {
+        matches: vec![0; policy.rules.len()],
+        ..Round::default()
+    };
     let mut candidates = Vec::new();
     for (wi, ws) in snapshot.walsenders.iter().enumerate() {
         let inst = memory.instances.entry(ws.id).or_insert_with(|| {
@@ -692,6 +699,9 @@ fn run(
             .state
             .as_ref()
             .map(|_| now.saturating_duration_since(inst.state_since));
+        for &ri in &inst.matches {
+            round.matches[ri] += 1;
+        }
         // The rules that match, and those that no longer do but still have
         // a cancel to escalate or a signal to retry on this instance.
         let unmatched_pending = (0..policy.rules.len()).filter(|ri| {
@@ -2092,5 +2102,26 @@ sync_state = ["!sync"]
             assert!(a.verdicts.is_empty());
             assert!(!b.verdicts.is_empty());
         }
+    }
+
+    #[test]
+    fn a_round_counts_the_walsenders_each_rule_matches_now() {
+        let p = policy(&format!(
+            "[protect]\napplication_name = [\"rogue_safe\"]\n{BLOCK}{LAG}"
+        ));
+        let t0 = Instant::now();
+        let mut m = Memory::default();
+        let s = snap(vec![
+            ws(1, "rogue_a"),
+            ws(2, "rogue_b"),
+            ws(3, "rogue_safe"),
+            lagging(4, 1, 0),
+            ws(5, "standby"),
+        ]);
+        // Counted by decide (no verdicts), every round, also after acting.
+        assert_eq!(decide(&p, &s, &mut m, t0).matches, [2, 1]);
+        assert_eq!(decide(&p, &s, &mut m, t0).matches, [2, 1]);
+        let s = snap(vec![ws(5, "standby")]);
+        assert_eq!(decide(&p, &s, &mut m, t0).matches, [0, 0]);
     }
 }

@@ -26,15 +26,15 @@
 //! `main.rs` is a thin command-line shell over this library.
 
 pub mod actions;
-pub mod clocks;
 pub mod advice;
+pub mod clocks;
 pub mod config;
 pub mod conninfo;
 pub mod daemon;
 pub mod engine;
 pub mod keys;
-pub mod logfmt;
 pub mod lockout;
+pub mod logfmt;
 pub mod metrics;
 pub mod policy;
 pub mod report;

@@ -1,208 +1,389 @@
 //! The optional Prometheus endpoint (`[metrics] listen`): what the daemon
-//! measures and does, as OpenMetrics text on `GET /metrics`, served by a
-//! minimal HTTP/1.1 responder (one request per connection, nothing else).
+//! measures and does, kept in a small registry of families, exposed on
+//! `GET /metrics` in the format the scraper asks for (OpenMetrics 1.0.0 or
+//! the classic text format 0.0.4), served by hyper.
+//!
+//! # Adding a metric
+//! 1. A [`Def`] constant (name without `_total`, help, kind) and its place
+//!    in [`FAMILIES`] (the exposition order).
+//! 2. Feed it from a method of [`Metrics`] with [`State::set`] /
+//!    [`State::inc`] (one series), or [`State::replace`] (all of its series
+//!    at once, e.g. per walsender each poll). Per-walsender series take
+//!    their labels from [`walsender_labels`].
+//! 3. A row in the README's Metrics table, its value asserted against the
+//!    server in `tests/metrics.rs`, and a panel in
+//!    `contrib/grafana/replwarden.json` (`tests/dashboards.rs` fails for a
+//!    family no panel shows).
 
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::convert::Infallible;
+use std::fmt::Write as _;
 use std::net::SocketAddr;
-use std::sync::atomic::AtomicU64;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use prometheus_client::encoding::text::encode;
-use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
-use prometheus_client::registry::Registry;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::header::{HeaderValue, ACCEPT, ALLOW, CONTENT_TYPE};
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+use tokio::task::{AbortHandle, JoinSet};
 
 use crate::actions::Outcome;
 use crate::engine::{Decision, HoldReason, Round};
-use crate::snapshot::{Snapshot, Walsender};
+use crate::policy::{Action, Policy};
+use crate::snapshot::{Snapshot, Walsender, WalsenderId};
 
-type Labels = Vec<(&'static str, String)>;
-type FloatGauge = Gauge<f64, AtomicU64>;
-
-/// Every metric, cheap to clone (handles share their values).
-#[derive(Clone)]
-pub struct Metrics {
-    registry: Arc<Registry>,
-    lag_seconds: Family<Labels, FloatGauge>,
-    lag_bytes: Family<Labels, Gauge>,
-    reply_age_seconds: Family<Labels, FloatGauge>,
-    reply_clock_skew_seconds: Family<Labels, FloatGauge>,
-    retained_wal_bytes: Family<Labels, Gauge>,
-    walsender_info: Family<Labels, Gauge>,
-    walsenders: Gauge,
-    hidden_walsenders: Gauge,
-    rule_matches: Family<Labels, Gauge>,
-    actions: Family<Labels, Counter>,
-    held: Family<Labels, Counter>,
-    poll_duration: Histogram,
-    polls: Family<Labels, Counter>,
-    connected: Gauge,
-    /// 1 while the server refuses the daemon for want of a connection slot.
-    locked_out: Gauge,
-    reloads: Family<Labels, Counter>,
-    config_info: Family<Labels, Gauge>,
+/// What a family is, as both formats declare it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Gauge,
+    /// Exposed with `_total` appended to the name.
+    Counter,
+    /// Exposed as `_bucket`, `_sum` and `_count` series.
+    Histogram,
 }
 
-impl Default for Metrics {
-    fn default() -> Self {
-        Metrics::new()
+/// A metric family: its name (for a counter, without `_total`), its help
+/// text and kind.
+#[derive(Debug)]
+pub struct Def {
+    pub name: &'static str,
+    pub help: &'static str,
+    pub kind: Kind,
+}
+
+const fn gauge(name: &'static str, help: &'static str) -> Def {
+    Def {
+        name,
+        help,
+        kind: Kind::Gauge,
     }
+}
+
+const fn counter(name: &'static str, help: &'static str) -> Def {
+    Def {
+        name,
+        help,
+        kind: Kind::Counter,
+    }
+}
+
+pub const LAG_SECONDS: Def = gauge(
+    "replwarden_walsender_lag_seconds",
+    "Write/flush/replay lag of each walsender as PostgreSQL reports it (absent while NULL: caught up or no reply yet).",
+);
+pub const LAG_BYTES: Def = gauge(
+    "replwarden_walsender_lag_bytes",
+    "Bytes between the server's WAL position and each walsender's write/flush/replay position.",
+);
+pub const REPLY_AGE_SECONDS: Def = gauge(
+    "replwarden_walsender_reply_age_seconds",
+    "Time since each walsender's reply_time last changed, on the daemon's clock (or since first seen streaming, if it never replied).",
+);
+pub const REPLY_CLOCK_SKEW_SECONDS: Def = gauge(
+    "replwarden_walsender_reply_clock_skew_seconds",
+    "Estimated clock skew of each client: the server's time minus reply_time at the poll that saw it change (positive: the client's clock is behind; overstated by up to one interval).",
+);
+pub const RETAINED_WAL_BYTES: Def = gauge(
+    "replwarden_walsender_retained_wal_bytes",
+    "WAL held back by each walsender's replication slot.",
+);
+pub const WALSENDER_INFO: Def = gauge(
+    "replwarden_walsender_info",
+    "1 per walsender, with its state and sync_state.",
+);
+pub const WALSENDERS: Def = gauge("replwarden_walsenders", "Walsenders seen by the last poll.");
+pub const HIDDEN_WALSENDERS: Def = gauge(
+    "replwarden_hidden_walsenders",
+    "Walsenders whose columns the role cannot read (no pg_monitor): nothing is done while > 0.",
+);
+pub const RULE_MATCHES: Def = gauge(
+    "replwarden_rule_matches",
+    "Walsenders each rule's matchers match at the last poll that could read them all (protected ones left out).",
+);
+pub const ACTIONS: Def = counter(
+    "replwarden_actions",
+    "Decisions carried out, by rule, action and outcome.",
+);
+pub const WALSENDERS_HELD: Def = gauge(
+    "replwarden_walsenders_held",
+    "Walsenders a rule would act on now that a safety guard holds back, by rule and reason.",
+);
+pub const HOLDS: Def = counter(
+    "replwarden_holds",
+    "Hold episodes started: a guard began holding back a rule's action on a walsender, by rule and reason.",
+);
+pub const RECONNECT_LOOPS: Def = counter(
+    "replwarden_reconnect_loops",
+    "Actions on a client (application_name, client_addr, user) that had been acted on before: a client reconnecting in a loop.",
+);
+pub const POLL_DURATION: Def = Def {
+    name: "replwarden_poll_duration_seconds",
+    help: "Time to read and decide one poll.",
+    kind: Kind::Histogram,
+};
+pub const POLLS: Def = counter("replwarden_polls", "Polls by result.");
+pub const CONNECTED: Def = gauge("replwarden_connected", "1 while connected to PostgreSQL.");
+pub const LOCKED_OUT: Def = gauge(
+    "replwarden_locked_out",
+    "1 while the server refuses the daemon for want of a connection slot: walsenders are not enforced.",
+);
+pub const CONFIG_RELOADS: Def = counter("replwarden_config_reloads", "Config reloads by result.");
+pub const CONFIG_INFO: Def = gauge(
+    "replwarden_config_info",
+    "The loaded config: its path and the first 16 hex digits of the SHA-256 of its settings, password left out.",
+);
+
+/// Every family, in exposition order.
+pub const FAMILIES: &[&Def] = &[
+    &LAG_SECONDS,
+    &LAG_BYTES,
+    &REPLY_AGE_SECONDS,
+    &REPLY_CLOCK_SKEW_SECONDS,
+    &RETAINED_WAL_BYTES,
+    &WALSENDER_INFO,
+    &WALSENDERS,
+    &HIDDEN_WALSENDERS,
+    &RULE_MATCHES,
+    &ACTIONS,
+    &WALSENDERS_HELD,
+    &HOLDS,
+    &RECONNECT_LOOPS,
+    &POLL_DURATION,
+    &POLLS,
+    &CONNECTED,
+    &LOCKED_OUT,
+    &CONFIG_RELOADS,
+    &CONFIG_INFO,
+];
+
+/// The upper bounds of the poll duration buckets: 0.5 ms doubling to 4.096 s.
+const POLL_BUCKETS: [f64; 14] = [
+    0.0005, 0.001, 0.002, 0.004, 0.008, 0.016, 0.032, 0.064, 0.128, 0.256, 0.512, 1.024, 2.048,
+    4.096,
+];
+
+/// A series' labels, in the order they are printed.
+pub type Labels = Vec<(&'static str, String)>;
+
+#[derive(Debug, Default)]
+struct Histogram {
+    /// Per bucket of [`POLL_BUCKETS`], observations at or under its bound.
+    counts: [u64; POLL_BUCKETS.len()],
+    sum: f64,
+    count: u64,
+}
+
+/// The values of every family, and what feeding them needs to remember.
+#[derive(Debug, Default)]
+pub struct State {
+    series: HashMap<&'static str, BTreeMap<Labels, f64>>,
+    poll_duration: Histogram,
+    /// The (walsender, rule) pairs held at the last poll: a pair held now
+    /// and not then starts a hold episode.
+    held: HashSet<(WalsenderId, String)>,
+}
+
+impl State {
+    /// Sets one series.
+    pub fn set(&mut self, def: &Def, labels: Labels, value: f64) {
+        self.series
+            .entry(def.name)
+            .or_default()
+            .insert(labels, value);
+    }
+
+    /// Adds 1 to one series (created at 0 first if new).
+    pub fn inc(&mut self, def: &Def, labels: Labels) {
+        *self
+            .series
+            .entry(def.name)
+            .or_default()
+            .entry(labels)
+            .or_default() += 1.0;
+    }
+
+    /// Creates a series at 0 unless it exists (a counter that `rate()` and
+    /// `absent()` can see before its first increment).
+    fn touch(&mut self, def: &Def, labels: Labels) {
+        self.series
+            .entry(def.name)
+            .or_default()
+            .entry(labels)
+            .or_default();
+    }
+
+    /// Replaces every series of a family.
+    pub fn replace(&mut self, def: &Def, series: impl IntoIterator<Item = (Labels, f64)>) {
+        self.series.insert(def.name, series.into_iter().collect());
+    }
+}
+
+/// The exposition format of a response.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    /// `application/openmetrics-text; version=1.0.0`.
+    OpenMetrics,
+    /// `text/plain; version=0.0.4`, the classic Prometheus text format.
+    Text,
+}
+
+impl Format {
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Format::OpenMetrics => "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            Format::Text => "text/plain; version=0.0.4; charset=utf-8",
+        }
+    }
+
+    /// What the official client libraries serve for an `Accept` header:
+    /// OpenMetrics when the scraper prefers it (highest q; the first listed
+    /// of equal q) over the text format, the text format otherwise (no
+    /// header, nothing known asked for).
+    pub fn negotiate(accept: Option<&str>) -> Format {
+        let mut best: Option<(f64, Format)> = None;
+        for range in accept.unwrap_or_default().split(',') {
+            let mut parts = range.split(';').map(str::trim);
+            let media = parts.next().unwrap_or_default().to_ascii_lowercase();
+            let mut q = 1.0;
+            let mut version = None;
+            for param in parts {
+                let Some((key, value)) = param.split_once('=') else {
+                    continue;
+                };
+                let value = value.trim().trim_matches('"');
+                match key.trim().to_ascii_lowercase().as_str() {
+                    "q" => q = value.parse().unwrap_or(0.0),
+                    "version" => version = Some(value.to_string()),
+                    _ => {}
+                }
+            }
+            let format = match (media.as_str(), version.as_deref()) {
+                ("application/openmetrics-text", None | Some("1.0.0" | "0.0.1")) => {
+                    Format::OpenMetrics
+                }
+                ("text/plain", None | Some("0.0.4")) | ("text/*" | "*/*", _) => Format::Text,
+                _ => continue,
+            };
+            if q > 0.0 && best.is_none_or(|(b, _)| q > b) {
+                best = Some((q, format));
+            }
+        }
+        best.map_or(Format::Text, |(_, f)| f)
+    }
+}
+
+/// Every metric, cheap to clone (clones share the values).
+#[derive(Clone, Debug, Default)]
+pub struct Metrics {
+    state: Arc<Mutex<State>>,
 }
 
 impl Metrics {
     pub fn new() -> Metrics {
-        let mut r = Registry::with_prefix("replwarden");
-        let m = Metrics {
-            registry: Arc::new(Registry::default()),
-            lag_seconds: Family::default(),
-            lag_bytes: Family::default(),
-            reply_age_seconds: Family::default(),
-            reply_clock_skew_seconds: Family::default(),
-            retained_wal_bytes: Family::default(),
-            walsender_info: Family::default(),
-            walsenders: Gauge::default(),
-            hidden_walsenders: Gauge::default(),
-            rule_matches: Family::default(),
-            actions: Family::default(),
-            held: Family::default(),
-            poll_duration: Histogram::new(exponential_buckets(0.0005, 2.0, 14)),
-            polls: Family::default(),
-            connected: Gauge::default(),
-            locked_out: Gauge::default(),
-            reloads: Family::default(),
-            config_info: Family::default(),
-        };
-        r.register(
-            "walsender_lag_seconds",
-            "write/flush/replay lag of each walsender (absent while NULL: caught up)",
-            m.lag_seconds.clone(),
-        );
-        r.register(
-            "walsender_lag_bytes",
-            "bytes between the server's WAL position and each walsender's write/flush/replay position",
-            m.lag_bytes.clone(),
-        );
-        r.register(
-            "walsender_reply_age_seconds",
-            "time since each walsender's reply_time last changed, on the daemon's clock (absent before the first reply, or while hidden)",
-            m.reply_age_seconds.clone(),
-        );
-        r.register(
-            "walsender_reply_clock_skew_seconds",
-            "server time minus reply_time when reply_time changed: the client's clock behind (positive) or ahead (negative), overstated by up to one poll interval",
-            m.reply_clock_skew_seconds.clone(),
-        );
-        r.register(
-            "walsender_retained_wal_bytes",
-            "WAL held back by each walsender's replication slot",
-            m.retained_wal_bytes.clone(),
-        );
-        r.register(
-            "walsender_info",
-            "one series per walsender with its state and sync_state",
-            m.walsender_info.clone(),
-        );
-        r.register(
-            "walsenders",
-            "walsenders seen by the last poll",
-            m.walsenders.clone(),
-        );
-        r.register(
-            "hidden_walsenders",
-            "walsenders whose columns the role cannot read (no pg_monitor): nothing is done while > 0",
-            m.hidden_walsenders.clone(),
-        );
-        r.register(
-            "rule_matches",
-            "walsenders each rule matched at the last poll",
-            m.rule_matches.clone(),
-        );
-        r.register(
-            "actions",
-            "decisions carried out, by rule, action and outcome",
-            m.actions.clone(),
-        );
-        r.register(
-            "held",
-            "actions held back by a safety guard, by rule and reason",
-            m.held.clone(),
-        );
-        r.register(
-            "poll_duration_seconds",
-            "time to read and decide one poll",
-            m.poll_duration.clone(),
-        );
-        r.register("polls", "polls by result", m.polls.clone());
-        r.register(
-            "connected",
-            "1 while connected to PostgreSQL",
-            m.connected.clone(),
-        );
-        r.register(
-            "locked_out",
-            "1 while the server refuses the daemon's connection for want of a connection slot: walsenders are not enforced",
-            m.locked_out.clone(),
-        );
-        r.register(
-            "config_reloads",
-            "config reloads by result",
-            m.reloads.clone(),
-        );
-        r.register(
-            "config_info",
-            "the loaded config: its path and the first 16 hex digits of the SHA-256 of its settings, password left out",
-            m.config_info.clone(),
-        );
-        Metrics {
-            registry: Arc::new(r),
-            ..m
-        }
+        let m = Metrics::default();
+        m.with(|s| {
+            for result in ["ok", "error"] {
+                s.touch(&POLLS, vec![("result", result.to_string())]);
+            }
+            for result in ["success", "failure"] {
+                s.touch(&CONFIG_RELOADS, vec![("result", result.to_string())]);
+            }
+            s.touch(&RECONNECT_LOOPS, vec![]);
+            s.set(&CONNECTED, vec![], 0.0);
+            s.set(&LOCKED_OUT, vec![], 0.0);
+            s.set(&WALSENDERS, vec![], 0.0);
+            s.set(&HIDDEN_WALSENDERS, vec![], 0.0);
+        });
+        m
     }
 
-    /// The OpenMetrics text exposition.
-    pub fn render(&self) -> String {
-        let mut out = String::new();
-        // Writing into a String cannot fail.
-        let _ = encode(&mut out, &self.registry);
-        out
+    fn with<T>(&self, f: impl FnOnce(&mut State) -> T) -> T {
+        // A panic while holding the lock cannot leave the values in a state
+        // worse than stale: keep serving them.
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        f(&mut state)
+    }
+
+    /// The exposition in `format`.
+    pub fn render(&self, format: Format) -> String {
+        self.with(|s| render(s, format))
     }
 
     pub fn set_connected(&self, connected: bool) {
-        self.connected.set(i64::from(connected));
+        self.with(|s| s.set(&CONNECTED, vec![], f64::from(u8::from(connected))));
     }
 
+    /// Whether the server refuses the daemon for want of a connection slot
+    /// (see [`crate::lockout`]).
     pub fn set_locked_out(&self, locked_out: bool) {
-        self.locked_out.set(i64::from(locked_out));
+        self.with(|s| s.set(&LOCKED_OUT, vec![], f64::from(u8::from(locked_out))));
     }
 
-    pub fn config_loaded(&self, path: &str, hash: &str) {
-        self.config_info.clear();
-        self.config_info
-            .get_or_create(&vec![
-                ("path", path.to_string()),
-                ("sha256", hash.to_string()),
-            ])
-            .set(1);
+    /// A config was loaded (at start or by a reload): its identity, and
+    /// every rule's series at 0 so that they exist before anything happens.
+    /// The gauges of rules no longer in the config go; counters stay.
+    pub fn config_loaded(&self, path: &str, hash: &str, policy: &Policy) {
+        self.with(|s| {
+            s.replace(
+                &CONFIG_INFO,
+                [(
+                    vec![("path", path.to_string()), ("sha256", hash.to_string())],
+                    1.0,
+                )],
+            );
+            let names: HashSet<&str> = policy.rules.iter().map(|r| r.name.as_str()).collect();
+            for def in [&RULE_MATCHES, &WALSENDERS_HELD] {
+                if let Some(series) = s.series.get_mut(def.name) {
+                    series.retain(|labels, _| names.contains(labels[0].1.as_str()));
+                }
+            }
+            for rule in &policy.rules {
+                let name = || ("rule", rule.name.clone());
+                s.touch(&RULE_MATCHES, vec![name()]);
+                let mut actions = vec![rule.action];
+                if rule.escalate_after.is_some() {
+                    actions.push(Action::Terminate);
+                }
+                for action in actions {
+                    for outcome in possible_outcomes(action) {
+                        s.touch(
+                            &ACTIONS,
+                            vec![
+                                name(),
+                                ("action", action.to_string()),
+                                ("outcome", outcome.to_string()),
+                            ],
+                        );
+                    }
+                }
+                if rule.action != Action::Log {
+                    for reason in HOLD_REASONS {
+                        let labels = vec![name(), ("reason", reason.to_string())];
+                        s.touch(&WALSENDERS_HELD, labels.clone());
+                        s.touch(&HOLDS, labels);
+                    }
+                }
+            }
+        });
     }
 
     pub fn reload(&self, ok: bool) {
         let result = if ok { "success" } else { "failure" };
-        self.reloads
-            .get_or_create(&vec![("result", result.to_string())])
-            .inc();
+        self.with(|s| s.inc(&CONFIG_RELOADS, vec![("result", result.to_string())]));
     }
 
     pub fn poll_failed(&self) {
-        self.polls
-            .get_or_create(&vec![("result", "error".to_string())])
-            .inc();
+        self.with(|s| s.inc(&POLLS, vec![("result", "error".to_string())]));
     }
 
-    /// Replaces the per-walsender series with this poll's and counts it.
+    /// A poll's figures: the per-walsender series replaced by this poll's,
+    /// and, when the engine ran (`round`; not while walsenders are
+    /// hidden), the rules' matches and holds.
     pub fn polled(
         &self,
         snapshot: &Snapshot,
@@ -210,122 +391,315 @@ impl Metrics {
         rule_names: &[&str],
         took: Duration,
     ) {
-        self.polls
-            .get_or_create(&vec![("result", "ok".to_string())])
-            .inc();
-        self.poll_duration.observe(took.as_secs_f64());
-        self.walsenders.set(snapshot.walsenders.len() as i64);
-        self.hidden_walsenders.set(snapshot.hidden.len() as i64);
-        for family in [
-            &self.lag_bytes,
-            &self.retained_wal_bytes,
-            &self.walsender_info,
-        ] {
-            family.clear();
-        }
-        self.lag_seconds.clear();
-        self.reply_age_seconds.clear();
-        self.reply_clock_skew_seconds.clear();
-        for (wi, ws) in snapshot.walsenders.iter().enumerate() {
-            let who = identity(ws);
-            let with = |key: &'static str, value: &str| {
-                let mut l = who.clone();
-                l.push((key, value.to_string()));
-                l
-            };
-            for (kind, lag) in [
-                ("write", ws.write_lag),
-                ("flush", ws.flush_lag),
-                ("replay", ws.replay_lag),
-            ] {
-                if let Some(lag) = lag {
-                    self.lag_seconds
-                        .get_or_create(&with("kind", kind))
-                        .set(lag.as_secs_f64());
+        self.with(|s| {
+            s.inc(&POLLS, vec![("result", "ok".to_string())]);
+            let h = &mut s.poll_duration;
+            let took = seconds(took);
+            for (count, bound) in h.counts.iter_mut().zip(POLL_BUCKETS) {
+                if took <= bound {
+                    *count += 1;
                 }
             }
-            for (kind, bytes) in [
-                ("write", ws.write_lag_bytes),
-                ("flush", ws.flush_lag_bytes),
-                ("replay", ws.replay_lag_bytes),
-            ] {
-                if let Some(b) = bytes {
-                    self.lag_bytes
-                        .get_or_create(&with("kind", kind))
-                        .set(b.0 as i64);
+            h.sum += took;
+            h.count += 1;
+            s.set(&WALSENDERS, vec![], snapshot.walsenders.len() as f64);
+            s.set(&HIDDEN_WALSENDERS, vec![], snapshot.hidden.len() as f64);
+            walsender_series(s, snapshot, round);
+            if let Some(round) = round {
+                for (name, n) in rule_names.iter().zip(&round.matches) {
+                    s.set(
+                        &RULE_MATCHES,
+                        vec![("rule", name.to_string())],
+                        f64::from(*n),
+                    );
+                }
+                holds(s, round);
+                for _ in &round.loops {
+                    s.inc(&RECONNECT_LOOPS, vec![]);
                 }
             }
-            if let Some(m) = round.and_then(|r| r.measures.get(wi)) {
-                if let Some(silence) = m.silence {
-                    self.reply_age_seconds
-                        .get_or_create(&who)
-                        .set(silence.as_secs_f64());
-                }
-                if let Some(skew) = m.skew_seconds {
-                    self.reply_clock_skew_seconds.get_or_create(&who).set(skew);
-                }
-            }
-            if let (Some(slot), Some(bytes)) = (&ws.slot_name, ws.retained_wal) {
-                self.retained_wal_bytes
-                    .get_or_create(&with("slot", slot))
-                    .set(bytes.0 as i64);
-            }
-            let mut info = who.clone();
-            info.push(("state", ws.state.clone().unwrap_or_default()));
-            info.push(("sync_state", ws.sync_state.clone().unwrap_or_default()));
-            self.walsender_info.get_or_create(&info).set(1);
-        }
-        self.rule_matches.clear();
-        for name in rule_names {
-            let n = round.map_or(0, |r| {
-                r.verdicts
-                    .iter()
-                    .filter(|v| rule_names[v.1] == *name)
-                    .count()
-            });
-            self.rule_matches
-                .get_or_create(&vec![("rule", name.to_string())])
-                .set(n as i64);
-        }
-        for held in round.map(|r| r.held.as_slice()).unwrap_or_default() {
-            let reason = match held.reason {
-                HoldReason::SyncQuorum { .. } => "sync_quorum",
-                HoldReason::ReconnectBackoff { .. } => "reconnect_backoff",
-                HoldReason::Budget { .. } => "budget",
-            };
-            self.held
-                .get_or_create(&vec![
-                    ("rule", held.decision.rule.clone()),
-                    ("reason", reason.to_string()),
-                ])
-                .inc();
-        }
+        });
     }
 
     pub fn acted(&self, decision: &Decision, outcome: &Outcome) {
-        self.actions
-            .get_or_create(&vec![
-                ("rule", decision.rule.clone()),
-                ("action", decision.action.to_string()),
-                ("outcome", outcome.as_str().to_string()),
-            ])
-            .inc();
+        self.with(|s| {
+            s.inc(
+                &ACTIONS,
+                vec![
+                    ("rule", decision.rule.clone()),
+                    ("action", decision.action.to_string()),
+                    ("outcome", outcome.as_str().to_string()),
+                ],
+            )
+        });
     }
 }
 
-fn identity(ws: &Walsender) -> Labels {
-    vec![
-        ("application_name", ws.application_name.clone()),
-        ("pid", ws.id.pid.to_string()),
-        ("client_addr", ws.client_addr.to_string()),
-        ("user", ws.user.clone().unwrap_or_default()),
-    ]
+/// The outcomes an action can have (the `outcome` words of
+/// [`Outcome::as_str`]), for the series created at 0.
+fn possible_outcomes(action: Action) -> &'static [&'static str] {
+    match action {
+        Action::Log => &["logged"],
+        Action::Cancel => &[
+            "dry_run",
+            "signalled",
+            "already_gone",
+            "not_signalled",
+            "refused",
+            "failed",
+        ],
+        Action::Terminate => &[
+            "dry_run",
+            "terminated",
+            "not_exited",
+            "already_gone",
+            "not_signalled",
+            "refused",
+            "failed",
+        ],
+    }
 }
 
-/// At most this many connections are served at once; more wait in the
-/// kernel's listen backlog, so idle clients cannot use up the daemon's file
-/// descriptors (which it needs for PostgreSQL).
-const MAX_CONNECTIONS: usize = 16;
+const HOLD_REASONS: [&str; 3] = ["sync_quorum", "reconnect_backoff", "budget"];
+
+fn hold_reason(reason: &HoldReason) -> &'static str {
+    match reason {
+        HoldReason::SyncQuorum { .. } => HOLD_REASONS[0],
+        HoldReason::ReconnectBackoff { .. } => HOLD_REASONS[1],
+        HoldReason::Budget { .. } => HOLD_REASONS[2],
+    }
+}
+
+/// The walsenders held now, by rule and reason, and the episodes that
+/// started at this poll (a (walsender, rule) pair held now that was not
+/// held at the poll before).
+fn holds(s: &mut State, round: &Round) {
+    let mut now: BTreeMap<Labels, f64> = s
+        .series
+        .get(WALSENDERS_HELD.name)
+        .into_iter()
+        .flatten()
+        .map(|(labels, _)| (labels.clone(), 0.0))
+        .collect();
+    let mut held = HashSet::new();
+    for h in &round.held {
+        let labels = vec![
+            ("rule", h.decision.rule.clone()),
+            ("reason", hold_reason(&h.reason).to_string()),
+        ];
+        *now.entry(labels.clone()).or_default() += 1.0;
+        let key = (h.decision.walsender.id, h.decision.rule.clone());
+        if !s.held.contains(&key) {
+            s.inc(&HOLDS, labels);
+        }
+        held.insert(key);
+    }
+    s.held = held;
+    s.replace(&WALSENDERS_HELD, now);
+}
+
+/// The labels that name a walsender across reconnects: its client
+/// (`application_name`, `client_addr`, `user`; `client_addr` is `local`
+/// over a Unix socket) and `ordinal`, which tells apart walsenders of the
+/// same client: 0 for the one that started first, 1 for the next, and so
+/// on. Not the pid, which changes with every reconnect.
+pub fn walsender_labels(snapshot: &Snapshot) -> Vec<Labels> {
+    let client = |ws: &Walsender| {
+        (
+            ws.application_name.clone(),
+            ws.client_addr.to_string(),
+            ws.user.clone().unwrap_or_default(),
+        )
+    };
+    let mut order: Vec<usize> = (0..snapshot.walsenders.len()).collect();
+    order.sort_by_key(|&i| {
+        let ws = &snapshot.walsenders[i];
+        (client(ws), ws.id.backend_start, ws.id.pid)
+    });
+    let mut labels = vec![Vec::new(); snapshot.walsenders.len()];
+    let mut previous = None;
+    let mut ordinal = 0;
+    for i in order {
+        let key = client(&snapshot.walsenders[i]);
+        ordinal = if previous.as_ref() == Some(&key) {
+            ordinal + 1
+        } else {
+            0
+        };
+        let (application_name, client_addr, user) = key.clone();
+        labels[i] = vec![
+            ("application_name", application_name),
+            ("client_addr", client_addr),
+            ("user", user),
+            ("ordinal", ordinal.to_string()),
+        ];
+        previous = Some(key);
+    }
+    labels
+}
+
+/// Replaces the per-walsender families with this snapshot's walsenders.
+fn walsender_series(s: &mut State, snapshot: &Snapshot, round: Option<&Round>) {
+    let mut lag_seconds = Vec::new();
+    let mut lag_bytes = Vec::new();
+    let mut reply_age = Vec::new();
+    let mut skew = Vec::new();
+    let mut retained = Vec::new();
+    let mut info = Vec::new();
+    for (wi, (ws, who)) in snapshot
+        .walsenders
+        .iter()
+        .zip(walsender_labels(snapshot))
+        .enumerate()
+    {
+        let with = |extra: &[(&'static str, &str)]| {
+            let mut l = who.clone();
+            l.extend(extra.iter().map(|(k, v)| (*k, v.to_string())));
+            l
+        };
+        for (kind, lag, bytes) in [
+            ("write", ws.write_lag, ws.write_lag_bytes),
+            ("flush", ws.flush_lag, ws.flush_lag_bytes),
+            ("replay", ws.replay_lag, ws.replay_lag_bytes),
+        ] {
+            if let Some(lag) = lag {
+                lag_seconds.push((with(&[("kind", kind)]), seconds(lag)));
+            }
+            if let Some(b) = bytes {
+                lag_bytes.push((with(&[("kind", kind)]), b.0 as f64));
+            }
+        }
+        // Silence and skew as the engine measures them (one clock).
+        if let Some(m) = round.and_then(|r| r.measures.get(wi)) {
+            if let Some(silence) = m.silence {
+                reply_age.push((who.clone(), seconds(silence)));
+            }
+            if let Some(seconds) = m.skew_seconds {
+                skew.push((who.clone(), seconds));
+            }
+        }
+        if let (Some(slot), Some(bytes)) = (&ws.slot_name, ws.retained_wal) {
+            retained.push((with(&[("slot", slot)]), bytes.0 as f64));
+        }
+        let state = ws.state.as_deref().unwrap_or_default();
+        let sync_state = ws.sync_state.as_deref().unwrap_or_default();
+        info.push((with(&[("state", state), ("sync_state", sync_state)]), 1.0));
+    }
+    s.replace(&LAG_SECONDS, lag_seconds);
+    s.replace(&LAG_BYTES, lag_bytes);
+    s.replace(&REPLY_AGE_SECONDS, reply_age);
+    s.replace(&REPLY_CLOCK_SKEW_SECONDS, skew);
+    s.replace(&RETAINED_WAL_BYTES, retained);
+    s.replace(&WALSENDER_INFO, info);
+}
+
+/// A duration in seconds, correctly rounded (`Duration::as_secs_f64` adds
+/// the fraction to the whole seconds and gives 2.8742419999999997 for
+/// 2.874242 s).
+fn seconds(d: Duration) -> f64 {
+    d.as_nanos() as f64 / 1e9
+}
+
+/// A sample value: the shortest text that parses back to the same `f64`
+/// (Rust's `Display` for floats), and the spellings both formats use for
+/// the non-finite values.
+fn number(v: f64) -> String {
+    if v.is_nan() {
+        "NaN".to_string()
+    } else if v == f64::INFINITY {
+        "+Inf".to_string()
+    } else if v == f64::NEG_INFINITY {
+        "-Inf".to_string()
+    } else {
+        v.to_string()
+    }
+}
+
+/// A label value with `\`, `"` and newlines escaped (both formats).
+fn escape_label(out: &mut String, value: &str) {
+    for c in value.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+}
+
+fn sample(out: &mut String, name: &str, suffix: &str, labels: &Labels, value: f64) {
+    out.push_str(name);
+    out.push_str(suffix);
+    if !labels.is_empty() {
+        out.push('{');
+        for (i, (key, value)) in labels.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            out.push_str(key);
+            out.push_str("=\"");
+            escape_label(out, value);
+            out.push('"');
+        }
+        out.push('}');
+    }
+    out.push(' ');
+    out.push_str(&number(value));
+    out.push('\n');
+}
+
+fn render(s: &State, format: Format) -> String {
+    let mut out = String::with_capacity(4096);
+    for def in FAMILIES {
+        // The text format declares a counter under its sample name.
+        let declared = match (def.kind, format) {
+            (Kind::Counter, Format::Text) => format!("{}_total", def.name),
+            _ => def.name.to_string(),
+        };
+        let kind = match def.kind {
+            Kind::Gauge => "gauge",
+            Kind::Counter => "counter",
+            Kind::Histogram => "histogram",
+        };
+        // Help texts are constants without `\`, `"` or newlines.
+        let _ = writeln!(out, "# HELP {declared} {}", def.help);
+        let _ = writeln!(out, "# TYPE {declared} {kind}");
+        match def.kind {
+            Kind::Histogram => {
+                let h = &s.poll_duration;
+                for (count, bound) in h.counts.iter().zip(POLL_BUCKETS) {
+                    let le = vec![("le", number(bound))];
+                    sample(&mut out, def.name, "_bucket", &le, *count as f64);
+                }
+                let le = vec![("le", "+Inf".to_string())];
+                sample(&mut out, def.name, "_bucket", &le, h.count as f64);
+                sample(&mut out, def.name, "_sum", &vec![], h.sum);
+                sample(&mut out, def.name, "_count", &vec![], h.count as f64);
+            }
+            Kind::Counter | Kind::Gauge => {
+                let suffix = if def.kind == Kind::Counter {
+                    "_total"
+                } else {
+                    ""
+                };
+                for (labels, value) in s.series.get(def.name).into_iter().flatten() {
+                    sample(&mut out, def.name, suffix, labels, *value);
+                }
+            }
+        }
+    }
+    if format == Format::OpenMetrics {
+        out.push_str("# EOF\n");
+    }
+    out
+}
+
+/// At most this many connections are open at once, so that clients cannot
+/// use up the daemon's file descriptors (which it needs for PostgreSQL).
+/// When all are taken, a new connection makes room by closing the oldest
+/// one that has not sent its request yet: silent connections cannot keep a
+/// scrape out. Only when every one is being answered does accepting wait.
+const MAX_CONNECTIONS: usize = 64;
 /// A connection must send its request and take the response within this,
 /// or it is closed.
 const CONNECTION_TIMEOUT: Duration = Duration::from_secs(5);
@@ -334,16 +708,22 @@ const CONNECTION_TIMEOUT: Duration = Duration::from_secs(5);
 const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(10);
 const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
 
-/// Serves `GET /metrics` on `listener` until the task is dropped: at most
-/// [`MAX_CONNECTIONS`] at a time, each for at most [`CONNECTION_TIMEOUT`],
-/// backing off when accepting fails instead of retrying at once.
+/// Serves `/metrics` on `listener` until the task is dropped: at most
+/// [`MAX_CONNECTIONS`] at a time, each for at most [`CONNECTION_TIMEOUT`]
+/// and one request, backing off when accepting fails instead of retrying
+/// at once.
 pub async fn serve(listener: TcpListener, metrics: Metrics) {
-    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    let mut connections = JoinSet::new();
+    // Open connections that have not sent their request, oldest first.
+    let mut silent: VecDeque<(AbortHandle, Arc<AtomicBool>)> = VecDeque::new();
     let mut backoff = ACCEPT_BACKOFF_MIN;
     loop {
-        let Ok(slot) = slots.clone().acquire_owned().await else {
-            return;
-        };
+        while connections.try_join_next().is_some() {}
+        silent.retain(|(task, asked)| !task.is_finished() && !asked.load(Ordering::Relaxed));
+        if connections.len() >= MAX_CONNECTIONS && silent.is_empty() {
+            connections.join_next().await;
+            continue;
+        }
         let stream = match listener.accept().await {
             Ok((stream, _)) => {
                 backoff = ACCEPT_BACKOFF_MIN;
@@ -361,45 +741,65 @@ pub async fn serve(listener: TcpListener, metrics: Metrics) {
                 continue;
             }
         };
+        if connections.len() >= MAX_CONNECTIONS {
+            if let Some((oldest, _)) = silent.pop_front() {
+                oldest.abort();
+            }
+        }
+        let asked = Arc::new(AtomicBool::new(false));
         let metrics = metrics.clone();
-        tokio::spawn(async move {
-            let _slot = slot;
-            let _ = tokio::time::timeout(CONNECTION_TIMEOUT, respond(stream, &metrics)).await;
+        let flag = asked.clone();
+        let task = connections.spawn(async move {
+            let service = hyper::service::service_fn(move |request| {
+                flag.store(true, Ordering::Relaxed);
+                let response = respond(&request, &metrics);
+                async move { Ok::<_, Infallible>(response) }
+            });
+            let connection = hyper::server::conn::http1::Builder::new()
+                .keep_alive(false)
+                .serve_connection(TokioIo::new(stream), service);
+            let _ = tokio::time::timeout(CONNECTION_TIMEOUT, connection).await;
         });
+        silent.push_back((task, asked));
+        // Let the new connection read a request that is already there
+        // before more connections are accepted (and might evict it).
+        tokio::task::yield_now().await;
     }
 }
 
-/// Reads one request head (bounded in size) and answers it.
-async fn respond(mut stream: TcpStream, metrics: &Metrics) {
-    let mut request = Vec::with_capacity(1024);
-    let mut buf = [0u8; 1024];
-    while !request.windows(4).any(|w| w == b"\r\n\r\n") && request.len() < 16 * 1024 {
-        match stream.read(&mut buf).await {
-            Ok(0) | Err(_) => break,
-            Ok(n) => request.extend_from_slice(&buf[..n]),
-        }
-    }
-    let line = request.split(|b| *b == b'\n').next().unwrap_or_default();
-    let line = String::from_utf8_lossy(line);
-    let mut parts = line.split_whitespace();
-    let (status, content_type, body) = match (parts.next(), parts.next()) {
-        (Some("GET"), Some("/metrics")) => (
-            "200 OK",
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            metrics.render(),
-        ),
-        _ => (
-            "404 Not Found",
-            "text/plain",
-            "replwarden serves GET /metrics\n".to_string(),
-        ),
+/// The answer to one request: the metrics for `GET` and `HEAD` of
+/// `/metrics` (any query string), 405 for other methods there, 404
+/// elsewhere.
+fn respond(request: &Request<Incoming>, metrics: &Metrics) -> Response<Full<Bytes>> {
+    let text = |status: StatusCode, body: &'static str| {
+        let mut r = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+        *r.status_mut() = status;
+        r.headers_mut().insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        r
     };
-    let response = format!(
-        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
+    if request.uri().path() != "/metrics" {
+        return text(StatusCode::NOT_FOUND, "replwarden serves /metrics\n");
+    }
+    if request.method() != Method::GET && request.method() != Method::HEAD {
+        let mut r = text(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "/metrics answers GET and HEAD\n",
+        );
+        r.headers_mut()
+            .insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
+        return r;
+    }
+    let accept = request.headers().get(ACCEPT).and_then(|v| v.to_str().ok());
+    let format = Format::negotiate(accept);
+    let mut r = Response::new(Full::new(Bytes::from(metrics.render(format))));
+    r.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static(format.content_type()),
     );
-    let _ = stream.write_all(response.as_bytes()).await;
-    let _ = stream.shutdown().await;
+    r
 }
 
 /// Binds the endpoint; the error names the address.
@@ -410,4 +810,231 @@ pub async fn bind(addr: SocketAddr) -> Result<TcpListener, std::io::Error> {
             format!("cannot listen on {addr} for metrics: {e}"),
         )
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config;
+    use crate::snapshot::ClientAddr;
+    use crate::units::ByteSize;
+    use std::path::Path;
+    use std::time::{Instant, SystemTime};
+
+    #[test]
+    fn the_format_is_negotiated_as_the_client_libraries_do() {
+        let prometheus = "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
+        for (accept, want) in [
+            (None, Format::Text),
+            (Some(""), Format::Text),
+            (Some(prometheus), Format::OpenMetrics),
+            (Some("application/openmetrics-text"), Format::OpenMetrics),
+            (
+                Some("text/plain;version=0.0.4;q=1,application/openmetrics-text;q=0.5"),
+                Format::Text,
+            ),
+            (
+                Some("text/plain; q=0.2, application/openmetrics-text; version=1.0.0; q=0.9"),
+                Format::OpenMetrics,
+            ),
+            (
+                Some("application/openmetrics-text; version=2.0.0"),
+                Format::Text,
+            ),
+            (Some("application/openmetrics-text;q=0"), Format::Text),
+            (Some("*/*"), Format::Text),
+            (Some("application/json"), Format::Text),
+            (
+                Some("text/html,application/openmetrics-text;q=0.1"),
+                Format::OpenMetrics,
+            ),
+        ] {
+            assert_eq!(Format::negotiate(accept), want, "{accept:?}");
+        }
+    }
+
+    #[test]
+    fn numbers_are_the_shortest_text_that_round_trips() {
+        for v in [2.874242, 0.1, 1e-7, 123456789.0, 0.0005, 4.096, 1.0 / 3.0] {
+            let text = number(v);
+            assert_eq!(text.parse::<f64>().unwrap(), v, "{text}");
+            assert!(text.len() <= 18, "{text}");
+        }
+        assert_eq!(number(2.874242), "2.874242");
+        assert_eq!(
+            number(seconds(Duration::from_micros(2_874_242))),
+            "2.874242"
+        );
+        assert_eq!(number(16777216.0), "16777216");
+        assert_eq!(number(f64::INFINITY), "+Inf");
+        assert_eq!(number(f64::NAN), "NaN");
+    }
+
+    #[test]
+    fn every_outcome_word_is_among_the_series_created_at_zero() {
+        let all: HashSet<&str> = [Action::Log, Action::Cancel, Action::Terminate]
+            .into_iter()
+            .flat_map(possible_outcomes)
+            .copied()
+            .collect();
+        for o in [
+            Outcome::Logged,
+            Outcome::DryRun,
+            Outcome::Signalled,
+            Outcome::Terminated,
+            Outcome::NotExited,
+            Outcome::Gone,
+            Outcome::NotSignalled,
+            Outcome::Refused(String::new()),
+            Outcome::Failed(String::new()),
+        ] {
+            assert!(all.contains(o.as_str()), "{}", o.as_str());
+        }
+    }
+
+    fn ws(pid: i32, app: &str, started: u64) -> Walsender {
+        Walsender {
+            id: WalsenderId {
+                pid,
+                backend_start: SystemTime::UNIX_EPOCH + Duration::from_secs(started),
+            },
+            age: Duration::ZERO,
+            application_name: app.to_string(),
+            user: Some("replicator".to_string()),
+            client_addr: ClientAddr::Ip("10.1.2.3".parse().unwrap()),
+            state: Some("streaming".to_string()),
+            sync_state: Some("sync".to_string()),
+            flush_lsn: None,
+            write_lag: Some(Duration::from_micros(2_874_242)),
+            flush_lag: None,
+            replay_lag: None,
+            write_lag_bytes: Some(ByteSize(10)),
+            flush_lag_bytes: None,
+            replay_lag_bytes: None,
+            reply_age: Some(Duration::from_secs(1)),
+            reply_time: None,
+            slot_name: None,
+            retained_wal: None,
+        }
+    }
+
+    fn snap(walsenders: Vec<Walsender>) -> Snapshot {
+        Snapshot {
+            in_recovery: false,
+            current_lsn: None,
+            role: "replwarden".to_string(),
+            synchronous_standby_names: "s1".to_string(),
+            walsenders,
+            hidden: vec![],
+            server_time: None,
+        }
+    }
+
+    #[test]
+    fn walsenders_are_named_by_client_and_ordinal_not_pid() {
+        let s = snap(vec![
+            ws(30, "recv", 300),
+            ws(10, "recv", 100),
+            ws(20, "other", 200),
+        ]);
+        let ordinals: Vec<(String, String)> = walsender_labels(&s)
+            .into_iter()
+            .map(|l| (l[0].1.clone(), l[3].1.clone()))
+            .collect();
+        assert_eq!(
+            ordinals,
+            [
+                ("recv".into(), "1".into()),
+                ("recv".into(), "0".into()),
+                ("other".into(), "0".into())
+            ]
+        );
+        // A reconnect (new pid, later start) keeps the series.
+        let before = walsender_labels(&snap(vec![ws(10, "recv", 100)]));
+        let after = walsender_labels(&snap(vec![ws(11, "recv", 500)]));
+        assert_eq!(before, after);
+    }
+
+    fn policy(toml: &str) -> Policy {
+        config::parse(Path::new("test.toml"), toml).unwrap().policy
+    }
+
+    #[test]
+    fn holds_are_a_gauge_of_now_and_a_counter_of_episodes() {
+        let p = policy(
+            "[[rule]]\nname = \"kill\"\napplication_name = [\"s*\"]\naction = \"terminate\"\n",
+        );
+        let m = Metrics::new();
+        m.config_loaded("x.toml", "00", &p);
+        let text = m.render(Format::Text);
+        for zero in [
+            "replwarden_holds_total{rule=\"kill\",reason=\"sync_quorum\"} 0\n",
+            "replwarden_walsenders_held{rule=\"kill\",reason=\"budget\"} 0\n",
+            "replwarden_actions_total{rule=\"kill\",action=\"terminate\",outcome=\"terminated\"} 0\n",
+            "replwarden_rule_matches{rule=\"kill\"} 0\n",
+            "replwarden_reconnect_loops_total 0\n",
+        ] {
+            assert!(text.contains(zero), "missing {zero:?} in\n{text}");
+        }
+        // The only sync standby: held by the quorum guard at every poll.
+        let s = snap(vec![ws(1, "s1", 100)]);
+        let mut memory = crate::engine::Memory::default();
+        let t0 = Instant::now();
+        let mut poll = |s: &Snapshot| {
+            let round = crate::engine::decide(&p, s, &mut memory, t0);
+            m.polled(s, Some(&round), &["kill"], Duration::from_millis(3));
+            m.render(Format::Text)
+        };
+        for _ in 0..5 {
+            let text = poll(&s);
+            assert!(
+                text.contains(
+                    "replwarden_walsenders_held{rule=\"kill\",reason=\"sync_quorum\"} 1\n"
+                ),
+                "{text}"
+            );
+            assert!(
+                text.contains("replwarden_holds_total{rule=\"kill\",reason=\"sync_quorum\"} 1\n"),
+                "{text}"
+            );
+            assert!(
+                text.contains("replwarden_rule_matches{rule=\"kill\"} 1\n"),
+                "{text}"
+            );
+        }
+        let text = poll(&snap(vec![]));
+        assert!(
+            text.contains("replwarden_walsenders_held{rule=\"kill\",reason=\"sync_quorum\"} 0\n"),
+            "{text}"
+        );
+        // Back: a second episode.
+        let text = poll(&s);
+        assert!(
+            text.contains("replwarden_holds_total{rule=\"kill\",reason=\"sync_quorum\"} 2\n"),
+            "{text}"
+        );
+        assert!(text.contains("replwarden_walsender_lag_seconds{application_name=\"s1\",client_addr=\"10.1.2.3\",user=\"replicator\",ordinal=\"0\",kind=\"write\"} 2.874242\n"), "{text}");
+    }
+
+    #[test]
+    fn both_formats_declare_every_family_and_openmetrics_ends_with_eof() {
+        let m = Metrics::new();
+        m.config_loaded("a \"q\"\\\n.toml", "00", &policy(""));
+        let text = m.render(Format::Text);
+        let om = m.render(Format::OpenMetrics);
+        for def in FAMILIES {
+            let (t, o) = match def.kind {
+                Kind::Counter => (format!("{}_total", def.name), def.name.to_string()),
+                _ => (def.name.to_string(), def.name.to_string()),
+            };
+            assert!(text.contains(&format!("# HELP {t} ")), "{t}");
+            assert!(text.contains(&format!("# TYPE {t} ")), "{t}");
+            assert!(om.contains(&format!("# HELP {o} ")), "{o}");
+            assert!(om.contains(&format!("# TYPE {o} ")), "{o}");
+        }
+        assert!(om.ends_with("\n# EOF\n"));
+        assert!(!text.contains("# EOF"));
+        assert!(text.contains("path=\"a \\\"q\\\"\\\\\\n.toml\""), "{text}");
+        assert!(text.contains("replwarden_poll_duration_seconds_bucket{le=\"0.0005\"} 0\n"));
+    }
 }

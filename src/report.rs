@@ -443,7 +443,9 @@ pub fn plan(
             "\n{} {} user={} client_addr={} state={} sync_state={}",
             ws.id,
             quoted(&ws.application_name),
-            ws.user.as_deref().map_or_else(|| crate::roles::shown(None).to_string(), token),
+            ws.user
+                .as_deref()
+                .map_or_else(|| crate::roles::shown(None).to_string(), token),
             ws.client_addr,
             token(ws.state.as_deref().unwrap_or("NULL")),
             token(ws.sync_state.as_deref().unwrap_or("NULL")),
@@ -477,7 +479,9 @@ pub fn plan(
             "\nreconnect loop: {} acted on {} times. {}",
             escape_text(&l.client.to_string()),
             l.actions,
-            escape_text(&crate::advice::for_loop(l, snapshot, round, &config.policy).text(&l.client))
+            escape_text(
+                &crate::advice::for_loop(l, snapshot, round, &config.policy).text(&l.client)
+            )
         );
     }
     if !round.decisions.is_empty() {

@@ -267,9 +267,14 @@ fn escalate_after_survives_a_cancel_that_changes_what_the_rule_matches() {
     let mut w = ws(3, "standby_c");
     w.reply_age = Some(Duration::from_secs(200));
     let mut m = Memory::default();
-    assert!(done(&p, &snap(vec![w.clone()]), &mut m, t0 - Duration::from_secs(200))
-        .decisions
-        .is_empty());
+    assert!(done(
+        &p,
+        &snap(vec![w.clone()]),
+        &mut m,
+        t0 - Duration::from_secs(200)
+    )
+    .decisions
+    .is_empty());
     let r = done(&p, &snap(vec![w.clone()]), &mut m, t0);
     assert_eq!(acted(&r), [(3, "silent", Action::Cancel)]);
     // The client keeps its session: the walsender falls back to startup.

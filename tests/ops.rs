@@ -29,7 +29,8 @@ fn the_metrics_endpoint_serves_what_the_daemon_sees_and_does() {
     });
     assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text}");
     assert!(
-        text.contains("Content-Type: application/openmetrics-text"),
+        text.to_ascii_lowercase()
+            .contains("content-type: text/plain; version=0.0.4"),
         "{text}"
     );
     for needle in [

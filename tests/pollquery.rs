@@ -103,10 +103,6 @@ impl Session {
             .block_on(self.poller.poll(&self.client))
             .expect("the poll")
     }
-
-    fn backend_pid(&self) -> i32 {
-        self.count("SELECT pg_backend_pid()::bigint") as i32
-    }
 }
 
 /// Every column the poll returns per walsender, in the view's terms.
