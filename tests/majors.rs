@@ -14,11 +14,12 @@
 
 mod harness;
 
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use harness::{config, logical_subscriber, plan, server_bins, wait_until, Client, Cluster, Daemon};
+use harness::{
+    config, logical_subscriber, on_every_major, plan, wait_until, Client, Cluster, Daemon,
+};
 use replwarden::sql::OLDEST_MAJOR;
 use serde_json::Value;
 
@@ -54,34 +55,7 @@ action = "terminate"
 
 #[test]
 fn core_scenarios_on_every_major() {
-    let mut covered = Vec::new();
-    let mut failures = Vec::new();
-    for bin in server_bins() {
-        let started = Instant::now();
-        match catch_unwind(AssertUnwindSafe(|| on_major(&bin))) {
-            Ok(line) => {
-                let line = format!("{line} ({:.0?})", started.elapsed());
-                eprintln!("majors: {line}");
-                covered.push(line);
-            }
-            Err(panic) => {
-                let text = panic
-                    .downcast_ref::<String>()
-                    .cloned()
-                    .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-                    .unwrap_or_default();
-                failures.push(format!("{}: {text}", bin.display()));
-            }
-        }
-    }
-    eprintln!("majors covered:\n  {}", covered.join("\n  "));
-    assert!(
-        failures.is_empty(),
-        "failed on {} of {} server folders:\n{}",
-        failures.len(),
-        covered.len() + failures.len(),
-        failures.join("\n")
-    );
+    on_every_major("majors", on_major);
 }
 
 /// Runs what applies to the major in `bin`; says what was checked.

@@ -19,44 +19,11 @@ mod harness;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::path::Path;
 use std::time::Duration;
 
-use harness::{server_bins, wait_until, Client, Cluster};
+use harness::{on_every_major, wait_until, Client, Cluster};
 use replwarden::snapshot::{Poller, Snapshot};
 use replwarden::sql::{OLDEST_MAJOR, POLL};
-
-/// Runs `check` on every server folder of a supported major; one report of
-/// every major that failed.
-fn on_every_major(check: impl Fn(&Path) -> String) {
-    let mut covered = Vec::new();
-    let mut failures = Vec::new();
-    for bin in server_bins() {
-        match catch_unwind(AssertUnwindSafe(|| check(&bin))) {
-            Ok(line) => {
-                eprintln!("pollquery: {line}");
-                covered.push(line);
-            }
-            Err(panic) => {
-                let text = panic
-                    .downcast_ref::<String>()
-                    .cloned()
-                    .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-                    .unwrap_or_default();
-                failures.push(format!("{}: {text}", bin.display()));
-            }
-        }
-    }
-    eprintln!("pollquery covered:\n  {}", covered.join("\n  "));
-    assert!(
-        failures.is_empty(),
-        "failed on {} of {} server folders:\n{}",
-        failures.len(),
-        covered.len() + failures.len(),
-        failures.join("\n")
-    );
-}
 
 /// A tokio-postgres session as `user`, with its own runtime.
 struct Session {
@@ -164,7 +131,7 @@ fn pid_of(row: &str) -> i32 {
 
 #[test]
 fn poll_returns_what_pg_stat_replication_shows_on_every_major() {
-    on_every_major(|bin| {
+    on_every_major("pollquery", |bin| {
         let primary = Cluster::primary_in(bin, "primary");
         let (version, major) = (primary.version(), primary.major());
         if major < OLDEST_MAJOR {

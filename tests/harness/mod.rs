@@ -90,6 +90,41 @@ pub fn server_bins() -> Vec<PathBuf> {
     bins
 }
 
+/// Runs `check` on every server folder of [`server_bins`], each failure
+/// caught so that one report names every major that failed; `what` names
+/// the test in the lines it prints. `check` says what it checked.
+pub fn on_every_major(what: &str, check: impl Fn(&Path) -> String) {
+    use std::panic::{catch_unwind, AssertUnwindSafe};
+    let mut covered = Vec::new();
+    let mut failures = Vec::new();
+    for bin in server_bins() {
+        let started = Instant::now();
+        match catch_unwind(AssertUnwindSafe(|| check(&bin))) {
+            Ok(line) => {
+                let line = format!("{line} ({:.0?})", started.elapsed());
+                eprintln!("{what}: {line}");
+                covered.push(line);
+            }
+            Err(panic) => {
+                let text = panic
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                    .unwrap_or_default();
+                failures.push(format!("{}: {text}", bin.display()));
+            }
+        }
+    }
+    eprintln!("{what} covered:\n  {}", covered.join("\n  "));
+    assert!(
+        failures.is_empty(),
+        "failed on {} of {} server folders:\n{}",
+        failures.len(),
+        covered.len() + failures.len(),
+        failures.join("\n")
+    );
+}
+
 /// A server-side tool (initdb, pg_ctl, pg_basebackup, …) from the default
 /// folder, as the right user.
 fn tool(name: &str) -> Command {
