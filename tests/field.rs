@@ -466,21 +466,8 @@ fn patronictl(dir: &Path, m: &Member, args: &[&str]) -> String {
 
 /// `psql` on 127.0.0.1:`port` as postgres; `None` when it cannot connect.
 fn psql(port: u16, sql: &str) -> Option<String> {
-    let out = Command::new("psql")
-        .args([
-            "-X",
-            "-A",
-            "-t",
-            "-h",
-            "127.0.0.1",
-            "-U",
-            "postgres",
-            "-d",
-            "postgres",
-            "-p",
-        ])
-        .arg(port.to_string())
-        .args(["-c", sql])
+    let out = harness::psql_on(port)
+        .args(["-A", "-t", "-c", sql])
         .output()
         .ok()?;
     out.status
@@ -550,22 +537,8 @@ fn patroni_switchover_is_followed_and_a_reinit_clone_survives() {
         },
     );
     // The daemon's role, from the shipped script, and a rogue with a role of its own.
-    let mut setup = Command::new("psql");
+    let mut setup = harness::psql_on(m1.pg_port);
     setup
-        .args([
-            "-X",
-            "-q",
-            "-v",
-            "ON_ERROR_STOP=1",
-            "-h",
-            "127.0.0.1",
-            "-U",
-            "postgres",
-            "-d",
-            "postgres",
-            "-p",
-        ])
-        .arg(m1.pg_port.to_string())
         .arg("-f")
         .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/config/setup.sql"));
     output(setup, "config/setup.sql on the Patroni leader");

@@ -90,6 +90,29 @@ pub fn server_bins() -> Vec<PathBuf> {
     bins
 }
 
+/// `psql` as the superuser on the server at 127.0.0.1:`port` (one the
+/// harness started, or a tool's, e.g. a Patroni member), quiet and stopping
+/// at the first error.
+pub fn psql_on(port: u16) -> Command {
+    let mut c = Command::new("psql");
+    c.args([
+        "-X",
+        "-q",
+        "-v",
+        "ON_ERROR_STOP=1",
+        "-h",
+        "127.0.0.1",
+        "-U",
+        "postgres",
+        "-d",
+        "postgres",
+    ])
+    .arg("-p")
+    .arg(port.to_string())
+    .env("PGCONNECT_TIMEOUT", "10");
+    c
+}
+
 /// Runs `check` on every server folder of [`server_bins`], each failure
 /// caught so that one report names every major that failed; `what` names
 /// the test in the lines it prints. `check` says what it checked.
@@ -514,23 +537,7 @@ impl Cluster {
 
     /// `psql` as the superuser on this cluster, stopping at the first error.
     fn psql(&self) -> Command {
-        let mut c = Command::new("psql");
-        c.args([
-            "-X",
-            "-q",
-            "-v",
-            "ON_ERROR_STOP=1",
-            "-h",
-            "127.0.0.1",
-            "-U",
-            "postgres",
-            "-d",
-            "postgres",
-        ])
-        .arg("-p")
-        .arg(self.port.to_string())
-        .env("PGCONNECT_TIMEOUT", "10");
-        c
+        psql_on(self.port)
     }
 
     /// Runs SQL as the superuser and returns the unaligned, tuples-only output.
