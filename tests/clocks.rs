@@ -40,23 +40,13 @@ impl Receiver {
                 .status()
                 .expect("chown");
             assert!(status.success(), "chown {}", dir.display());
-            let mut c = Command::new("setpriv");
-            c.args([
-                "--reuid=postgres",
-                "--regid=postgres",
-                "--init-groups",
-                "--",
-            ]);
-            c
+            // The faked clock is set up by `env` after the change of user
+            // (a preload in setpriv would make libfaketime's shared state
+            // root's); `env` execs the receiver, whose pid stays the child's.
+            harness::as_postgres("env")
         } else {
             Command::new("env")
         };
-        // The faked clock is set up by `env` after the change of user (a
-        // preload in setpriv would make libfaketime's shared state root's);
-        // `env` execs the receiver, whose pid stays the child's.
-        if root {
-            cmd.arg("env");
-        }
         if let Some(offset) = clock_offset {
             assert!(
                 std::path::Path::new(LIBFAKETIME).exists(),

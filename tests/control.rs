@@ -69,16 +69,6 @@ fn sigterm_pending(pid: i32) -> bool {
         .any(|mask| mask & (1 << (libc::SIGTERM - 1)) != 0)
 }
 
-fn postmaster_pid(cluster: &Cluster) -> i32 {
-    std::fs::read_to_string(cluster.dir.join("data/postmaster.pid"))
-        .expect("postmaster.pid")
-        .lines()
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap()
-}
-
 /// Stops the daemon with `signal` and checks it exits 0 having said so.
 fn stops_cleanly(daemon: &mut Daemon, signal: i32, within: Duration) {
     let mark = daemon.mark();
@@ -201,7 +191,7 @@ fn while_waiting_for_the_server() {
 fn while_a_connect_hangs_on_a_stopped_postmaster() {
     let frozen = Cluster::primary("frozen");
     let other = Cluster::primary("other");
-    frozen.freeze(postmaster_pid(&frozen));
+    frozen.freeze(harness::postmaster_pid(&frozen));
     // connect_timeout=120: the hang would outlast every wait below.
     let hanging = format!("{} connect_timeout=120", frozen.conninfo("replwarden"));
     let daemon = Daemon::start(&conf(&hanging, ""), &[]);

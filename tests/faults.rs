@@ -19,16 +19,6 @@ fn timestamp(e: &Value) -> SystemTime {
     humantime::parse_rfc3339(e["timestamp"].as_str().unwrap()).unwrap()
 }
 
-fn postmaster_pid(cluster: &Cluster) -> i32 {
-    std::fs::read_to_string(cluster.dir.join("data/postmaster.pid"))
-        .expect("postmaster.pid")
-        .lines()
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap()
-}
-
 /// Whether a process has exited (a zombie counts: it only awaits reaping).
 fn gone(pid: i32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |stat| {
@@ -105,7 +95,7 @@ fn crash_recovery_and_a_killed_postmaster() {
 
     // A killed postmaster: backends die with it; the daemon waits, then reconnects.
     let mark = daemon.mark();
-    let old = postmaster_pid(&primary);
+    let old = harness::postmaster_pid(&primary);
     let children = Command::new("pgrep")
         .args(["-P", &old.to_string()])
         .output()
@@ -268,7 +258,7 @@ fn a_server_that_stops_answering_does_not_hang_the_daemon() {
 
     let mark = daemon.mark();
     let stopped = Instant::now();
-    primary.freeze(postmaster_pid(&primary));
+    primary.freeze(harness::postmaster_pid(&primary));
     primary.freeze(backend);
     let seen = datagrams(&socket, Duration::from_secs(8));
     let lost = daemon.wait_for_from(
@@ -559,17 +549,7 @@ fn weird_but_legal_server_values() {
         "host replication replicator ::1/128 trust\nhost postgres replicator ::1/128 trust",
     );
     primary.restart();
-    let as_postgres = |program: &str| {
-        let mut c = Command::new("setpriv");
-        c.args([
-            "--reuid=postgres",
-            "--regid=postgres",
-            "--init-groups",
-            "--",
-        ])
-        .arg(harness::bin(program));
-        c
-    };
+    let as_postgres = |program: &str| harness::as_postgres(harness::bin(program));
     let v6_dir = primary.dir.join("v6");
     std::fs::create_dir_all(&v6_dir).unwrap();
     Command::new("chown")

@@ -24,15 +24,7 @@ fn as_root() -> bool {
 /// must own the server's files), with `HOME` set to `home`.
 fn tool(program: &str, home: &Path) -> Command {
     let mut c = if as_root() {
-        let mut c = Command::new("setpriv");
-        c.args([
-            "--reuid=postgres",
-            "--regid=postgres",
-            "--init-groups",
-            "--",
-            program,
-        ]);
-        c
+        harness::as_postgres(program)
     } else {
         Command::new(program)
     };

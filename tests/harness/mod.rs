@@ -154,19 +154,37 @@ fn tool(name: &str) -> Command {
     tool_in(&binaries().bin, name)
 }
 
+/// The postmaster's pid, from its `postmaster.pid`.
+pub fn postmaster_pid(cluster: &Cluster) -> i32 {
+    std::fs::read_to_string(cluster.dir.join("data/postmaster.pid"))
+        .expect("postmaster.pid")
+        .lines()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+/// `program` run as the `postgres` system user (`setpriv`): what a test
+/// running as root needs for PostgreSQL's tools and for clients that must
+/// own the server's files.
+pub fn as_postgres(program: impl AsRef<std::ffi::OsStr>) -> Command {
+    let mut c = Command::new("setpriv");
+    c.args([
+        "--reuid=postgres",
+        "--regid=postgres",
+        "--init-groups",
+        "--",
+    ])
+    .arg(program);
+    c
+}
+
 /// A tool from the binary folder `dir`, as the right user.
 fn tool_in(dir: &Path, name: &str) -> Command {
     let b = binaries();
     let mut cmd = if b.as_postgres {
-        let mut c = Command::new("setpriv");
-        c.args([
-            "--reuid=postgres",
-            "--regid=postgres",
-            "--init-groups",
-            "--",
-        ]);
-        c.arg(dir.join(name));
-        c
+        as_postgres(dir.join(name))
     } else {
         Command::new(dir.join(name))
     };
