@@ -185,6 +185,33 @@ impl Barman {
         c.arg("-c").arg(&self.conf).args(args);
         c
     }
+
+    /// Barman for `primary` with its own role (`streaming_barman`) and
+    /// slot, and `barman receive-wal` running, once it streams.
+    fn receiving(primary: &Cluster) -> (Barman, Running) {
+        primary.sql("CREATE ROLE streaming_barman LOGIN REPLICATION");
+        let barman = Barman::new(primary);
+        output(
+            barman.cmd(&["receive-wal", "--create-slot", "pg"]),
+            "barman receive-wal --create-slot",
+        );
+        let mut receiver = Running::spawn(
+            barman.cmd(&["receive-wal", "pg"]),
+            barman.home.join("receive-wal.log"),
+            "barman receive-wal",
+        );
+        wait_until(
+            "barman receive-wal streaming",
+            Duration::from_secs(60),
+            || {
+                receiver.assert_alive();
+                primary
+                    .walsender("barman_receive_wal")
+                    .filter(|w| w.state == "streaming")
+            },
+        );
+        (barman, receiver)
+    }
 }
 
 const BARMAN_POLICY: &str = r#"
@@ -203,27 +230,7 @@ action = "terminate"
 #[test]
 fn barman_receiver_and_backup_survive_under_protect_by_role_while_a_rogue_goes() {
     let primary = Cluster::primary("barman_primary");
-    primary.sql("CREATE ROLE streaming_barman LOGIN REPLICATION");
-    let barman = Barman::new(&primary);
-    output(
-        barman.cmd(&["receive-wal", "--create-slot", "pg"]),
-        "barman receive-wal --create-slot",
-    );
-    let mut receiver = Running::spawn(
-        barman.cmd(&["receive-wal", "pg"]),
-        barman.home.join("receive-wal.log"),
-        "barman receive-wal",
-    );
-    wait_until(
-        "barman receive-wal streaming",
-        Duration::from_secs(60),
-        || {
-            receiver.assert_alive();
-            primary
-                .walsender("barman_receive_wal")
-                .filter(|w| w.state == "streaming")
-        },
-    );
+    let (barman, mut receiver) = Barman::receiving(&primary);
     // Barman's setup step: a WAL switch, archived (streamed, then filed by
     // archive-wal), before it takes a backup.
     output(
@@ -323,29 +330,9 @@ action = "terminate"
 #[test]
 fn a_generic_lag_rule_leaves_barman_and_an_idle_archiver_alone() {
     let primary = Cluster::primary("lag_primary");
-    primary.sql("CREATE ROLE streaming_barman LOGIN REPLICATION");
-    let barman = Barman::new(&primary);
-    output(
-        barman.cmd(&["receive-wal", "--create-slot", "pg"]),
-        "barman receive-wal --create-slot",
-    );
-    let mut receiver = Running::spawn(
-        barman.cmd(&["receive-wal", "pg"]),
-        barman.home.join("receive-wal.log"),
-        "barman receive-wal",
-    );
+    let (_barman, mut receiver) = Barman::receiving(&primary);
     let _archiver = Client::receivewal(&primary, "wal_archiver");
     primary.wait_streaming("wal_archiver");
-    wait_until(
-        "barman receive-wal streaming",
-        Duration::from_secs(60),
-        || {
-            receiver.assert_alive();
-            primary
-                .walsender("barman_receive_wal")
-                .filter(|w| w.state == "streaming")
-        },
-    );
     // WAL flows for a while, then the primary goes idle: the receivers'
     // lag columns keep their last values.
     {
