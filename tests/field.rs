@@ -410,6 +410,7 @@ fn member(dir: &Path, name: &str, etcd_port: u16) -> Member {
              \x20 initdb:\n  - encoding: UTF8\n  - locale: C\n  - auth: trust\n\
              postgresql:\n  listen: 127.0.0.1:{pg_port}\n  connect_address: 127.0.0.1:{pg_port}\n  data_dir: {data}\n  bin_dir: {bin}\n\
              \x20 pgpass: {dir}/{name}.pgpass\n\
+             \x20 basebackup:\n  - max-rate: '4M'\n\
              \x20 parameters:\n    unix_socket_directories: '{dir}'\n    shared_buffers: 16MB\n    wal_receiver_status_interval: 1s\n\
              \x20 authentication:\n    superuser:\n      username: postgres\n      password: field\n    replication:\n      username: replicator\n      password: field\n\
              \x20 pg_hba:\n  - local all all trust\n  - host all all 127.0.0.1/32 trust\n  - host replication all 127.0.0.1/32 trust\n",
@@ -624,7 +625,9 @@ fn patroni_switchover_is_followed_and_a_reinit_clone_survives() {
         },
     );
 
-    // Reinit pgnode1: Patroni clones it with pg_basebackup as replicator.
+    // Reinit pgnode1: Patroni clones it with pg_basebackup as replicator
+    // (at `--max-rate=4M`, set in the members' config, so that the clone
+    // lasts seconds, not one poll interval: the by-name case below must see it).
     let mark = daemon.mark();
     patronictl(&dir, &m2, &["reinit", "field", "pgnode1", "--force"]);
     let clone = wait_until(
