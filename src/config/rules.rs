@@ -1,0 +1,327 @@
+//! The `[[rule]]` entries and the warnings for patterns that are valid but
+//! can never match what they say.
+
+use super::*;
+
+impl Walker<'_> {
+    pub(super) fn rules(&mut self, value: Option<&Value<'_>>) -> Option<Vec<Rule>> {
+        let Some(value) = value else {
+            return Some(Vec::new());
+        };
+        let DeValue::Array(items) = value.get_ref() else {
+            self.error(
+                value.span(),
+                "rule",
+                "expected an array of tables: write each rule under its own [[rule]] header",
+            );
+            return None;
+        };
+        if items.len() > MAX_RULES {
+            self.error(
+                value.span(),
+                "rule",
+                format!(
+                    "{} rules: at most {MAX_RULES} are allowed (every rule is matched against every walsender at every poll); merge rules with pattern lists",
+                    items.len()
+                ),
+            );
+            return None;
+        }
+        let mut rules = Vec::new();
+        let mut ok = true;
+        let mut seen_names: HashSet<&str> = HashSet::new();
+        for (i, item) in items.iter().enumerate() {
+            let key = format!("rule[{}]", i + 1);
+            // Names are checked apart from the rest of the rule, so a
+            // duplicate is reported along with the rule's other errors.
+            let name = match item.get_ref() {
+                DeValue::Table(t) => t.get("name"),
+                _ => None,
+            };
+            if let Some(name) = name {
+                if let DeValue::String(text) = name.get_ref() {
+                    if !text.is_empty() && !seen_names.insert(text.as_ref()) {
+                        self.error(
+                            name.span(),
+                            &format!("{key}.name"),
+                            format!("duplicate rule name {text:?}: rule names must be unique"),
+                        );
+                        ok = false;
+                    }
+                }
+            }
+            match self.rule(item, &key) {
+                Some(rule) => rules.push(rule),
+                None => ok = false,
+            }
+        }
+        ok.then_some(rules)
+    }
+
+    pub(super) fn rule(&mut self, value: &Value<'_>, key: &str) -> Option<Rule> {
+        let table = self.table(value, key)?;
+        self.reject_unknown(table, key, RULE_KEYS);
+        let errors_before = self.errors.len();
+        let k = |name: &str| format!("{key}.{name}");
+
+        let name = match table.get("name") {
+            Some(v) => match self.string(v, &k("name")) {
+                Some("") => {
+                    self.error(v.span(), &k("name"), "must not be empty");
+                    None
+                }
+                other => other.map(str::to_string),
+            },
+            None => {
+                self.error(
+                    value.span(),
+                    &k("name"),
+                    "missing: every rule needs a unique name",
+                );
+                None
+            }
+        };
+        let action = match table.get("action") {
+            None => Some(Action::Log),
+            Some(v) => {
+                match self.string(v, &k("action")) {
+                    Some("log") => Some(Action::Log),
+                    Some("cancel") => Some(Action::Cancel),
+                    Some("terminate") => Some(Action::Terminate),
+                    Some(other) => {
+                        self.error(
+                        v.span(),
+                        &k("action"),
+                        format!("unknown action {other:?}: use \"log\", \"cancel\" or \"terminate\""),
+                    );
+                        None
+                    }
+                    None => None,
+                }
+            }
+        };
+        let grace = match table.get("grace") {
+            Some(v) => self.duration(v, &k("grace")),
+            None => Some(Duration::ZERO),
+        };
+        let escalate_after = table.get("escalate_after").and_then(|v| {
+            self.positive_duration(v, &k("escalate_after"))
+                .map(|d| (v, d))
+        });
+        if let (Some((v, _)), Some(action)) = (escalate_after, action) {
+            if action != Action::Cancel {
+                self.error(
+                    v.span(),
+                    &k("escalate_after"),
+                    format!(
+                        "only applies to action = \"cancel\" (this rule's action is \"{action}\")"
+                    ),
+                );
+            }
+        }
+
+        let matchers = self.matchers(table, key);
+
+        let dur = |w: &mut Self, name: &str| table.get(name).and_then(|v| w.duration(v, &k(name)));
+        let conditions = Conditions {
+            write_lag: dur(self, "write_lag"),
+            flush_lag: dur(self, "flush_lag"),
+            replay_lag: dur(self, "replay_lag"),
+            in_state_for: dur(self, "in_state_for"),
+            no_reply_for: dur(self, "no_reply_for"),
+            no_progress_for: dur(self, "no_progress_for"),
+            write_lag_bytes: table
+                .get("write_lag_bytes")
+                .and_then(|v| self.size(v, &k("write_lag_bytes"))),
+            flush_lag_bytes: table
+                .get("flush_lag_bytes")
+                .and_then(|v| self.size(v, &k("flush_lag_bytes"))),
+            replay_lag_bytes: table
+                .get("replay_lag_bytes")
+                .and_then(|v| self.size(v, &k("replay_lag_bytes"))),
+            retained_wal: table
+                .get("retained_wal")
+                .and_then(|v| self.size(v, &k("retained_wal"))),
+        };
+
+        if self.errors.len() > errors_before {
+            return None;
+        }
+        if matchers.is_empty() && conditions.is_empty() {
+            self.error(
+                value.span(),
+                key,
+                "this rule has no matcher and no condition, so it would act on every walsender; \
+                 add a matcher (application_name, user, client_addr, state, sync_state) or a condition",
+            );
+            return None;
+        }
+        if matches_nearly_all(&matchers) && holds_nearly_always(&conditions) {
+            self.error(
+                value.span(),
+                key,
+                "this rule's matchers match every walsender (only \"*\" or an exclusion of the empty name \"!\") \
+                 and its conditions are zero thresholds, so it would act on nearly every walsender; \
+                 name who it is about (application_name, user, client_addr, state, sync_state) or give a real threshold",
+            );
+            return None;
+        }
+        for (name, zero) in [
+            ("in_state_for", conditions.in_state_for),
+            ("no_reply_for", conditions.no_reply_for),
+            ("no_progress_for", conditions.no_progress_for),
+        ] {
+            if zero.is_some_and(|d| d.is_zero()) {
+                let span = table.get(name).map_or(value.span(), |v| v.span());
+                self.warning(
+                    span,
+                    &k(name),
+                    "\"0s\" holds for nearly every walsender: give the time it must last, or leave the condition out",
+                );
+            }
+        }
+        Some(Rule {
+            name: name?,
+            matchers,
+            conditions,
+            grace: grace?,
+            action: action?,
+            escalate_after: escalate_after.map(|(_, d)| d),
+        })
+    }
+}
+
+/// The longest `application_name` or role name the server keeps:
+/// `NAMEDATALEN - 1` bytes (it cuts longer application names).
+pub const MAX_NAME_BYTES: usize = 63;
+
+/// Why a pattern of matcher `matcher` (`application_name`, `user`, ...),
+/// accepted as valid, can still never match or never exclude anything.
+/// Warnings, not errors: the rule is safe (it acts on less, not more), but
+/// it does not do what it says.
+pub fn pattern_warnings(matcher: &str, negated: bool, body: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let never = if negated {
+        "this exclusion can never exclude anything"
+    } else {
+        "this pattern can never match"
+    };
+    if !matches!(matcher, "application_name" | "user") {
+        return out;
+    }
+    let least = min_match_bytes(body);
+    if least > MAX_NAME_BYTES {
+        out.push(format!(
+            "{never}: it needs at least {least} bytes, and the server keeps at most {MAX_NAME_BYTES} (NAMEDATALEN - 1) of {}",
+            if matcher == "user" {
+                "a role name"
+            } else {
+                "an application_name: it cuts longer ones"
+            }
+        ));
+    }
+    if matcher == "application_name" && body.chars().any(|c| !(' '..='~').contains(&c)) {
+        out.push(format!(
+            "{never}: it has non-ASCII or control characters, and the server keeps only printable ASCII in \
+             application_name (it writes others as \"?\", or as \\xNN from PostgreSQL 16)"
+        ));
+    }
+    if body.is_empty() {
+        out.push(match (matcher, negated) {
+            ("user", false) => format!("{never}: no role has an empty name"),
+            ("user", true) => format!("{never}: no role has an empty name, so it excludes nothing"),
+            (_, false) => "matches only an empty application_name".to_string(),
+            (_, true) => "excludes only an empty application_name: this matcher matches nearly every walsender".to_string(),
+        });
+    }
+    out
+}
+
+/// The fewest bytes a value matching glob `text` can have.
+pub(super) fn min_match_bytes(text: &str) -> usize {
+    let mut n = 0;
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '*' => {}
+            '[' => {
+                n += 1;
+                // A class: `]` right after `[` or `[!` is a member.
+                let mut first = true;
+                for c in chars.by_ref() {
+                    if c == ']' && !first {
+                        break;
+                    }
+                    first = first && c == '!';
+                }
+            }
+            c => n += c.len_utf8(),
+        }
+    }
+    n
+}
+
+/// The first backwards range (`z-a`) in a glob's character classes.
+pub(super) fn reversed_range(text: &str) -> Option<(char, char)> {
+    let chars: Vec<char> = text.chars().collect();
+    let mut i = 0;
+    while i < chars.len() {
+        if chars[i] != '[' {
+            i += 1;
+            continue;
+        }
+        let mut j = i + 1;
+        if chars.get(j) == Some(&'!') {
+            j += 1;
+        }
+        let start = j;
+        while j < chars.len() && (chars[j] != ']' || j == start) {
+            if j + 2 < chars.len()
+                && chars[j + 1] == '-'
+                && chars[j + 2] != ']'
+                && chars[j] > chars[j + 2]
+            {
+                return Some((chars[j], chars[j + 2]));
+            }
+            j += 1;
+        }
+        i = j + 1;
+    }
+    None
+}
+
+/// True when every glob matcher given lets through any name a client can
+/// pick: no patterns but `*`, and no exclusion but the empty name.
+pub(super) fn matches_nearly_all(m: &Matchers) -> bool {
+    let open = |list: &Option<PatternList<Glob>>| {
+        list.as_ref().is_none_or(|l| {
+            (l.include.is_empty()
+                || l.include
+                    .iter()
+                    .any(|g| !g.text.is_empty() && g.text.chars().all(|c| c == '*')))
+                && l.exclude.iter().all(|g| g.text.is_empty())
+        })
+    };
+    m.client_addr.is_none()
+        && open(&m.application_name)
+        && open(&m.user)
+        && open(&m.state)
+        && open(&m.sync_state)
+}
+
+/// True when the conditions are none or all zero thresholds, which hold for
+/// nearly every walsender.
+pub(super) fn holds_nearly_always(c: &Conditions) -> bool {
+    let zero = |d: Option<Duration>| d.is_none_or(|d| d.is_zero());
+    let none = |b: Option<ByteSize>| b.is_none_or(|b| b.0 == 0);
+    zero(c.write_lag)
+        && zero(c.flush_lag)
+        && zero(c.replay_lag)
+        && zero(c.in_state_for)
+        && zero(c.no_reply_for)
+        && zero(c.no_progress_for)
+        && none(c.write_lag_bytes)
+        && none(c.flush_lag_bytes)
+        && none(c.replay_lag_bytes)
+        && none(c.retained_wal)
+}
