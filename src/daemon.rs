@@ -82,9 +82,9 @@ impl Drop for Session {
 /// Why connecting failed, worded for the log.
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
-    #[error("cannot connect: {0}")]
+    #[error("cannot connect")]
     Connect(#[source] tokio_postgres::Error),
-    #[error("connected, but setting up the session failed: {0}")]
+    #[error("connected, but setting up the session failed")]
     Setup(#[source] tokio_postgres::Error),
     #[error(
         "server version {0} is too old: replwarden supports PostgreSQL {OLDEST_MAJOR} and newer"
@@ -99,7 +99,7 @@ pub enum ConnectError {
         found: &'static str,
         wanted: SessionAttrs,
     },
-    #[error("no host of the list could be used: {}", .0.iter().map(|(host, e)| format!("{host}: {}", report::error_chain(e))).collect::<Vec<_>>().join("; "))]
+    #[error("no host of the list could be used: {}", .0.iter().map(|(host, e)| format!("{host}: {}", crate::errors::error_chain(e))).collect::<Vec<_>>().join("; "))]
     EveryHost(Vec<(String, ConnectError)>),
 }
 
@@ -370,7 +370,7 @@ enum Next {
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
     /// The metrics address cannot be listened on (at start).
-    #[error("cannot serve metrics: {0}")]
+    #[error("cannot serve metrics")]
     Metrics(#[from] std::io::Error),
     /// The server is older than replwarden supports: waiting would not
     /// help, the deployment must change (exit 78, which systemd does not
@@ -540,14 +540,14 @@ impl Daemon {
                 Err(e) if attempt == 1 => warn!(
                     target_server = %target,
                     retry_in = %crate::units::fmt_duration(delay),
-                    error = %report::error_chain(&e),
+                    error = %crate::errors::error_chain(&e),
                     "waiting for PostgreSQL (retrying with backoff; further attempts are logged at debug)"
                 ),
                 Err(e) => debug!(
                     target_server = %target,
                     attempt,
                     retry_in = %crate::units::fmt_duration(delay),
-                    error = %report::error_chain(&e),
+                    error = %crate::errors::error_chain(&e),
                     "still waiting for PostgreSQL"
                 ),
             }
@@ -809,10 +809,12 @@ impl Daemon {
         }
         match result {
             Some(Err(e)) if e.is_connection_lost() || session.client.is_closed() => {
-                error!(error = %e, "lost the connection to PostgreSQL; reconnecting");
+                error!(error = %crate::errors::error_chain(&e), "lost the connection to PostgreSQL; reconnecting");
                 return Some(Next::Reconnect);
             }
-            Some(Err(e)) => error!(error = %e, "poll failed; will retry at the next tick"),
+            Some(Err(e)) => {
+                error!(error = %crate::errors::error_chain(&e), "poll failed; will retry at the next tick")
+            }
             _ => self.service.ready(),
         }
         None
@@ -955,7 +957,7 @@ impl Daemon {
 /// Why a poll failed.
 #[derive(Debug, thiserror::Error)]
 enum PollError {
-    #[error("{}", report::error_chain(.0))]
+    #[error(transparent)]
     Db(#[from] tokio_postgres::Error),
     #[error("the server did not answer within {} (statement_timeout + 1s): giving up on this connection", crate::units::fmt_duration(*.0))]
     NoAnswer(Duration),
@@ -1026,7 +1028,7 @@ pub async fn plan(config: &Config, dry_run: bool) -> Result<String, PlanError> {
 pub enum PlanError {
     #[error(transparent)]
     Connect(#[from] ConnectError),
-    #[error("the poll query failed: {0}")]
+    #[error("the poll query failed")]
     Poll(#[source] tokio_postgres::Error),
 }
 

@@ -20,6 +20,7 @@
 //! - [`lockout`]: a server that refuses the daemon for want of a connection slot.
 //! - [`report`]: log events for decisions, and the `check`/`plan` printouts.
 //! - [`advice`]: the lasting fix for a reconnect loop, only when it cuts off no one else.
+//! - [`errors`]: an error shown with its causes, each once ([`errors::error_chain`]).
 //! - [`metrics`]: the optional Prometheus endpoint.
 //! - [`service`]: systemd notifications (READY, RELOADING, STOPPING, STATUS, watchdog).
 //!
@@ -32,6 +33,7 @@ pub mod config;
 pub mod conninfo;
 pub mod daemon;
 pub mod engine;
+pub mod errors;
 pub mod keys;
 pub mod lockout;
 pub mod logfmt;

@@ -121,7 +121,7 @@ fn main() -> ExitCode {
                     ExitCode::SUCCESS
                 }
                 Err(e) => {
-                    eprintln!("replwarden: {}", report::error_chain(&e));
+                    eprintln!("replwarden: {}", replwarden::errors::error_chain(&e));
                     ExitCode::from(EXIT_FAILURE)
                 }
             }
@@ -169,13 +169,13 @@ fn main() -> ExitCode {
                     Ok(()) => ExitCode::SUCCESS,
                     Err(e @ daemon::RunError::Unsupported(_)) => {
                         tracing::error!(
-                            error = %e,
+                            error = %replwarden::errors::error_chain(&e),
                             "unsupported server: not retrying (point [postgres] conninfo at a supported server, or upgrade it)"
                         );
                         ExitCode::from(EXIT_CONFIG)
                     }
                     Err(e) => {
-                        tracing::error!(error = %e, "cannot start");
+                        tracing::error!(error = %replwarden::errors::error_chain(&e), "cannot start");
                         ExitCode::from(EXIT_FAILURE)
                     }
                 }

@@ -226,22 +226,6 @@ pub fn config_warnings(config: &Config) -> Vec<String> {
     pg.chain(rules).collect()
 }
 
-/// An error and its causes on one line: `cannot connect: error performing
-/// TLS handshake: certificate verify failed`.
-pub fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let text = s.to_string();
-        if !out.contains(&text) {
-            out += ": ";
-            out += &text;
-        }
-        source = s.source();
-    }
-    out
-}
-
 /// The connection target without any password.
 pub fn redacted_conninfo(c: &tokio_postgres::Config) -> String {
     let hosts: Vec<String> = c
