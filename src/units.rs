@@ -42,25 +42,51 @@ impl fmt::Display for ByteSize {
     }
 }
 
+/// Why a size or duration string was refused; the message quotes the
+/// string and says how to write it.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum UnitError {
+    #[error("{0:?} is not a size: write a number and a unit, like \"512MB\" or \"1GiB\"")]
+    NotASize(String),
+    #[error("{text:?} is not a size: {number:?} is not a number")]
+    NotANumber { text: String, number: String },
+    #[error(
+        "{text:?} has an unknown size unit {unit:?}: use B, kB, MB, GB, TB (or KiB, MiB, GiB, TiB)"
+    )]
+    UnknownSizeUnit { text: String, unit: String },
+    #[error("{0:?} is too large")]
+    TooLarge(String),
+    #[error("{0:?} is negative: durations must be positive")]
+    Negative(String),
+    #[error("{text:?} has no unit: write it as \"{number}s\", \"{number}ms\" or \"{number}m\"")]
+    NoUnit { text: String, number: String },
+    /// `reason` is humantime's word on it, shown inside the message (it is
+    /// not a source, so the chain does not print it again).
+    #[error("{text:?} is not a duration ({reason}): write a number and a unit, like \"250ms\", \"30s\", \"5m\", \"6h\"")]
+    NotADuration {
+        text: String,
+        reason: humantime::DurationError,
+    },
+}
+
 /// Parses a size such as `"512MB"`, `"1GiB"` or `"16kB"`.
 ///
 /// Units follow PostgreSQL's own settings (`shared_buffers = 1GB`): `kB`, `MB`,
 /// `GB` and `TB` are powers of 1024, exactly like `KiB`, `MiB`, `GiB`, `TiB`.
 /// A bare number (`"4096"`) or `B` means bytes. Unit names are case-insensitive.
-pub fn parse_size(text: &str) -> Result<ByteSize, String> {
+pub fn parse_size(text: &str) -> Result<ByteSize, UnitError> {
     let text = text.trim();
     let split = text
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))
         .unwrap_or(text.len());
     let (number, unit) = text.split_at(split);
     if number.is_empty() {
-        return Err(format!(
-            "{text:?} is not a size: write a number and a unit, like \"512MB\" or \"1GiB\""
-        ));
+        return Err(UnitError::NotASize(text.to_string()));
     }
-    let number: f64 = number
-        .parse()
-        .map_err(|_| format!("{text:?} is not a size: {number:?} is not a number"))?;
+    let number: f64 = number.parse().map_err(|_| UnitError::NotANumber {
+        text: text.to_string(),
+        number: number.to_string(),
+    })?;
     let multiplier: u64 = match unit.trim().to_ascii_lowercase().as_str() {
         "" | "b" => 1,
         "kb" | "kib" | "k" => 1 << 10,
@@ -68,32 +94,35 @@ pub fn parse_size(text: &str) -> Result<ByteSize, String> {
         "gb" | "gib" | "g" => 1 << 30,
         "tb" | "tib" | "t" => 1 << 40,
         other => {
-            return Err(format!(
-                "{text:?} has an unknown size unit {other:?}: use B, kB, MB, GB, TB (or KiB, MiB, GiB, TiB)"
-            ))
+            return Err(UnitError::UnknownSizeUnit {
+                text: text.to_string(),
+                unit: other.to_string(),
+            })
         }
     };
     let bytes = number * multiplier as f64;
     if !bytes.is_finite() || bytes >= u64::MAX as f64 {
-        return Err(format!("{text:?} is too large"));
+        return Err(UnitError::TooLarge(text.to_string()));
     }
     Ok(ByteSize(bytes.round() as u64))
 }
 
 /// Parses a duration such as `"250ms"`, `"5m"`, `"2h 30m"` (humantime syntax).
 /// A number without a unit is refused: `"5"` could mean seconds or minutes.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
+pub fn parse_duration(text: &str) -> Result<Duration, UnitError> {
     let trimmed = text.trim();
     if trimmed.starts_with('-') {
-        return Err(format!("{text:?} is negative: durations must be positive"));
+        return Err(UnitError::Negative(text.to_string()));
     }
     if !trimmed.is_empty() && trimmed.chars().all(|c| c.is_ascii_digit()) {
-        return Err(format!(
-            "{text:?} has no unit: write it as \"{trimmed}s\", \"{trimmed}ms\" or \"{trimmed}m\""
-        ));
+        return Err(UnitError::NoUnit {
+            text: text.to_string(),
+            number: trimmed.to_string(),
+        });
     }
-    humantime::parse_duration(trimmed).map_err(|e| {
-        format!("{text:?} is not a duration ({e}): write a number and a unit, like \"250ms\", \"30s\", \"5m\", \"6h\"")
+    humantime::parse_duration(trimmed).map_err(|reason| UnitError::NotADuration {
+        text: text.to_string(),
+        reason,
     })
 }
 
@@ -153,6 +182,34 @@ mod tests {
         for bad in ["", "5", "-1s", "five minutes", "1 fortnight"] {
             assert!(parse_duration(bad).is_err(), "{bad} should be refused");
         }
+    }
+
+    /// Each refusal quotes the text and says how to write it.
+    #[test]
+    fn refusals_say_how_to_write_it() {
+        let size = |t: &str| parse_size(t).unwrap_err().to_string();
+        let duration = |t: &str| parse_duration(t).unwrap_err().to_string();
+        assert_eq!(
+            size("GB"),
+            r#""GB" is not a size: write a number and a unit, like "512MB" or "1GiB""#
+        );
+        assert_eq!(
+            size("1 parsec"),
+            r#""1 parsec" has an unknown size unit "parsec": use B, kB, MB, GB, TB (or KiB, MiB, GiB, TiB)"#
+        );
+        assert_eq!(
+            duration("5"),
+            r#""5" has no unit: write it as "5s", "5ms" or "5m""#
+        );
+        assert_eq!(
+            duration("-1s"),
+            r#""-1s" is negative: durations must be positive"#
+        );
+        assert!(
+            duration("five minutes").starts_with(r#""five minutes" is not a duration ("#),
+            "{}",
+            duration("five minutes")
+        );
     }
 
     #[test]

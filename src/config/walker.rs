@@ -260,7 +260,7 @@ impl Walker<'_> {
     ) -> Option<Duration> {
         let text = self.string(value, key)?;
         let d = parse_duration(text)
-            .map_err(|e| self.error(value.span(), key, e))
+            .map_err(|e| self.error(value.span(), key, e.to_string()))
             .ok()?;
         if d > max {
             self.error(
@@ -286,7 +286,7 @@ impl Walker<'_> {
     pub(super) fn size(&mut self, value: &Value<'_>, key: &str) -> Option<ByteSize> {
         let text = self.string(value, key)?;
         let size = parse_size(text)
-            .map_err(|e| self.error(value.span(), key, e))
+            .map_err(|e| self.error(value.span(), key, e.to_string()))
             .ok()?;
         if size > MAX_SIZE {
             self.error(
