@@ -152,47 +152,53 @@ pub const MAX_FILE_SIZE: u64 = 4 << 20;
 
 /// Reads and validates the file at `path`.
 pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
-    let text = read(path).map_err(|message| {
+    let text = read(path).map_err(|e| {
         ConfigErrors(vec![ConfigError {
             file: path.to_path_buf(),
             position: None,
             key: String::new(),
-            message,
+            message: crate::errors::error_chain(&e),
         }])
     })?;
     parse(path, &text)
 }
 
+/// Why the config file could not be read (before any of it is checked).
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    #[error("cannot read config file")]
+    Io(#[source] std::io::Error),
+    /// What the path is instead (see [`file_kind`]).
+    #[error("not a regular file (it is a {0}): point --config at the TOML file itself")]
+    NotAFile(&'static str),
+    #[error(
+        "the file is larger than {} MiB, the most replwarden reads: is this the right file?",
+        MAX_FILE_SIZE >> 20
+    )]
+    TooLarge,
+    /// The byte offset of the first byte that is not UTF-8.
+    #[error("cannot read config file: not UTF-8 text (at byte {0})")]
+    NotUtf8(usize),
+}
+
 /// The text of the config file, refusing what is not a regular file (a
 /// FIFO would block the read forever, a device never end) and anything over
 /// [`MAX_FILE_SIZE`].
-fn read(path: &Path) -> Result<String, String> {
+fn read(path: &Path) -> Result<String, ReadError> {
     use std::io::Read;
-    let cannot = |e: std::io::Error| format!("cannot read config file: {e}");
-    let meta = std::fs::metadata(path).map_err(cannot)?;
+    let meta = std::fs::metadata(path).map_err(ReadError::Io)?;
     if !meta.is_file() {
-        return Err(format!(
-            "not a regular file (it is a {}): point --config at the TOML file itself",
-            file_kind(&meta)
-        ));
+        return Err(ReadError::NotAFile(file_kind(&meta)));
     }
-    let file = std::fs::File::open(path).map_err(cannot)?;
+    let file = std::fs::File::open(path).map_err(ReadError::Io)?;
     let mut bytes = Vec::new();
     file.take(MAX_FILE_SIZE + 1)
         .read_to_end(&mut bytes)
-        .map_err(cannot)?;
+        .map_err(ReadError::Io)?;
     if bytes.len() as u64 > MAX_FILE_SIZE {
-        return Err(format!(
-            "the file is larger than {} MiB, the most replwarden reads: is this the right file?",
-            MAX_FILE_SIZE >> 20
-        ));
+        return Err(ReadError::TooLarge);
     }
-    String::from_utf8(bytes).map_err(|e| {
-        format!(
-            "cannot read config file: not UTF-8 text (at byte {})",
-            e.utf8_error().valid_up_to()
-        )
-    })
+    String::from_utf8(bytes).map_err(|e| ReadError::NotUtf8(e.utf8_error().valid_up_to()))
 }
 
 /// What a file that is not a regular one is, for the error.
