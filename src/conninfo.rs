@@ -34,8 +34,8 @@ pub enum SslMode {
 }
 
 impl FromStr for SslMode {
-    type Err = String;
-    fn from_str(s: &str) -> Result<SslMode, String> {
+    type Err = ConninfoError;
+    fn from_str(s: &str) -> Result<SslMode, ConninfoError> {
         Ok(match s {
             "disable" => SslMode::Disable,
             "allow" => SslMode::Allow,
@@ -43,11 +43,7 @@ impl FromStr for SslMode {
             "require" => SslMode::Require,
             "verify-ca" => SslMode::VerifyCa,
             "verify-full" => SslMode::VerifyFull,
-            other => {
-                return Err(format!(
-                    "sslmode {other:?} is not one of disable, allow, prefer, require, verify-ca, verify-full"
-                ))
-            }
+            other => return Err(ConninfoError::SslMode(other.to_string())),
         })
     }
 }
@@ -83,8 +79,8 @@ pub enum SessionAttrs {
 }
 
 impl FromStr for SessionAttrs {
-    type Err = String;
-    fn from_str(s: &str) -> Result<SessionAttrs, String> {
+    type Err = ConninfoError;
+    fn from_str(s: &str) -> Result<SessionAttrs, ConninfoError> {
         Ok(match s {
             "any" => SessionAttrs::Any,
             "read-write" => SessionAttrs::ReadWrite,
@@ -92,11 +88,7 @@ impl FromStr for SessionAttrs {
             "primary" => SessionAttrs::Primary,
             "standby" => SessionAttrs::Standby,
             "prefer-standby" => SessionAttrs::PreferStandby,
-            other => {
-                return Err(format!(
-                    "target_session_attrs {other:?} is not one of any, read-write, read-only, primary, standby, prefer-standby"
-                ))
-            }
+            other => return Err(ConninfoError::SessionAttrs(other.to_string())),
         })
     }
 }
@@ -161,6 +153,53 @@ pub struct Resolved {
     pub warnings: Vec<String>,
 }
 
+/// Why a connection string (with the `PG*` variables) cannot be used, and
+/// what to do. No message quotes a word of the string that is not a
+/// parameter name: any other word may be part of a password (see [`word`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConninfoError {
+    #[error("sslmode {0:?} is not one of disable, allow, prefer, require, verify-ca, verify-full")]
+    SslMode(String),
+    #[error("target_session_attrs {0:?} is not one of any, read-write, read-only, primary, standby, prefer-standby")]
+    SessionAttrs(String),
+    #[error(
+        "replication= is not supported: replwarden needs an ordinary SQL session (it reads \
+         pg_stat_replication and signals backends), which a replication connection cannot run; \
+         remove replication= from the connection string"
+    )]
+    Replication,
+    /// The word it follows, as [`word`] names it.
+    #[error("missing \"=\" after {0}; a value with spaces must be in single quotes, as in password='two words'")]
+    MissingEquals(String),
+    /// The key of the value, as [`word`] names it.
+    #[error("unterminated quoted value for {0}")]
+    Unterminated(String),
+    /// The unknown word, as [`word`] names it.
+    #[error("unknown parameter {0}; known: {known}", known = KNOWN_PARAMS.join(", "))]
+    UnknownParameter(String),
+    #[error("host lists {hosts} hosts and hostaddr {addrs} addresses: give one address per host, or leave hostaddr out")]
+    HostaddrCount { hosts: usize, addrs: usize },
+    #[error("port lists {ports} ports for {hosts} hosts: give one port for all, or one per host")]
+    PortCount { ports: usize, hosts: usize },
+    /// A parameter of [`KNOWN_PARAMS`] whose value tokio-postgres refused.
+    #[error("invalid value for {0}")]
+    InvalidValue(String),
+    #[error(
+        "cannot be parsed (the text is not shown: it may hold a password); check its quoting: \
+         key='value with spaces' pairs, or a postgresql:// URI with %-escapes"
+    )]
+    Unparsable,
+    #[error("PGPORT {0:?} is not a port number")]
+    PgPort(String),
+    #[error("no user: the operating-system user has no entry in the password database; set user= in conninfo or PGUSER")]
+    NoUser,
+    #[error(
+        "sslmode verify-ca/verify-full needs a root certificate: set sslrootcert= or PGSSLROOTCERT, \
+         or put it in ~/.postgresql/root.crt"
+    )]
+    NoRootCertificate,
+}
+
 /// The parameters libpq knows and tokio-postgres does not; taken out of the
 /// connection string before tokio-postgres parses the rest.
 const LIBPQ_ONLY: &[&str] = &["sslmode", "sslrootcert", "passfile", "target_session_attrs"];
@@ -169,14 +208,9 @@ const LIBPQ_ONLY: &[&str] = &["sslmode", "sslrootcert", "passfile", "target_sess
 const ADDRESSING: &[&str] = &["host", "hostaddr", "port"];
 
 /// Refuses parameters replwarden cannot honour, naming the key and why.
-fn refuse_unsupported(key: &str) -> Result<(), String> {
+fn refuse_unsupported(key: &str) -> Result<(), ConninfoError> {
     match key {
-        "replication" => Err(
-            "replication= is not supported: replwarden needs an ordinary SQL session (it reads \
-             pg_stat_replication and signals backends), which a replication connection cannot run; \
-             remove replication= from the connection string"
-                .to_string(),
-        ),
+        "replication" => Err(ConninfoError::Replication),
         _ => Ok(()),
     }
 }
@@ -220,7 +254,7 @@ fn word(n: usize, text: &str) -> String {
 
 /// Splits a key=value connection string into pairs (libpq quoting: values
 /// in single quotes, `\'` and `\\` escapes).
-fn split_pairs(text: &str) -> Result<Vec<(String, String)>, String> {
+fn split_pairs(text: &str) -> Result<Vec<(String, String)>, ConninfoError> {
     let mut pairs = Vec::new();
     let mut chars = text.chars().peekable();
     loop {
@@ -242,10 +276,7 @@ fn split_pairs(text: &str) -> Result<Vec<(String, String)>, String> {
             chars.next();
         }
         if chars.next() != Some('=') {
-            return Err(format!(
-                "missing \"=\" after {}; a value with spaces must be in single quotes, as in password='two words'",
-                word(pairs.len() + 1, &key)
-            ));
+            return Err(ConninfoError::MissingEquals(word(pairs.len() + 1, &key)));
         }
         while chars.peek().is_some_and(|c| c.is_whitespace()) {
             chars.next();
@@ -258,12 +289,7 @@ fn split_pairs(text: &str) -> Result<Vec<(String, String)>, String> {
                     Some('\\') => value.extend(chars.next()),
                     Some('\'') => break,
                     Some(c) => value.push(c),
-                    None => {
-                        return Err(format!(
-                            "unterminated quoted value for {}",
-                            word(pairs.len() + 1, &key)
-                        ))
-                    }
+                    None => return Err(ConninfoError::Unterminated(word(pairs.len() + 1, &key))),
                 }
             }
         } else {
@@ -315,7 +341,7 @@ struct Parts {
 
 /// Takes the libpq-only parameters out of `conninfo` (key=value or URI
 /// form), and the addressing ones out of a copy of the rest.
-fn take_libpq_params(conninfo: &str) -> Result<Parts, String> {
+fn take_libpq_params(conninfo: &str) -> Result<Parts, ConninfoError> {
     let trimmed = conninfo.trim();
     if let Some(scheme) = ["postgres://", "postgresql://"]
         .into_iter()
@@ -366,11 +392,7 @@ fn take_libpq_params(conninfo: &str) -> Result<Parts, String> {
         .iter()
         .position(|(k, _)| !KNOWN_PARAMS.contains(&k.as_str()))
     {
-        return Err(format!(
-            "unknown parameter {}; known: {}",
-            word(n + 1, &pairs[n].0),
-            KNOWN_PARAMS.join(", ")
-        ));
+        return Err(ConninfoError::UnknownParameter(word(n + 1, &pairs[n].0)));
     }
     let (taken, kept): (Vec<_>, Vec<_>) = pairs
         .into_iter()
@@ -399,20 +421,19 @@ fn split_hosts(
     addrs: &[std::net::IpAddr],
     ports: &[u16],
     base: &tokio_postgres::Config,
-) -> Result<Vec<Target>, String> {
+) -> Result<Vec<Target>, ConninfoError> {
     if !hosts.is_empty() && !addrs.is_empty() && hosts.len() != addrs.len() {
-        return Err(format!(
-            "host lists {} hosts and hostaddr {} addresses: give one address per host, or leave hostaddr out",
-            hosts.len(),
-            addrs.len()
-        ));
+        return Err(ConninfoError::HostaddrCount {
+            hosts: hosts.len(),
+            addrs: addrs.len(),
+        });
     }
     let count = hosts.len().max(addrs.len());
     if ports.len() > 1 && ports.len() != count {
-        return Err(format!(
-            "port lists {} ports for {count} hosts: give one port for all, or one per host",
-            ports.len()
-        ));
+        return Err(ConninfoError::PortCount {
+            ports: ports.len(),
+            hosts: count,
+        });
     }
     Ok((0..count)
         .map(|i| {
@@ -476,20 +497,16 @@ pub fn os_user() -> Option<String> {
 /// (`invalid value for option `port``); any other (an unknown option, an
 /// unexpected character) could quote a piece of a password, so it is
 /// replaced by a message that quotes nothing.
-fn parse_error(e: &tokio_postgres::Error) -> String {
+fn parse_error(e: &tokio_postgres::Error) -> ConninfoError {
     let cause = std::error::Error::source(e).map(|s| s.to_string());
     match cause
         .as_deref()
         .and_then(|c| c.strip_prefix("invalid value for option `"))
     {
         Some(name) if KNOWN_PARAMS.contains(&name.trim_end_matches('`')) => {
-            format!("invalid value for {}", name.trim_end_matches('`'))
+            ConninfoError::InvalidValue(name.trim_end_matches('`').to_string())
         }
-        _ => {
-            "cannot be parsed (the text is not shown: it may hold a password); check its quoting: \
-              key='value with spaces' pairs, or a postgresql:// URI with %-escapes"
-                .to_string()
-        }
+        _ => ConninfoError::Unparsable,
     }
 }
 
@@ -500,7 +517,7 @@ pub fn resolve(
     conninfo: &str,
     env: &dyn Fn(&str) -> Option<String>,
     read: &dyn Fn(&Path) -> Option<(String, u32)>,
-) -> Result<Resolved, String> {
+) -> Result<Resolved, ConninfoError> {
     resolve_as(conninfo, env, read, &os_user)
 }
 
@@ -510,7 +527,7 @@ pub fn resolve_as(
     env: &dyn Fn(&str) -> Option<String>,
     read: &dyn Fn(&Path) -> Option<(String, u32)>,
     os_user: &dyn Fn() -> Option<String>,
-) -> Result<Resolved, String> {
+) -> Result<Resolved, ConninfoError> {
     let parts = take_libpq_params(conninfo)?;
     let taken = parts.taken;
     let param = |name: &str| {
@@ -547,16 +564,16 @@ pub fn resolve_as(
                 ports.push(
                     p.trim()
                         .parse()
-                        .map_err(|_| format!("PGPORT {p:?} is not a port number"))?,
+                        .map_err(|_| ConninfoError::PgPort(p.to_string()))?,
                 );
             }
         }
     }
     if config.get_user().is_none() {
         // As libpq: PGUSER, else the operating-system user (never $USER).
-        let user = env("PGUSER").or_else(os_user).ok_or(
-            "no user: the operating-system user has no entry in the password database; set user= in conninfo or PGUSER",
-        )?;
+        let user = env("PGUSER")
+            .or_else(os_user)
+            .ok_or(ConninfoError::NoUser)?;
         config.user(&user);
     }
     if config.get_dbname().is_none() {
@@ -638,11 +655,7 @@ pub fn resolve_as(
         // As libpq: with a root certificate, require checks the chain.
         (SslMode::Require, Some(root)) => Verify::Chain(root),
         (SslMode::VerifyCa | SslMode::VerifyFull, None) => {
-            return Err(
-                "sslmode verify-ca/verify-full needs a root certificate: set sslrootcert= or PGSSLROOTCERT, \
-                 or put it in ~/.postgresql/root.crt"
-                    .to_string(),
-            )
+            return Err(ConninfoError::NoRootCertificate)
         }
         _ => Verify::None,
     };
@@ -799,6 +812,7 @@ mod tests {
             &|p| files.get(p).cloned(),
             &|| Some("osuser".to_string()),
         )
+        .map_err(|e| e.to_string())
     }
 
     #[test]
@@ -832,6 +846,8 @@ mod tests {
             "libpq defaults to the OS user from the password database, not $USER"
         );
         let none = resolve_as("", &|_| None, &|_| None, &|| None).unwrap_err();
+        assert_eq!(none, ConninfoError::NoUser);
+        let none = none.to_string();
         assert!(none.contains("set user= in conninfo or PGUSER"), "{none}");
     }
 
