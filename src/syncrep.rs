@@ -2,45 +2,31 @@
 //! synchronous quorum guard knows how many synchronous standbys commits
 //! wait for. Pure; the setting is read with each poll.
 
-use std::fmt;
-
-/// How the server picks synchronous standbys.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Method {
-    /// `FIRST n (...)`, `n (...)` or a plain list: priority order.
-    First,
-    /// `ANY n (...)`: quorum.
-    Any,
-}
-
-/// A parsed, non-empty `synchronous_standby_names`.
+/// A parsed, non-empty `synchronous_standby_names`: what the guard needs
+/// of it (the names are checked, not kept: the guard counts standbys by
+/// their `sync_state`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SyncSpec {
-    pub method: Method,
     /// How many synchronous standbys each commit waits for.
     pub num_sync: u32,
-    /// The names as the server keeps them (`*` matches any standby).
-    pub names: Vec<String>,
 }
 
-impl fmt::Display for SyncSpec {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let method = match self.method {
-            Method::First => "FIRST",
-            Method::Any => "ANY",
-        };
-        write!(f, "{method} {} ({})", self.num_sync, self.names.join(", "))
-    }
-}
-
-impl SyncSpec {
-    /// Whether a walsender with this application_name is a candidate
-    /// (compared case-insensitively, as the server does).
-    pub fn is_candidate(&self, application_name: &str) -> bool {
-        self.names
-            .iter()
-            .any(|n| n == "*" || n.eq_ignore_ascii_case(application_name))
-    }
+/// Why a `synchronous_standby_names` value could not be parsed.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum SyncrepError {
+    #[error("unterminated quoted name")]
+    UnterminatedName,
+    /// The digits as written.
+    #[error("number {0} too large")]
+    NumberTooLarge(String),
+    #[error("unexpected character {0:?}")]
+    UnexpectedCharacter(char),
+    /// The whole setting.
+    #[error("cannot parse synchronous_standby_names {0:?}")]
+    Unparsable(String),
+    /// The whole setting.
+    #[error("synchronous_standby_names {0:?} asks for 0 standbys")]
+    ZeroStandbys(String),
 }
 
 #[derive(Debug, PartialEq)]
@@ -54,7 +40,7 @@ enum Token {
     Close,
 }
 
-fn tokens(text: &str) -> Result<Vec<Token>, String> {
+fn tokens(text: &str) -> Result<Vec<Token>, SyncrepError> {
     let mut out = Vec::new();
     let mut chars = text.chars().peekable();
     while let Some(&c) = chars.peek() {
@@ -82,7 +68,7 @@ fn tokens(text: &str) -> Result<Vec<Token>, String> {
                         }
                         Some('"') => break,
                         Some(c) => name.push(c),
-                        None => return Err("unterminated quoted name".to_string()),
+                        None => return Err(SyncrepError::UnterminatedName),
                     }
                 }
                 out.push(Token::Quoted(name));
@@ -96,7 +82,7 @@ fn tokens(text: &str) -> Result<Vec<Token>, String> {
                 out.push(Token::Number(
                     digits
                         .parse()
-                        .map_err(|_| format!("number {digits} too large"))?,
+                        .map_err(|_| SyncrepError::NumberTooLarge(digits.clone()))?,
                 ));
             }
             c if c.is_alphabetic() || c == '_' || !c.is_ascii() => {
@@ -110,7 +96,7 @@ fn tokens(text: &str) -> Result<Vec<Token>, String> {
                 }
                 out.push(Token::Word(word));
             }
-            other => return Err(format!("unexpected character {other:?}")),
+            other => return Err(SyncrepError::UnexpectedCharacter(other)),
         }
     }
     Ok(out)
@@ -118,63 +104,49 @@ fn tokens(text: &str) -> Result<Vec<Token>, String> {
 
 /// Parses the setting; `Ok(None)` when it is empty (no synchronous
 /// replication).
-pub fn parse(text: &str) -> Result<Option<SyncSpec>, String> {
+pub fn parse(text: &str) -> Result<Option<SyncSpec>, SyncrepError> {
     let toks = tokens(text)?;
     if toks.is_empty() {
         return Ok(None);
     }
     let keyword = |t: &Token, k: &str| matches!(t, Token::Word(w) if w.eq_ignore_ascii_case(k));
-    let (method, num_sync, list) = match toks.as_slice() {
+    // `FIRST n (...)`, `ANY n (...)` (quorum), `n (...)` or a plain list.
+    let (num_sync, list) = match toks.as_slice() {
         [first, Token::Number(n), Token::Open, rest @ .., Token::Close]
-            if keyword(first, "first") =>
+            if keyword(first, "first") || keyword(first, "any") =>
         {
-            (Method::First, *n, rest)
+            (*n, rest)
         }
-        [first, Token::Number(n), Token::Open, rest @ .., Token::Close]
-            if keyword(first, "any") =>
-        {
-            (Method::Any, *n, rest)
-        }
-        [Token::Number(n), Token::Open, rest @ .., Token::Close] => (Method::First, *n, rest),
-        list => (Method::First, 1, list),
+        [Token::Number(n), Token::Open, rest @ .., Token::Close] => (*n, rest),
+        list => (1, list),
     };
-    let mut names = Vec::new();
-    for (i, t) in list.iter().enumerate() {
-        let expect_name = i % 2 == 0;
-        match (t, expect_name) {
-            (Token::Word(w), true) => names.push(w.to_lowercase()),
-            (Token::Quoted(q), true) => names.push(q.clone()),
-            (Token::Number(n), true) => names.push(n.to_string()),
-            (Token::Star, true) => names.push("*".to_string()),
-            (Token::Comma, false) => {}
-            _ => return Err(format!("cannot parse synchronous_standby_names {text:?}")),
-        }
-    }
-    if names.is_empty() || list.len() % 2 == 0 {
-        return Err(format!("cannot parse synchronous_standby_names {text:?}"));
+    // Names (words, quoted names, numbers or `*`) separated by commas.
+    let is_name = |t: &Token| {
+        matches!(
+            t,
+            Token::Word(_) | Token::Quoted(_) | Token::Number(_) | Token::Star
+        )
+    };
+    let well_formed = list.len() % 2 == 1
+        && list.iter().enumerate().all(|(i, t)| match i % 2 {
+            0 => is_name(t),
+            _ => *t == Token::Comma,
+        });
+    if !well_formed {
+        return Err(SyncrepError::Unparsable(text.to_string()));
     }
     if num_sync == 0 {
-        return Err(format!(
-            "synchronous_standby_names {text:?} asks for 0 standbys"
-        ));
+        return Err(SyncrepError::ZeroStandbys(text.to_string()));
     }
-    Ok(Some(SyncSpec {
-        method,
-        num_sync,
-        names,
-    }))
+    Ok(Some(SyncSpec { num_sync }))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn spec(method: Method, n: u32, names: &[&str]) -> Option<SyncSpec> {
-        Some(SyncSpec {
-            method,
-            num_sync: n,
-            names: names.iter().map(|s| s.to_string()).collect(),
-        })
+    fn spec(num_sync: u32) -> Option<SyncSpec> {
+        Some(SyncSpec { num_sync })
     }
 
     #[test]
@@ -182,31 +154,23 @@ mod tests {
         let cases = [
             ("", None),
             ("   ", None),
-            ("standby_a", spec(Method::First, 1, &["standby_a"])),
-            ("s1, s2", spec(Method::First, 1, &["s1", "s2"])),
-            ("*", spec(Method::First, 1, &["*"])),
-            (
-                "FIRST 2 (s1, s2, s3)",
-                spec(Method::First, 2, &["s1", "s2", "s3"]),
-            ),
-            ("first 1 (S1)", spec(Method::First, 1, &["s1"])),
-            ("2 (s1, s2)", spec(Method::First, 2, &["s1", "s2"])),
-            (
-                "ANY 1 (standby_a, standby_lagging)",
-                spec(Method::Any, 1, &["standby_a", "standby_lagging"]),
-            ),
-            ("any 2 (*)", spec(Method::Any, 2, &["*"])),
-            (
-                r#"ANY 1 ("My Standby", "a""b")"#,
-                spec(Method::Any, 1, &["My Standby", "a\"b"]),
-            ),
-            ("FIRST 1 (\"first\")", spec(Method::First, 1, &["first"])),
+            ("standby_a", spec(1)),
+            ("s1, s2", spec(1)),
+            ("*", spec(1)),
+            ("FIRST 2 (s1, s2, s3)", spec(2)),
+            ("first 1 (S1)", spec(1)),
+            ("2 (s1, s2)", spec(2)),
+            ("ANY 1 (standby_a, standby_lagging)", spec(1)),
+            ("any 2 (*)", spec(2)),
+            (r#"ANY 1 ("My Standby", "a""b")"#, spec(1)),
+            ("FIRST 1 (\"first\")", spec(1)),
         ];
         for (text, expected) in cases {
             assert_eq!(parse(text), Ok(expected), "{text}");
         }
         for bad in [
             "FIRST 1 (a,",
+            "FIRST 1 ()",
             "a,,b",
             "ANY 0 (a)",
             "(a)",
@@ -219,15 +183,19 @@ mod tests {
     }
 
     #[test]
-    fn candidates_compare_case_insensitively_and_star_matches_all() {
-        let s = parse("FIRST 1 (Standby_A)").unwrap().unwrap();
-        assert!(s.is_candidate("standby_a"));
-        assert!(s.is_candidate("STANDBY_A"));
-        assert!(!s.is_candidate("standby_b"));
-        assert!(parse("*").unwrap().unwrap().is_candidate("anything"));
+    fn refusals_name_what_is_wrong() {
         assert_eq!(
-            parse("any 2 (a, b)").unwrap().unwrap().to_string(),
-            "ANY 2 (a, b)"
+            parse("ANY 0 (a)").unwrap_err().to_string(),
+            r#"synchronous_standby_names "ANY 0 (a)" asks for 0 standbys"#
         );
+        assert_eq!(
+            parse("a b").unwrap_err(),
+            SyncrepError::Unparsable("a b".to_string())
+        );
+        assert_eq!(
+            parse("a;b").unwrap_err(),
+            SyncrepError::UnexpectedCharacter(';')
+        );
+        assert_eq!(parse("\"open"), Err(SyncrepError::UnterminatedName));
     }
 }
