@@ -470,27 +470,11 @@ fn split_hosts(
 /// The operating-system user replwarden runs as, from the password
 /// database (`getpwuid(geteuid())`), as libpq finds its default user.
 pub fn os_user() -> Option<String> {
-    let mut buf = vec![0 as libc::c_char; 4096];
-    // SAFETY: getpwuid_r writes at most buf.len() bytes into buf and fills
-    // pwd from it; result is set to &pwd on success or null otherwise.
-    unsafe {
-        let mut pwd: libc::passwd = std::mem::zeroed();
-        let mut result: *mut libc::passwd = std::ptr::null_mut();
-        let rc = libc::getpwuid_r(
-            libc::geteuid(),
-            &mut pwd,
-            buf.as_mut_ptr(),
-            buf.len(),
-            &mut result,
-        );
-        if rc != 0 || result.is_null() || pwd.pw_name.is_null() {
-            return None;
-        }
-        std::ffi::CStr::from_ptr(pwd.pw_name)
-            .to_str()
-            .ok()
-            .map(str::to_string)
-    }
+    let uid = nix::unistd::geteuid();
+    nix::unistd::User::from_uid(uid)
+        .ok()
+        .flatten()
+        .map(|u| u.name)
 }
 
 /// tokio-postgres's parse error, if it names nothing but a parameter
@@ -855,7 +839,7 @@ mod tests {
     fn the_os_user_comes_from_the_password_database() {
         // The test runs as some user with an entry (root or a builder).
         let name = os_user().expect("the test user has a password-database entry");
-        let uid = unsafe { libc::geteuid() };
+        let uid = nix::unistd::geteuid();
         let passwd = std::fs::read_to_string("/etc/passwd").unwrap();
         assert!(
             passwd.lines().any(|l| l.starts_with(&format!("{name}:"))

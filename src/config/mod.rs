@@ -587,8 +587,11 @@ action = "kill"
         let dir = std::env::temp_dir().join(format!("rw-config-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let fifo = dir.join("fifo.toml");
-        let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
-        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        nix::unistd::mkfifo(
+            &fifo,
+            nix::sys::stat::Mode::S_IRUSR | nix::sys::stat::Mode::S_IWUSR,
+        )
+        .unwrap();
         let big = dir.join("big.toml");
         std::fs::write(&big, "#".repeat(MAX_FILE_SIZE as usize + 1)).unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
