@@ -10,7 +10,9 @@
 # PostgreSQL 15 comes without a cluster of its own (create_main_cluster =
 # false is set before the install): the demo and the tests make throwaway
 # clusters, the package test one with pg_createcluster. The Rust toolchain
-# is assumed (https://rustup.rs); it is checked, not installed.
+# is assumed (https://rustup.rs); it is checked, not installed, except for
+# its clippy component (scripts/test.sh runs cargo clippy), which rustup
+# adds when it is missing.
 # Exit codes: 0 all there (or installed); 1 a required package is not
 # available from apt; 2 something is missing and this is not root (or not
 # Debian), or cargo is missing: the message says what to do.
@@ -73,6 +75,15 @@ command -v cargo >/dev/null || {
     echo "setup: cargo not found: install the Rust toolchain (https://rustup.rs)" >&2
     status=2
 }
+# scripts/test.sh runs cargo clippy: a rustup toolchain may come without it.
+if command -v cargo >/dev/null && ! cargo clippy --version >/dev/null 2>&1; then
+    if command -v rustup >/dev/null; then
+        rustup component add clippy
+    else
+        echo "setup: cargo clippy not found: install clippy for this Rust toolchain" >&2
+        status=2
+    fi
+fi
 [ ${#missing[@]} -eq 0 ] && exit "$status"
 
 echo "setup: missing: ${missing[*]}" >&2

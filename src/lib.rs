@@ -26,6 +26,17 @@
 //!
 //! `main.rs` is a thin command-line shell over this library.
 
+// The shipped code (see also Cargo.toml's [lints]): no unsafe code; numbers
+// from the server (LSNs, lags, pids) never wrap or truncate silently in a
+// cast, and a clock stepping back never panics a subtraction.
+#![forbid(unsafe_code)]
+#![deny(
+    clippy::cast_possible_truncation,
+    clippy::cast_possible_wrap,
+    clippy::cast_sign_loss,
+    clippy::unchecked_time_subtraction
+)]
+
 pub mod actions;
 pub mod advice;
 pub mod clocks;

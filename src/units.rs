@@ -104,7 +104,13 @@ pub fn parse_size(text: &str) -> Result<ByteSize, UnitError> {
     if !bytes.is_finite() || bytes >= u64::MAX as f64 {
         return Err(UnitError::TooLarge(text.to_string()));
     }
-    Ok(ByteSize(bytes.round() as u64))
+    #[expect(
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss,
+        reason = "checked above: finite, not negative (digits and dots only) and below 2^64"
+    )]
+    let bytes = bytes.round() as u64;
+    Ok(ByteSize(bytes))
 }
 
 /// Parses a duration such as `"250ms"`, `"5m"`, `"2h 30m"` (humantime syntax).
@@ -129,7 +135,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, UnitError> {
 /// Prints a duration compactly for logs (`1m 30s`, `250ms`).
 pub fn fmt_duration(d: Duration) -> String {
     // Milliseconds are the finest grain anything here is measured in.
-    let rounded = Duration::from_millis(d.as_millis().min(u64::MAX as u128) as u64);
+    let rounded = Duration::from_millis(u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
     if rounded.is_zero() {
         return "0s".to_string();
     }

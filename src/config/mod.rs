@@ -593,7 +593,11 @@ action = "kill"
         )
         .unwrap();
         let big = dir.join("big.toml");
-        std::fs::write(&big, "#".repeat(MAX_FILE_SIZE as usize + 1)).unwrap();
+        std::fs::write(
+            &big,
+            "#".repeat(usize::try_from(MAX_FILE_SIZE).unwrap() + 1),
+        )
+        .unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
         for path in [fifo, dir.clone(), big] {
             let tx = tx.clone();
