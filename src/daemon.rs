@@ -250,7 +250,7 @@ async fn connect_unbounded(
     let (client, connection) = pg.connect(tls).await.map_err(ConnectError::Connect)?;
     let connection = tokio::spawn(async move {
         if let Err(e) = connection.await {
-            debug!(error = %e, "connection ended");
+            debug!(error = %crate::errors::error_chain(&e), "connection ended");
         }
     });
     let setup = async {
