@@ -155,7 +155,7 @@ pub struct Resolved {
 
 /// Why a connection string (with the `PG*` variables) cannot be used, and
 /// what to do. No message quotes a word of the string that is not a
-/// parameter name: any other word may be part of a password (see [`word`]).
+/// parameter name: any other word may be part of a password (see `word`).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ConninfoError {
     #[error("sslmode {0:?} is not one of disable, allow, prefer, require, verify-ca, verify-full")]
@@ -168,20 +168,20 @@ pub enum ConninfoError {
          remove replication= from the connection string"
     )]
     Replication,
-    /// The word it follows, as [`word`] names it.
+    /// The word it follows, as `word` names it.
     #[error("missing \"=\" after {0}; a value with spaces must be in single quotes, as in password='two words'")]
     MissingEquals(String),
-    /// The key of the value, as [`word`] names it.
+    /// The key of the value, as `word` names it.
     #[error("unterminated quoted value for {0}")]
     Unterminated(String),
-    /// The unknown word, as [`word`] names it.
+    /// The unknown word, as `word` names it.
     #[error("unknown parameter {0}; known: {known}", known = KNOWN_PARAMS.join(", "))]
     UnknownParameter(String),
     #[error("host lists {hosts} hosts and hostaddr {addrs} addresses: give one address per host, or leave hostaddr out")]
     HostaddrCount { hosts: usize, addrs: usize },
     #[error("port lists {ports} ports for {hosts} hosts: give one port for all, or one per host")]
     PortCount { ports: usize, hosts: usize },
-    /// A parameter of [`KNOWN_PARAMS`] whose value tokio-postgres refused.
+    /// A parameter of `KNOWN_PARAMS` whose value tokio-postgres refused.
     #[error("invalid value for {0}")]
     InvalidValue(String),
     #[error(

@@ -168,7 +168,7 @@ pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
 pub enum ReadError {
     #[error("cannot read config file")]
     Io(#[source] std::io::Error),
-    /// What the path is instead (see [`file_kind`]).
+    /// What the path is instead (see `file_kind`).
     #[error("not a regular file (it is a {0}): point --config at the TOML file itself")]
     NotAFile(&'static str),
     #[error(
