@@ -3,11 +3,11 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use crate::clocks::Observed;
+use crate::clocks::{self, Measures, Observed};
 use crate::policy::{Action, Limits, Policy, Rule};
-use crate::snapshot::{Walsender, WalsenderId};
+use crate::snapshot::{Snapshot, Walsender, WalsenderId};
 
 use super::guards::charge;
 use super::{Cause, Decision};
@@ -234,6 +234,97 @@ impl Memory {
             }
         }
         gave_up.then_some(attempts)
+    }
+
+    /// Starts a round at `now`: re-lays the memory for `policy`, forgets
+    /// clients acted on too long ago and actions out of the budget window.
+    /// Returns how long ago the previous round ran.
+    pub(super) fn begin_round(&mut self, policy: &Policy, now: Instant) -> Option<Duration> {
+        self.adopt(policy);
+        self.round += 1;
+        let limits = &policy.limits;
+        let forget_after = limits.reconnect_backoff_max.saturating_mul(2);
+        self.clients
+            .retain(|_, h| now.saturating_duration_since(h.last) <= forget_after);
+        while self
+            .recent
+            .front()
+            .is_some_and(|t| now.saturating_duration_since(*t) >= limits.per)
+        {
+            self.recent.pop_front();
+        }
+        self.last_round_at
+            .replace(now)
+            .map(|at| now.saturating_duration_since(at))
+    }
+
+    /// Remembers `ws` as seen this round: its instance (made on first
+    /// sight), its state and since when, its feedback measured on one
+    /// clock, and the rules that match it (worked out again only when the
+    /// policy or its state or sync_state changed).
+    pub(super) fn observe(
+        &mut self,
+        policy: &Policy,
+        snapshot: &Snapshot,
+        ws: &Walsender,
+        now: Instant,
+        since_previous_round: Option<Duration>,
+    ) -> (&mut Instance, Measures) {
+        let this_round = self.round;
+        let inst = self.instances.entry(ws.id).or_insert_with(|| {
+            let age = clocks::first_sight_age(ws.age, since_previous_round);
+            let born = now.checked_sub(age).unwrap_or(now);
+            Instance {
+                first_seen: now,
+                born,
+                state: ws.state.clone(),
+                state_since: if ws.state.as_deref() == Some("startup") {
+                    born
+                } else {
+                    now
+                },
+                observed: Observed::new(now),
+                seen: this_round,
+                rules: vec![RuleMemory::default(); policy.rules.len()],
+                matches: Vec::new(),
+                protected: false,
+                matched_on: None,
+            }
+        });
+        inst.seen = this_round;
+        if inst.state != ws.state {
+            inst.state = ws.state.clone();
+            inst.state_since = now;
+        }
+        let measures = inst.observed.observe(ws, snapshot, now);
+        let current = (ws.state.as_ref(), ws.sync_state.as_ref());
+        if inst
+            .matched_on
+            .as_ref()
+            .map(|(a, b)| (a.as_ref(), b.as_ref()))
+            != Some(current)
+        {
+            inst.matches.clear();
+            inst.protected = policy.protects(ws);
+            for (ri, rule) in policy.rules.iter().enumerate() {
+                if rule.matchers.matches(ws) {
+                    inst.matches.push(ri);
+                } else {
+                    // A rule that stops matching starts its grace over if it
+                    // matches again; what it did to this instance stays.
+                    inst.rules[ri].breach_since = None;
+                }
+            }
+            inst.matched_on = Some((ws.state.clone(), ws.sync_state.clone()));
+        }
+        (inst, measures)
+    }
+
+    /// Ends a round: forgets instances that are gone, so a new process, even
+    /// with the same pid, starts with a clean slate.
+    pub(super) fn end_round(&mut self) {
+        let this_round = self.round;
+        self.instances.retain(|_, inst| inst.seen == this_round);
     }
 
     pub(super) fn rule_memory(&mut self, d: &Decision) -> Option<&mut RuleMemory> {

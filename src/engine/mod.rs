@@ -39,7 +39,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::time::{Duration, Instant};
 
-use crate::clocks::{self, Measures, Observed};
+use crate::clocks::Measures;
 use crate::policy::{Action, Policy};
 use crate::snapshot::{Snapshot, Walsender};
 use crate::units::fmt_duration;
@@ -209,11 +209,11 @@ pub struct Round {
 }
 
 /// `in_state_for` and `no_progress_for` hold when strictly exceeded.
-pub(super) const TIMER_SLACK: Duration = Duration::from_millis(1);
+const TIMER_SLACK: Duration = Duration::from_millis(1);
 
 /// Lowers `wake_at` to `at` if that is later than `now`; `None` (a moment
 /// past the end of the clock) wakes no one.
-pub(super) fn wake(wake_at: &mut Option<Instant>, at: Option<Instant>, now: Instant) {
+fn wake(wake_at: &mut Option<Instant>, at: Option<Instant>, now: Instant) {
     if let Some(at) = at.filter(|at| *at > now && wake_at.is_none_or(|w| *at < w)) {
         *wake_at = Some(at);
     }
@@ -221,16 +221,16 @@ pub(super) fn wake(wake_at: &mut Option<Instant>, at: Option<Instant>, now: Inst
 
 /// `t + a + b`, or `None` past the end of the clock (a duration of years
 /// that `check` accepted must not panic).
-pub(super) fn after(t: Instant, a: Duration, b: Duration) -> Option<Instant> {
+fn after(t: Instant, a: Duration, b: Duration) -> Option<Instant> {
     t.checked_add(a)?.checked_add(b)
 }
 
 /// A candidate action and the verdict slot that tells of it (when explaining).
-pub(super) struct Candidate {
-    pub(super) decision: Decision,
-    pub(super) verdict: Option<usize>,
+struct Candidate {
+    decision: Decision,
+    verdict: Option<usize>,
     /// Its place in the queue of actions the budget deferred, if it is there.
-    pub(super) deferred: Option<u64>,
+    deferred: Option<u64>,
 }
 
 /// Decides what to do about `snapshot` at `now`, updating `memory`.
@@ -250,86 +250,59 @@ pub fn explain(policy: &Policy, snapshot: &Snapshot, memory: &mut Memory, now: I
     run(policy, snapshot, memory, now, true)
 }
 
-pub(super) fn run(
+fn run(
     policy: &Policy,
     snapshot: &Snapshot,
     memory: &mut Memory,
     now: Instant,
     explain: bool,
 ) -> Round {
-    memory.adopt(policy);
-    memory.round += 1;
-    let this_round = memory.round;
-    let limits = &policy.limits;
-    let forget_after = limits.reconnect_backoff_max.saturating_mul(2);
-    memory
-        .clients
-        .retain(|_, h| now.saturating_duration_since(h.last) <= forget_after);
-    while memory
-        .recent
-        .front()
-        .is_some_and(|t| now.saturating_duration_since(*t) >= limits.per)
-    {
-        memory.recent.pop_front();
-    }
-
-    let since_previous_round = memory
-        .last_round_at
-        .replace(now)
-        .map(|at| now.saturating_duration_since(at));
+    let since_previous_round = memory.begin_round(policy, now);
+    let judging = Judging {
+        policy,
+        snapshot,
+        now,
+        explain,
+        dry_run: memory.dry_run,
+    };
     let mut round = Round {
         matches: vec![0; policy.rules.len()],
         ..Round::default()
     };
     let mut candidates = Vec::new();
     for (wi, ws) in snapshot.walsenders.iter().enumerate() {
-        let inst = memory.instances.entry(ws.id).or_insert_with(|| {
-            let age = clocks::first_sight_age(ws.age, since_previous_round);
-            let born = now.checked_sub(age).unwrap_or(now);
-            Instance {
-                first_seen: now,
-                born,
-                state: ws.state.clone(),
-                state_since: if ws.state.as_deref() == Some("startup") {
-                    born
-                } else {
-                    now
-                },
-                observed: Observed::new(now),
-                seen: this_round,
-                rules: vec![RuleMemory::default(); policy.rules.len()],
-                matches: Vec::new(),
-                protected: false,
-                matched_on: None,
-            }
-        });
-        inst.seen = this_round;
-        if inst.state != ws.state {
-            inst.state = ws.state.clone();
-            inst.state_since = now;
-        }
-        let measures = inst.observed.observe(ws, snapshot, now);
+        let (inst, measures) = memory.observe(policy, snapshot, ws, now, since_previous_round);
         round.measures.push(measures);
-        let current = (ws.state.as_ref(), ws.sync_state.as_ref());
-        if inst
-            .matched_on
-            .as_ref()
-            .map(|(a, b)| (a.as_ref(), b.as_ref()))
-            != Some(current)
-        {
-            inst.matches.clear();
-            inst.protected = policy.protects(ws);
-            for (ri, rule) in policy.rules.iter().enumerate() {
-                if rule.matchers.matches(ws) {
-                    inst.matches.push(ri);
-                } else {
-                    // A rule that stops matching starts its grace over if it
-                    // matches again; what it did to this instance stays.
-                    inst.rules[ri].breach_since = None;
-                }
-            }
-            inst.matched_on = Some((ws.state.clone(), ws.sync_state.clone()));
-        }
+        judging.instance(wi, ws, inst, &measures, &mut round, &mut candidates);
+    }
+    memory.end_round();
+    pass_guards(policy, snapshot, memory, candidates, &mut round, now);
+    round
+}
+
+/// What one round judges by: the same for every walsender in it.
+struct Judging<'a> {
+    policy: &'a Policy,
+    snapshot: &'a Snapshot,
+    now: Instant,
+    explain: bool,
+    dry_run: bool,
+}
+
+impl Judging<'_> {
+    /// Judges every rule that matches `ws` (index `wi` in the snapshot), or
+    /// still has something pending on it, adding to `round` its verdicts,
+    /// match counts and wake-up time, and to `candidates` what it proposes.
+    fn instance(
+        &self,
+        wi: usize,
+        ws: &Walsender,
+        inst: &mut Instance,
+        measures: &Measures,
+        round: &mut Round,
+        candidates: &mut Vec<Candidate>,
+    ) {
+        let (policy, now, explain) = (self.policy, self.now, self.explain);
         if inst.protected {
             for &ri in &inst.matches {
                 inst.rules[ri] = RuleMemory::default();
@@ -337,7 +310,7 @@ pub(super) fn run(
                     round.verdicts.push((wi, ri, Verdict::Protected));
                 }
             }
-            continue;
+            return;
         }
         let in_state = ws
             .state
@@ -349,8 +322,7 @@ pub(super) fn run(
         // The rules that match, and those that no longer do but still have
         // a cancel to escalate or a signal to retry on this instance.
         let unmatched_pending = (0..policy.rules.len()).filter(|ri| {
-            !inst.matches.contains(ri)
-                && inst.rules[*ri].pending(&policy.rules[*ri], memory.dry_run)
+            !inst.matches.contains(ri) && inst.rules[*ri].pending(&policy.rules[*ri], self.dry_run)
         });
         let judged: Vec<usize> = inst
             .matches
@@ -363,9 +335,9 @@ pub(super) fn run(
             let checks = Checks {
                 conditions: &rule.conditions,
                 ws,
-                current_lsn: snapshot.current_lsn,
+                current_lsn: self.snapshot.current_lsn,
                 in_state,
-                measures: &measures,
+                measures,
             };
             // A rule on who the walsender is (no conditions) has held since
             // the process started, or since it entered the state it
@@ -397,7 +369,7 @@ pub(super) fn run(
                 &checks,
                 &mut inst.rules[ri],
                 (held_from, now),
-                (explain, memory.dry_run),
+                (explain, self.dry_run),
             );
             if !inst.matches.contains(&ri) {
                 inst.rules[ri].breach_since = None;
@@ -425,11 +397,19 @@ pub(super) fn run(
             }
         }
     }
-    // Forget instances that are gone: a new process, even with the same pid,
-    // starts with a clean slate.
-    memory.instances.retain(|_, inst| inst.seen == this_round);
+}
 
-    // Actions the budget deferred go first, in the order they were deferred.
+/// The second pass: the guards see each candidate in order, the ones the
+/// budget deferred first (in the order they were deferred), and either pass
+/// it into `round.decisions` or hold it back into `round.held`.
+fn pass_guards(
+    policy: &Policy,
+    snapshot: &Snapshot,
+    memory: &mut Memory,
+    mut candidates: Vec<Candidate>,
+    round: &mut Round,
+    now: Instant,
+) {
     candidates.sort_by_key(|c| c.deferred.map_or((1, 0), |seq| (0, seq)));
     let mut quorum = Quorum::new(policy, snapshot, &round.measures);
     let mut pass = Pass {
@@ -457,11 +437,10 @@ pub(super) fn run(
             round.held.push(Held { decision, reason });
             continue;
         }
-        pass.spend(memory, &decision, limits, &mut round.loops);
+        pass.spend(memory, &decision, &policy.limits, &mut round.loops);
         if decision.action != Action::Log {
             quorum.lose(&decision.walsender);
         }
         round.decisions.push(decision);
     }
-    round
 }
