@@ -12,6 +12,7 @@ use std::time::Duration;
 use toml::de::{DeTable, DeValue};
 use toml::Spanned;
 
+use crate::condition::{Kind, Limit, Sample, Subject};
 use crate::policy::{
     Action, AddrPattern, Conditions, Glob, Limits, Matchers, PatternList, Policy, Rule, SyncGuard,
 };
@@ -262,6 +263,7 @@ const SYNC_GUARD_KEYS: &[&str] = &["enabled", "healthy_reply_within"];
 const POSTGRES_KEYS: &[&str] = &["conninfo", "statement_timeout"];
 const DAEMON_KEYS: &[&str] = &["interval", "dry_run"];
 const METRICS_KEYS: &[&str] = &["listen"];
+/// The keys of a `[[rule]]` besides its conditions (see [`rule_keys`]).
 const RULE_KEYS: &[&str] = &[
     "name",
     "action",
@@ -272,17 +274,13 @@ const RULE_KEYS: &[&str] = &[
     "client_addr",
     "state",
     "sync_state",
-    "write_lag",
-    "flush_lag",
-    "replay_lag",
-    "write_lag_bytes",
-    "flush_lag_bytes",
-    "replay_lag_bytes",
-    "retained_wal",
-    "in_state_for",
-    "no_reply_for",
-    "no_progress_for",
 ];
+
+/// Every key of a `[[rule]]`: [`RULE_KEYS`], then the condition names.
+fn rule_keys() -> Vec<&'static str> {
+    let conditions = Sample::CONDITIONS.iter().map(|c| c.name);
+    RULE_KEYS.iter().copied().chain(conditions).collect()
+}
 
 /// Every key the loader accepts, as `section.key` (`rule.grace`,
 /// `protect.user`); `crate::keys` is checked against it. A section of
@@ -291,17 +289,17 @@ pub fn accepted_keys() -> Vec<String> {
     TOP_KEYS
         .iter()
         .flat_map(|&section| {
-            let keys: &[&str] = match section {
-                "postgres" => POSTGRES_KEYS,
-                "daemon" => DAEMON_KEYS,
-                "protect" => MATCHER_KEYS,
-                "limits" => LIMITS_KEYS,
-                "sync_guard" => SYNC_GUARD_KEYS,
-                "metrics" => METRICS_KEYS,
-                "rule" => RULE_KEYS,
-                _ => &["*"],
+            let keys: Vec<&str> = match section {
+                "postgres" => POSTGRES_KEYS.to_vec(),
+                "daemon" => DAEMON_KEYS.to_vec(),
+                "protect" => MATCHER_KEYS.to_vec(),
+                "limits" => LIMITS_KEYS.to_vec(),
+                "sync_guard" => SYNC_GUARD_KEYS.to_vec(),
+                "metrics" => METRICS_KEYS.to_vec(),
+                "rule" => rule_keys(),
+                _ => vec!["*"],
             };
-            keys.iter().map(move |k| format!("{section}.{k}"))
+            keys.into_iter().map(move |k| format!("{section}.{k}"))
         })
         .collect()
 }
@@ -984,7 +982,7 @@ impl Walker<'_> {
 
     fn rule(&mut self, value: &Value<'_>, key: &str) -> Option<Rule> {
         let table = self.table(value, key)?;
-        self.reject_unknown(table, key, RULE_KEYS);
+        self.reject_unknown(table, key, &rule_keys());
         let errors_before = self.errors.len();
         let k = |name: &str| format!("{key}.{name}");
 
@@ -1046,27 +1044,19 @@ impl Walker<'_> {
 
         let matchers = self.matchers(table, key);
 
-        let dur = |w: &mut Self, name: &str| table.get(name).and_then(|v| w.duration(v, &k(name)));
-        let conditions = Conditions {
-            write_lag: dur(self, "write_lag"),
-            flush_lag: dur(self, "flush_lag"),
-            replay_lag: dur(self, "replay_lag"),
-            in_state_for: dur(self, "in_state_for"),
-            no_reply_for: dur(self, "no_reply_for"),
-            no_progress_for: dur(self, "no_progress_for"),
-            write_lag_bytes: table
-                .get("write_lag_bytes")
-                .and_then(|v| self.size(v, &k("write_lag_bytes"))),
-            flush_lag_bytes: table
-                .get("flush_lag_bytes")
-                .and_then(|v| self.size(v, &k("flush_lag_bytes"))),
-            replay_lag_bytes: table
-                .get("replay_lag_bytes")
-                .and_then(|v| self.size(v, &k("replay_lag_bytes"))),
-            retained_wal: table
-                .get("retained_wal")
-                .and_then(|v| self.size(v, &k("retained_wal"))),
-        };
+        let mut conditions = Conditions::default();
+        for c in Sample::CONDITIONS {
+            let Some(v) = table.get(c.name) else {
+                continue;
+            };
+            let limit = match c.kind {
+                Kind::Duration => self.duration(v, &k(c.name)).map(Limit::Time),
+                Kind::Size => self.size(v, &k(c.name)).map(Limit::Bytes),
+            };
+            if let Some(limit) = limit {
+                conditions.set(c.name, limit);
+            }
+        }
 
         if self.errors.len() > errors_before {
             return None;
@@ -1090,16 +1080,12 @@ impl Walker<'_> {
             );
             return None;
         }
-        for (name, zero) in [
-            ("in_state_for", conditions.in_state_for),
-            ("no_reply_for", conditions.no_reply_for),
-            ("no_progress_for", conditions.no_progress_for),
-        ] {
-            if zero.is_some_and(|d| d.is_zero()) {
-                let span = table.get(name).map_or(value.span(), |v| v.span());
+        for (c, limit) in conditions.iter() {
+            if c.warn_zero && limit.is_zero() {
+                let span = table.get(c.name).map_or(value.span(), |v| v.span());
                 self.warning(
                     span,
-                    &k(name),
+                    &k(c.name),
                     "\"0s\" holds for nearly every walsender: give the time it must last, or leave the condition out",
                 );
             }
@@ -1236,18 +1222,7 @@ fn matches_nearly_all(m: &Matchers) -> bool {
 /// True when the conditions are none or all zero thresholds, which hold for
 /// nearly every walsender.
 fn holds_nearly_always(c: &Conditions) -> bool {
-    let zero = |d: Option<Duration>| d.is_none_or(|d| d.is_zero());
-    let none = |b: Option<ByteSize>| b.is_none_or(|b| b.0 == 0);
-    zero(c.write_lag)
-        && zero(c.flush_lag)
-        && zero(c.replay_lag)
-        && zero(c.in_state_for)
-        && zero(c.no_reply_for)
-        && zero(c.no_progress_for)
-        && none(c.write_lag_bytes)
-        && none(c.flush_lag_bytes)
-        && none(c.replay_lag_bytes)
-        && none(c.retained_wal)
+    c.iter().all(|(_, limit)| limit.is_zero())
 }
 
 /// What the metrics endpoint shows to tell configs apart: the first 16 hex
@@ -1411,10 +1386,13 @@ mod tests {
         );
         let lagging = &config.policy.rules[1];
         assert_eq!(
-            lagging.conditions.replay_lag,
-            Some(Duration::from_secs(300))
+            lagging.conditions.get("replay_lag"),
+            Some(Limit::Time(Duration::from_secs(300)))
         );
-        assert_eq!(lagging.conditions.replay_lag_bytes, Some(ByteSize(1 << 30)));
+        assert_eq!(
+            lagging.conditions.get("replay_lag_bytes"),
+            Some(Limit::Bytes(ByteSize(1 << 30)))
+        );
         assert_eq!(lagging.grace, Duration::from_secs(120));
         assert_eq!(lagging.action, Action::Terminate);
         let silent = &config.policy.rules[3];

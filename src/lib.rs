@@ -7,6 +7,7 @@
 //! - [`keys`]: the table of every config key, the source of replwarden.toml(5).
 //! - [`conninfo`]: libpq conventions: `PG*` variables, the OS user, the password
 //!   file, sslmode, host lists and `target_session_attrs`.
+//! - [`condition`]: the table of conditions rules judge, and a rule's thresholds.
 //! - [`policy`]: rules, matchers and conditions (pure data and matching).
 //! - [`snapshot`]: the poll query and the rows it yields ([`snapshot::Walsender`]).
 //! - [`clocks`]: what is judged, real now and on one clock (stale lags, silence, skew).
@@ -28,6 +29,7 @@
 pub mod actions;
 pub mod advice;
 pub mod clocks;
+pub mod condition;
 pub mod config;
 pub mod conninfo;
 pub mod daemon;

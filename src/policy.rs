@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 
+use crate::condition::{Sample, Thresholds};
 use crate::snapshot::{ClientAddr, Walsender};
-use crate::units::ByteSize;
 
 /// Everything a rule can do to a walsender that breaks it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -48,6 +48,19 @@ pub struct PatternList<P> {
     pub exclude: Vec<P>,
 }
 
+/// `a, b, !c`: the includes, then the excludes marked `!`.
+impl<P: fmt::Display> fmt::Display for PatternList<P> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let inc = self.include.iter().map(|p| (p, ""));
+        let exc = self.exclude.iter().map(|p| (p, "!"));
+        for (i, (p, bang)) in inc.chain(exc).enumerate() {
+            let sep = if i == 0 { "" } else { ", " };
+            write!(f, "{sep}{bang}{p}")?;
+        }
+        Ok(())
+    }
+}
+
 impl<P> PatternList<P> {
     pub fn matches_with(&self, hit: impl Fn(&P) -> bool) -> bool {
         (self.include.is_empty() || self.include.iter().any(&hit)) && !self.exclude.iter().any(hit)
@@ -70,6 +83,23 @@ impl Glob {
                 pattern,
             })
             .map_err(|e| format!("{text:?} is not a valid glob pattern: {e}"))
+    }
+}
+
+/// Bare when made of plain and glob characters only, else quoted and
+/// escaped (see [`crate::logfmt`]).
+impl fmt::Display for Glob {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let text = &self.text;
+        let plain = !text.is_empty()
+            && text
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "_-.:/@+*?[]!^".contains(c));
+        if plain {
+            f.write_str(text)
+        } else {
+            f.write_str(&crate::logfmt::quoted(text))
+        }
     }
 }
 
@@ -101,6 +131,15 @@ impl AddrPattern {
             (AddrPattern::Local, ClientAddr::Local) => true,
             (AddrPattern::Net(net), ClientAddr::Ip(ip)) => net.contains(ip),
             _ => false,
+        }
+    }
+}
+
+impl fmt::Display for AddrPattern {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            AddrPattern::Local => f.write_str("local"),
+            AddrPattern::Net(net) => net.fmt(f),
         }
     }
 }
@@ -145,27 +184,9 @@ impl Matchers {
     }
 }
 
-/// What must hold, all together, for a rule to act. Every field is a
-/// threshold; `None` means the condition is not part of the rule.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Conditions {
-    pub write_lag: Option<Duration>,
-    pub flush_lag: Option<Duration>,
-    pub replay_lag: Option<Duration>,
-    pub write_lag_bytes: Option<ByteSize>,
-    pub flush_lag_bytes: Option<ByteSize>,
-    pub replay_lag_bytes: Option<ByteSize>,
-    pub retained_wal: Option<ByteSize>,
-    pub in_state_for: Option<Duration>,
-    pub no_reply_for: Option<Duration>,
-    pub no_progress_for: Option<Duration>,
-}
-
-impl Conditions {
-    pub fn is_empty(&self) -> bool {
-        *self == Conditions::default()
-    }
-}
+/// What must hold, all together, for a rule to act: thresholds over the
+/// walsender conditions of [`crate::condition`].
+pub type Conditions = Thresholds<Sample>;
 
 /// One `[[rule]]`.
 #[derive(Clone, Debug)]

@@ -6,6 +6,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant, SystemTime};
 
+use replwarden::condition::Limit;
 use replwarden::config;
 use replwarden::engine::{decide, explain, Cause, Delivery, HoldReason, Memory, Round, Verdict};
 use replwarden::policy::{Action, Policy};
@@ -405,8 +406,11 @@ fn durations_past_the_end_of_the_clock_do_not_panic() {
     let end = Duration::MAX;
     for r in &mut p.rules {
         r.grace = end;
-        r.conditions.in_state_for = r.conditions.in_state_for.map(|_| end);
-        r.conditions.no_progress_for = r.conditions.no_progress_for.map(|_| end);
+        for name in ["in_state_for", "no_progress_for"] {
+            if r.conditions.get(name).is_some() {
+                r.conditions.set(name, Limit::Time(end));
+            }
+        }
         r.escalate_after = r.escalate_after.map(|_| end);
     }
     p.limits.per = end;

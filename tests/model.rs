@@ -31,6 +31,7 @@ use std::path::Path;
 use std::time::{Duration, Instant, SystemTime};
 
 use proptest::prelude::*;
+use replwarden::condition::Limit;
 use replwarden::config;
 use replwarden::engine::{self, Cause, Delivery, Memory, Round, Verdict};
 use replwarden::policy::{Action, Policy};
@@ -314,15 +315,13 @@ impl World {
         };
         for r in &mut policy.rules {
             huge(&mut r.grace);
-            let c = &mut r.conditions;
-            for d in [
-                &mut c.in_state_for,
-                &mut c.no_progress_for,
-                &mut r.escalate_after,
-            ]
-            .into_iter()
-            .flatten()
-            {
+            for name in ["in_state_for", "no_progress_for"] {
+                if let Some(Limit::Time(mut d)) = r.conditions.get(name) {
+                    huge(&mut d);
+                    r.conditions.set(name, Limit::Time(d));
+                }
+            }
+            if let Some(d) = &mut r.escalate_after {
                 huge(d);
             }
         }

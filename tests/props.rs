@@ -5,6 +5,7 @@
 use std::path::Path;
 
 use proptest::prelude::*;
+use replwarden::condition::{Sample, Subject};
 use replwarden::config;
 use replwarden::conninfo;
 use replwarden::policy::{AddrPattern, Glob};
@@ -14,6 +15,33 @@ use replwarden::units::{parse_duration, parse_size, ByteSize};
 /// Text that looks like a config: real keys and sections, plausible and
 /// broken values, in any order.
 fn config_like() -> impl Strategy<Value = String> {
+    let mut keys = vec![
+        "name",
+        "action",
+        "grace",
+        "escalate_after",
+        "application_name",
+        "user",
+        "client_addr",
+        "state",
+        "sync_state",
+        "interval",
+        "dry_run",
+        "conninfo",
+        "statement_timeout",
+        "max_actions",
+        "per",
+        "reconnect_backoff",
+        "reconnect_backoff_max",
+        "max_retries",
+        "terminate_timeout",
+        "enabled",
+        "healthy_reply_within",
+        "listen",
+        "bogus",
+    ];
+    // Every condition, from the table that config and engine are driven by.
+    keys.extend(Sample::CONDITIONS.iter().map(|c| c.name));
     let line = prop_oneof![
         Just("[postgres]".to_string()),
         Just("[daemon]".to_string()),
@@ -24,41 +52,7 @@ fn config_like() -> impl Strategy<Value = String> {
         Just("[sync_guard]".to_string()),
         Just("[metrics]".to_string()),
         (
-            prop::sample::select(vec![
-                "name",
-                "action",
-                "grace",
-                "escalate_after",
-                "application_name",
-                "user",
-                "client_addr",
-                "state",
-                "sync_state",
-                "write_lag",
-                "flush_lag",
-                "replay_lag",
-                "write_lag_bytes",
-                "flush_lag_bytes",
-                "replay_lag_bytes",
-                "retained_wal",
-                "in_state_for",
-                "no_reply_for",
-                "no_progress_for",
-                "interval",
-                "dry_run",
-                "conninfo",
-                "statement_timeout",
-                "max_actions",
-                "per",
-                "reconnect_backoff",
-                "reconnect_backoff_max",
-                "max_retries",
-                "terminate_timeout",
-                "enabled",
-                "healthy_reply_within",
-                "listen",
-                "bogus",
-            ]),
+            prop::sample::select(keys),
             prop_oneof![
                 "\"[a-z0-9 .:/*!_-]{0,12}\"".prop_map(|s| s),
                 Just("\"5m\"".to_string()),

@@ -2,12 +2,12 @@
 //! they show, and where the rule stands.
 
 use std::fmt;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use crate::clocks::{LagKind, Measures, TimeLag};
+use crate::condition::{Limit, Measured, Sample};
 use crate::policy::{Action, Conditions, Glob, PatternList, Rule};
 use crate::snapshot::Walsender;
-use crate::units::{fmt_duration, ByteSize, Lsn};
+use crate::units::fmt_duration;
 
 use super::memory::RuleMemory;
 use super::{Cause, Decision, Verdict};
@@ -129,11 +129,6 @@ pub(super) fn judge(
 
 /// For a block rule (no conditions), the evidence is what matched.
 pub(super) fn matcher_evidence(rule: &Rule, ws: &Walsender) -> Vec<Evidence> {
-    fn globs(list: &PatternList<Glob>) -> String {
-        let inc = list.include.iter().map(|g| g.text.clone());
-        let exc = list.exclude.iter().map(|g| format!("!{}", g.text));
-        format!("matches {}", inc.chain(exc).collect::<Vec<_>>().join(" "))
-    }
     let m = &rule.matchers;
     let mut out = Vec::new();
     let mut push = |name, list: &Option<PatternList<Glob>>, value: Option<&str>| {
@@ -141,7 +136,7 @@ pub(super) fn matcher_evidence(rule: &Rule, ws: &Walsender) -> Vec<Evidence> {
             out.push(Evidence {
                 name,
                 measured: value.unwrap_or("NULL").to_string(),
-                against: globs(list),
+                against: format!("matches {list}"),
             });
         }
     };
@@ -163,33 +158,13 @@ pub(super) fn matcher_evidence(rule: &Rule, ws: &Walsender) -> Vec<Evidence> {
     out
 }
 
-/// A measured value, as a condition saw it.
-#[derive(Clone, Copy, Debug)]
-pub(super) enum Measured {
-    Time(Duration),
-    Bytes(ByteSize),
-    /// The column is NULL; why that is.
-    Null(&'static str),
-    /// A value PostgreSQL shows that is not judged; why (see
-    /// [`clocks::time_lag`]).
-    NotJudged(Duration, &'static str),
-    /// `no_progress_for`: the flush position and how long it has not moved.
-    Stalled {
-        stalled: Duration,
-        flush: Lsn,
-        current: Lsn,
-    },
-    /// `no_progress_for`: flushed all the server has.
-    CaughtUp,
-}
-
 /// One condition, evaluated: whether it holds, and what it saw.
 #[derive(Clone, Copy, Debug)]
-pub(super) struct Check {
-    pub(super) name: &'static str,
-    pub(super) holds: bool,
-    pub(super) measured: Measured,
-    pub(super) limit: Measured,
+struct Check {
+    name: &'static str,
+    holds: bool,
+    measured: Measured,
+    limit: Limit,
 }
 
 /// The conditions of one rule for one walsender. Each is evaluated on
@@ -198,118 +173,26 @@ pub(super) struct Check {
 /// when needed.
 pub(super) struct Checks<'a> {
     pub(super) conditions: &'a Conditions,
-    pub(super) ws: &'a Walsender,
-    pub(super) current_lsn: Option<Lsn>,
-    /// How long the instance has been in its state.
-    pub(super) in_state: Option<Duration>,
-    /// Silence, progress and byte lags on one clock.
-    pub(super) measures: &'a Measures,
+    /// What the walsender shows this round.
+    pub(super) sample: Sample,
 }
 
 impl Checks<'_> {
-    /// Calls `visit` with each condition of the rule, in a fixed order,
+    /// Calls `visit` with each condition of the rule, in table order,
     /// until it returns false.
-    pub(super) fn each(&self, mut visit: impl FnMut(Check) -> bool) {
-        fn time(
-            name: &'static str,
-            measured: Option<Duration>,
-            limit: Duration,
-            null: &'static str,
-        ) -> Check {
-            Check {
-                name,
-                holds: measured.is_some_and(|m| m > limit),
-                measured: measured.map_or(Measured::Null(null), Measured::Time),
-                limit: Measured::Time(limit),
-            }
-        }
-        fn bytes(name: &'static str, measured: Option<ByteSize>, limit: ByteSize) -> Check {
-            Check {
-                name,
-                holds: measured.is_some_and(|m| m > limit),
-                measured: measured.map_or(Measured::Null("column not reported"), Measured::Bytes),
-                limit: Measured::Bytes(limit),
-            }
-        }
-        fn lag(name: &'static str, lag: TimeLag, limit: Duration) -> Check {
-            let (holds, measured) = match lag {
-                TimeLag::Judged(d) => (d > limit, Measured::Time(d)),
-                TimeLag::Null => (false, Measured::Null("caught up")),
-                TimeLag::NotJudged(d, why) => (false, Measured::NotJudged(d, why)),
+    fn each(&self, mut visit: impl FnMut(Check) -> bool) {
+        for (condition, limit) in self.conditions.iter() {
+            let reading = (condition.read)(&self.sample, limit);
+            let check = Check {
+                name: condition.name,
+                holds: reading.holds,
+                measured: reading.measured,
+                limit,
             };
-            Check {
-                name,
-                holds,
-                measured,
-                limit: Measured::Time(limit),
+            if !visit(check) {
+                return;
             }
         }
-        let (c, ws, m) = (self.conditions, self.ws, self.measures);
-        macro_rules! visit {
-            ($limit:expr, $check:expr) => {
-                if let Some(limit) = $limit {
-                    if !visit($check(limit)) {
-                        return;
-                    }
-                }
-            };
-        }
-        visit!(c.write_lag, |l| lag("write_lag", m.lag(LagKind::Write), l));
-        visit!(c.flush_lag, |l| lag("flush_lag", m.lag(LagKind::Flush), l));
-        visit!(c.replay_lag, |l| lag(
-            "replay_lag",
-            m.lag(LagKind::Replay),
-            l
-        ));
-        visit!(c.no_reply_for, |l| time(
-            "no_reply_for",
-            m.silence,
-            l,
-            "no reply yet"
-        ));
-        visit!(c.in_state_for, |l| time(
-            "in_state_for",
-            self.in_state,
-            l,
-            "state unknown"
-        ));
-        visit!(c.write_lag_bytes, |l| bytes(
-            "write_lag_bytes",
-            m.lag_bytes(LagKind::Write),
-            l
-        ));
-        visit!(c.flush_lag_bytes, |l| bytes(
-            "flush_lag_bytes",
-            m.lag_bytes(LagKind::Flush),
-            l
-        ));
-        visit!(c.replay_lag_bytes, |l| bytes(
-            "replay_lag_bytes",
-            m.lag_bytes(LagKind::Replay),
-            l
-        ));
-        visit!(c.retained_wal, |l| bytes(
-            "retained_wal",
-            ws.retained_wal,
-            l
-        ));
-        visit!(c.no_progress_for, |limit| {
-            let measured = match (m.progress, self.current_lsn) {
-                (Some(flush), Some(current)) if flush < current => Measured::Stalled {
-                    stalled: m.stalled,
-                    flush,
-                    current,
-                },
-                (Some(_), Some(_)) => Measured::CaughtUp,
-                _ => Measured::Null("column not reported"),
-            };
-            Check {
-                name: "no_progress_for",
-                holds: matches!(measured, Measured::Stalled { stalled, .. } if stalled >= limit),
-                measured,
-                limit: Measured::Time(limit),
-            }
-        });
     }
 
     pub(super) fn hold(&self) -> bool {
@@ -331,7 +214,7 @@ impl Checks<'_> {
                         flush,
                         current,
                     },
-                    Measured::Time(limit),
+                    Limit::Time(limit),
                 ) => Evidence {
                     name: c.name,
                     measured: format!(
@@ -343,7 +226,7 @@ impl Checks<'_> {
                 (measured, limit) => Evidence {
                     name: c.name,
                     measured: show(measured),
-                    against: format!("> {}", show(limit)),
+                    against: format!("> {limit}"),
                 },
             });
             true
@@ -356,7 +239,7 @@ impl Checks<'_> {
         self.each(|c| {
             if !c.holds {
                 out.push(match (c.measured, c.limit) {
-                    (Measured::Stalled { stalled, flush, .. }, Measured::Time(limit)) => format!(
+                    (Measured::Stalled { stalled, flush, .. }, Limit::Time(limit)) => format!(
                         "no_progress_for: flush {flush} stalled {} < {}",
                         fmt_duration(stalled),
                         fmt_duration(limit)
@@ -372,7 +255,7 @@ impl Checks<'_> {
                         format!("{} {} ({why})", c.name, fmt_duration(shown))
                     }
                     (measured, limit) => {
-                        format!("{} {} <= {}", c.name, show(measured), show(limit))
+                        format!("{} {} <= {limit}", c.name, show(measured))
                     }
                 });
             }
@@ -382,10 +265,9 @@ impl Checks<'_> {
     }
 }
 
-pub(super) fn show(m: Measured) -> String {
+fn show(m: Measured) -> String {
     match m {
-        Measured::Time(d) => fmt_duration(d),
-        Measured::Bytes(b) => b.to_string(),
+        Measured::Value(v) => v.to_string(),
         Measured::Null(_) => "NULL".to_string(),
         Measured::NotJudged(d, _) => fmt_duration(d),
         Measured::Stalled { stalled, .. } => fmt_duration(stalled),

@@ -40,6 +40,7 @@ use std::fmt;
 use std::time::{Duration, Instant};
 
 use crate::clocks::Measures;
+use crate::condition::{Limit, Sample};
 use crate::policy::{Action, Policy};
 use crate::snapshot::{Snapshot, Walsender};
 use crate::units::fmt_duration;
@@ -319,6 +320,12 @@ impl Judging<'_> {
         for &ri in &inst.matches {
             round.matches[ri] += 1;
         }
+        let sample = Sample {
+            measures: *measures,
+            in_state,
+            current_lsn: self.snapshot.current_lsn,
+            retained_wal: ws.retained_wal,
+        };
         // The rules that match, and those that no longer do but still have
         // a cancel to escalate or a signal to retry on this instance.
         let unmatched_pending = (0..policy.rules.len()).filter(|ri| {
@@ -334,10 +341,7 @@ impl Judging<'_> {
             let rule = &policy.rules[ri];
             let checks = Checks {
                 conditions: &rule.conditions,
-                ws,
-                current_lsn: self.snapshot.current_lsn,
-                in_state,
-                measures,
+                sample,
             };
             // A rule on who the walsender is (no conditions) has held since
             // the process started, or since it entered the state it
@@ -348,14 +352,14 @@ impl Judging<'_> {
                 (true, m) if m.sync_state.is_none() => state_since,
                 _ => now,
             };
-            if let Some(limit) = rule.conditions.in_state_for {
+            if let Some(limit) = rule.conditions.get("in_state_for").and_then(Limit::time) {
                 wake(
                     &mut round.wake_at,
                     after(inst.state_since, limit, TIMER_SLACK),
                     now,
                 );
             }
-            if let Some(limit) = rule.conditions.no_progress_for {
+            if let Some(limit) = rule.conditions.get("no_progress_for").and_then(Limit::time) {
                 wake(
                     &mut round.wake_at,
                     after(inst.observed.progress_since(), limit, TIMER_SLACK),

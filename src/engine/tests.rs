@@ -107,7 +107,7 @@ fn a_block_rule_fires_on_matching_names_only_once_per_instance() {
         [Evidence {
             name: "application_name",
             measured: "rogue_x".into(),
-            against: "matches rogue_* adhoc_* !adhoc_ok".into()
+            against: "matches rogue_*, adhoc_*, !adhoc_ok".into()
         }]
     );
     // Still there on the next poll (the kill is in flight or failed): no repeat.
