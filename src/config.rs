@@ -409,11 +409,6 @@ impl Walker<'_> {
                 protect: protect?,
                 limits: limits.0?,
                 sync_guard: sync_guard?,
-                generation: {
-                    static NEXT: std::sync::atomic::AtomicU64 =
-                        std::sync::atomic::AtomicU64::new(1);
-                    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-                },
             },
             metrics: metrics?,
             digest: String::new(),
@@ -1233,10 +1228,6 @@ fn holds_nearly_always(c: &Conditions) -> bool {
 /// give the same digest on every host running the same replwarden version.
 pub fn settings_digest(config: &Config) -> String {
     use sha2::Digest;
-    let policy = Policy {
-        generation: 0,
-        ..config.policy.clone()
-    };
     let text = format!(
         "{}\n{:?}\n{:?}\n{:?}\n{:?}\n{:?}",
         crate::report::redacted_conninfo(&config.postgres.connect),
@@ -1244,7 +1235,7 @@ pub fn settings_digest(config: &Config) -> String {
         config.postgres.statement_timeout,
         config.daemon,
         config.metrics,
-        policy,
+        config.policy,
     );
     let hash = sha2::Sha256::digest(text.as_bytes());
     hash.iter().take(8).map(|b| format!("{b:02x}")).collect()

@@ -42,7 +42,7 @@ impl fmt::Display for Action {
 
 /// A list of patterns where `!pattern` excludes. A value matches when it
 /// matches any positive pattern (or there is none) and no excluding one.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct PatternList<P> {
     pub include: Vec<P>,
     pub exclude: Vec<P>,
@@ -69,7 +69,7 @@ impl<P> PatternList<P> {
 
 /// A glob pattern as written in the config (`rogue_*`), kept with its source
 /// text for summaries.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Glob {
     pub text: String,
     pub pattern: glob::Pattern,
@@ -145,7 +145,7 @@ impl fmt::Display for AddrPattern {
 }
 
 /// Who a rule is about. Every matcher given must match; `None` matches all.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct Matchers {
     pub application_name: Option<PatternList<Glob>>,
     pub user: Option<PatternList<Glob>>,
@@ -189,7 +189,7 @@ impl Matchers {
 pub type Conditions = Thresholds<Sample>;
 
 /// One `[[rule]]`.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Rule {
     /// Unique; shows in every log line about the rule.
     pub name: String,
@@ -262,9 +262,6 @@ pub struct Policy {
     pub protect: Vec<Matchers>,
     pub limits: Limits,
     pub sync_guard: SyncGuard,
-    /// Unique per loaded policy, so the engine knows when to re-lay its
-    /// per-rule memory and re-match (a rule may change under the same name).
-    pub generation: u64,
 }
 
 impl Policy {

@@ -6,7 +6,7 @@ use std::fmt;
 use std::time::{Duration, Instant};
 
 use crate::clocks::{self, Measures, Observed};
-use crate::policy::{Action, Limits, Policy, Rule};
+use crate::policy::{Action, Limits, Matchers, Policy, Rule};
 use crate::snapshot::{Snapshot, Walsender, WalsenderId};
 
 use super::guards::charge;
@@ -20,10 +20,11 @@ pub struct Memory {
     pub(super) recent: VecDeque<Instant>,
     /// Clients acted on, for reconnect-loop backoff.
     pub(super) clients: HashMap<ClientKey, ClientHistory>,
-    /// The policy generation the per-instance vectors are laid out for, and
-    /// its rule names in order with what tells an edit.
-    pub(super) generation: Option<u64>,
-    pub(super) layout: Vec<(String, RuleKey)>,
+    /// The rules and protections the per-instance vectors are laid out for:
+    /// a copy of the policy last seen, so that any other policy, however
+    /// it was made, is told apart by comparing (see `Memory::adopt`).
+    pub(super) rules: Vec<Rule>,
+    pub(super) protect: Vec<Matchers>,
     /// Counts rounds; an instance not seen in the current one is gone.
     pub(super) round: u64,
     /// When the previous round ran: a walsender it did not see is younger.
@@ -328,7 +329,7 @@ impl Memory {
     }
 
     pub(super) fn rule_memory(&mut self, d: &Decision) -> Option<&mut RuleMemory> {
-        if self.layout.get(d.rule_index).map(|(n, _)| n) != Some(&d.rule) {
+        if self.rules.get(d.rule_index).map(|r| &r.name) != Some(&d.rule) {
             return None;
         }
         self.instances
@@ -346,23 +347,20 @@ impl Memory {
     /// what it did (done is only the action carried out); a change of
     /// `escalate_after` alone keeps everything.
     pub(super) fn adopt(&mut self, policy: &Policy) {
-        if self.generation == Some(policy.generation) {
+        if self.rules == policy.rules && self.protect == policy.protect {
             return;
         }
-        let old: HashMap<&str, (usize, &RuleKey)> = self
-            .layout
-            .iter()
-            .enumerate()
-            .map(|(i, (n, k))| (n.as_str(), (i, k)))
-            .collect();
-        let keys: Vec<RuleKey> = policy.rules.iter().map(RuleKey::of).collect();
         let moves: Vec<Option<(usize, bool, bool)>> = policy
             .rules
             .iter()
-            .zip(&keys)
-            .map(|(r, new)| {
-                let (i, was) = *old.get(r.name.as_str())?;
-                Some((i, was.timer == new.timer, was.action == new.action))
+            .map(|new| {
+                let i = self.rules.iter().position(|was| was.name == new.name)?;
+                let was = &self.rules[i];
+                // Matchers, conditions and grace: what its breach timer measures.
+                let same_timer = was.matchers == new.matchers
+                    && was.conditions == new.conditions
+                    && was.grace == new.grace;
+                Some((i, same_timer, was.action == new.action))
             })
             .collect();
         for inst in self.instances.values_mut() {
@@ -381,29 +379,7 @@ impl Memory {
                 .collect();
             inst.matched_on = None;
         }
-        self.layout = policy
-            .rules
-            .iter()
-            .map(|r| r.name.clone())
-            .zip(keys)
-            .collect();
-        self.generation = Some(policy.generation);
-    }
-}
-
-/// What a reload compares to tell an edited rule from an unchanged one.
-#[derive(Debug, PartialEq, Eq)]
-pub(super) struct RuleKey {
-    /// Matchers, conditions and grace: what its breach timer measures.
-    pub(super) timer: String,
-    pub(super) action: Action,
-}
-
-impl RuleKey {
-    pub(super) fn of(rule: &Rule) -> RuleKey {
-        RuleKey {
-            timer: format!("{:?} {:?} {:?}", rule.matchers, rule.conditions, rule.grace),
-            action: rule.action,
-        }
+        self.rules = policy.rules.clone();
+        self.protect = policy.protect.clone();
     }
 }

@@ -796,3 +796,23 @@ fn a_round_counts_the_walsenders_each_rule_matches_now() {
     let s = snap(vec![ws(5, "standby")]);
     assert_eq!(decide(&p, &s, &mut m, t0).matches, [0, 0]);
 }
+
+#[test]
+fn a_policy_edited_by_hand_cannot_panic_the_engine() {
+    // The engine re-lays its memory for any policy that differs from the
+    // one it last saw, however the policy was made or changed.
+    let mut p = policy(BLOCK);
+    let t0 = Instant::now();
+    let mut m = Memory::default();
+    let mut w = ws(1, "rogue_x");
+    assert_eq!(
+        acted(&decide(&p, &snap(vec![w.clone()]), &mut m, t0)),
+        [(1, "no-rogue", Action::Terminate)]
+    );
+    let mut second = p.rules[0].clone();
+    second.name = "second".to_string();
+    p.rules.push(second);
+    w.state = Some("catchup".to_string());
+    let r = decide(&p, &snap(vec![w]), &mut m, t0 + Duration::from_secs(1));
+    assert_eq!(acted(&r), [(1, "second", Action::Terminate)]);
+}
