@@ -34,6 +34,8 @@ pub mod config;
 pub mod conninfo;
 pub mod daemon;
 pub mod engine;
+#[doc(hidden)]
+pub mod fixtures;
 pub mod keys;
 pub mod lockout;
 pub mod logfmt;

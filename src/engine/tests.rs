@@ -1,15 +1,9 @@
 //! Unit tests of the engine on hand-built snapshots.
 
 use super::*;
-use crate::config;
-use crate::snapshot::{ClientAddr, WalsenderId};
+use crate::fixtures::{policy, snapshot as snap, walsender as ws};
+use crate::snapshot::ClientAddr;
 use crate::units::{ByteSize, Lsn};
-use std::path::Path;
-use std::time::SystemTime;
-
-fn policy(toml: &str) -> Policy {
-    config::parse(Path::new("test.toml"), toml).unwrap().policy
-}
 
 /// [`super::explain`], with every decision then carried out.
 fn explain(policy: &Policy, snapshot: &Snapshot, memory: &mut Memory, now: Instant) -> Round {
@@ -28,44 +22,6 @@ fn carried_out(policy: &Policy, memory: &mut Memory, round: Round) -> Round {
         memory.record(d, Delivery::Done, &policy.limits);
     }
     round
-}
-
-fn ws(pid: i32, app: &str) -> Walsender {
-    Walsender {
-        id: WalsenderId {
-            pid,
-            backend_start: SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000 + pid as u64),
-        },
-        age: Duration::ZERO,
-        application_name: app.to_string(),
-        user: Some("replicator".to_string()),
-        client_addr: ClientAddr::Ip("10.1.2.3".parse().unwrap()),
-        state: Some("streaming".to_string()),
-        sync_state: Some("async".to_string()),
-        flush_lsn: Some(Lsn(0x3000000)),
-        write_lag: None,
-        flush_lag: None,
-        replay_lag: None,
-        write_lag_bytes: Some(ByteSize(0)),
-        flush_lag_bytes: Some(ByteSize(0)),
-        replay_lag_bytes: Some(ByteSize(0)),
-        reply_age: Some(Duration::from_secs(1)),
-        reply_time: Some(SystemTime::UNIX_EPOCH + Duration::from_secs(2_000_000)),
-        slot_name: None,
-        retained_wal: None,
-    }
-}
-
-fn snap(walsenders: Vec<Walsender>) -> Snapshot {
-    Snapshot {
-        in_recovery: false,
-        current_lsn: Some(Lsn(0x3000000)),
-        server_time: Some(SystemTime::UNIX_EPOCH + Duration::from_secs(2_000_001)),
-        role: "replwarden".to_string(),
-        synchronous_standby_names: String::new(),
-        walsenders,
-        hidden: vec![],
-    }
 }
 
 fn acted(round: &Round) -> Vec<(i32, &str, Action)> {
