@@ -5,7 +5,6 @@
 use std::path::Path;
 
 use proptest::prelude::*;
-use replwarden::condition::{Sample, Subject};
 use replwarden::config;
 use replwarden::conninfo;
 use replwarden::policy::{AddrPattern, Glob};
@@ -15,33 +14,16 @@ use replwarden::units::{parse_duration, parse_size, ByteSize};
 /// Text that looks like a config: real keys and sections, plausible and
 /// broken values, in any order.
 fn config_like() -> impl Strategy<Value = String> {
-    let mut keys = vec![
-        "name",
-        "action",
-        "grace",
-        "escalate_after",
-        "application_name",
-        "user",
-        "client_addr",
-        "state",
-        "sync_state",
-        "interval",
-        "dry_run",
-        "conninfo",
-        "statement_timeout",
-        "max_actions",
-        "per",
-        "reconnect_backoff",
-        "reconnect_backoff_max",
-        "max_retries",
-        "terminate_timeout",
-        "enabled",
-        "healthy_reply_within",
-        "listen",
-        "bogus",
-    ];
-    // Every condition, from the table that config and engine are driven by.
-    keys.extend(Sample::CONDITIONS.iter().map(|c| c.name));
+    // Every key the loader accepts (the conditions from their table), in
+    // any section, and one it does not.
+    let mut keys: Vec<String> = config::accepted_keys()
+        .iter()
+        .filter_map(|k| k.split_once('.').map(|(_, key)| key.to_string()))
+        .filter(|k| k != "*")
+        .collect();
+    keys.sort();
+    keys.dedup();
+    keys.push("bogus".to_string());
     let line = prop_oneof![
         Just("[postgres]".to_string()),
         Just("[daemon]".to_string()),
