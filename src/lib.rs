@@ -23,6 +23,7 @@
 //! - [`advice`]: the lasting fix for a reconnect loop, only when it cuts off no one else.
 //! - [`metrics`]: the optional Prometheus endpoint.
 //! - [`service`]: systemd notifications (READY, RELOADING, STOPPING, STATUS, watchdog).
+//! - `fixtures` (hidden): hand-built walsenders, snapshots and policies for tests and benches.
 //!
 //! `main.rs` is a thin command-line shell over this library.
 

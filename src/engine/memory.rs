@@ -170,7 +170,7 @@ impl Memory {
     }
 
     /// Says whether decisions are carried out in a dry run. Call it before
-    /// each [`decide`]: what was only simulated in a dry run is not done once
+    /// each [`decide`](super::decide): what was only simulated in a dry run is not done once
     /// enforcing (the rule then acts on walsenders already judged).
     pub fn set_dry_run(&mut self, dry_run: bool) {
         self.dry_run = dry_run;

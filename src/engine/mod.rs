@@ -2,7 +2,7 @@
 //! state, now) to decisions. No I/O and no clock reads: `now` is a parameter,
 //! so every timing rule is tested with plain `#[test]`s.
 //!
-//! What it remembers ([`Memory`]) is keyed on [`WalsenderId`] — `(pid,
+//! What it remembers ([`Memory`]) is keyed on [`WalsenderId`](crate::snapshot::WalsenderId) — `(pid,
 //! backend_start)` — so nothing carries over to a new process instance, even
 //! one that reuses a pid. Memory survives a reload, rule by rule: what a
 //! rule that no longer exists, or whose matchers, conditions or grace were
@@ -22,6 +22,12 @@
 //! a decision never reported, or reported [`Delivery::NotAttempted`], is
 //! decided again at the next poll and costs no budget or backoff; one
 //! carried out in a dry run counts as done only while the dry run lasts.
+//!
+//! This file holds the round ([`decide`], [`explain`]) and the types it
+//! returns; `memory.rs` what is remembered per process instance, rule and
+//! client; `checks.rs` the conditions of a rule and the evidence they show;
+//! `guards.rs` the quorum, backoff and budget guards; `tests.rs` the unit
+//! tests.
 
 mod checks;
 mod guards;
