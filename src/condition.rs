@@ -333,4 +333,30 @@ mod tests {
         );
         assert_eq!(t.get("retained_wal"), None);
     }
+
+    #[test]
+    fn the_config_reads_every_condition_of_the_table_by_its_kind() {
+        let mut toml = String::from("[[rule]]\nname = \"all\"\n");
+        for c in Sample::CONDITIONS {
+            let value = match c.kind {
+                Kind::Duration => "\"5m\"",
+                Kind::Size => "\"1GB\"",
+            };
+            toml += &format!("{} = {value}\n", c.name);
+        }
+        let policy = crate::fixtures::policy(&toml);
+        let read: Vec<String> = policy.rules[0]
+            .conditions
+            .iter()
+            .map(|(c, limit)| format!("{} > {limit}", c.name))
+            .collect();
+        let table: Vec<String> = Sample::CONDITIONS
+            .iter()
+            .map(|c| match c.kind {
+                Kind::Duration => format!("{} > 5m", c.name),
+                Kind::Size => format!("{} > 1.0 GiB", c.name),
+            })
+            .collect();
+        assert_eq!(read, table);
+    }
 }
