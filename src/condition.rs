@@ -135,6 +135,9 @@ impl<S: Subject> Thresholds<S> {
     }
 
     /// The limit of the condition called `name`, if the rule has it.
+    ///
+    /// # Panics
+    /// When `S`'s table has no such condition, as [`Thresholds::set`].
     pub fn get(&self, name: &str) -> Option<Limit> {
         let row = Self::row(name);
         self.set.iter().find(|(r, _)| *r == row).map(|(_, l)| *l)
