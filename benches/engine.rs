@@ -2,10 +2,11 @@
 //! 100 rules (target: under 1 ms). Run: `cargo bench --bench engine`.
 
 use std::path::Path;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use replwarden::config;
 use replwarden::engine::{decide, Delivery, Memory};
+use replwarden::fixtures::{self, at};
 use replwarden::policy::Policy;
 use replwarden::snapshot::{ClientAddr, Snapshot, Walsender, WalsenderId};
 use replwarden::units::{ByteSize, Lsn};
@@ -38,19 +39,16 @@ fn snapshot(polls: u64) -> Snapshot {
         .map(|i: u32| Walsender {
             id: WalsenderId {
                 pid: 10_000 + i as i32,
-                backend_start: SystemTime::UNIX_EPOCH
-                    + Duration::from_secs(1_700_000_000 + u64::from(i)),
+                backend_start: at(1_700_000_000 + u64::from(i)),
             },
             age: Duration::from_secs(3600),
             application_name: format!("standby_{i}"),
-            user: Some("replicator".to_string()),
             client_addr: ClientAddr::Ip(
                 format!("10.{}.{}.{}", i % 20, (i / 20) % 250, i % 250)
                     .parse()
                     .unwrap(),
             ),
             state: Some(if i % 50 == 0 { "catchup" } else { "streaming" }.to_string()),
-            sync_state: Some("async".to_string()),
             flush_lsn: Some(Lsn(0x3000_0000 + polls * 0x1000 - u64::from(i % 7) * 0x100)),
             write_lag: Some(Duration::from_millis(2)),
             flush_lag: Some(Duration::from_millis(3)),
@@ -59,19 +57,16 @@ fn snapshot(polls: u64) -> Snapshot {
             flush_lag_bytes: Some(ByteSize(256)),
             replay_lag_bytes: Some(ByteSize(4096 * u64::from(i))),
             reply_age: Some(Duration::from_millis(900)),
-            reply_time: Some(SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000 + polls)),
+            reply_time: Some(at(1_800_000_000 + polls)),
             slot_name: Some(format!("slot_{i}")),
             retained_wal: Some(ByteSize(16 << 20)),
+            ..fixtures::walsender(0, "")
         })
         .collect();
     Snapshot {
-        in_recovery: false,
         current_lsn: Some(Lsn(0x3000_0000 + polls * 0x1000)),
-        server_time: Some(SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_001 + polls)),
-        role: "replwarden".to_string(),
-        synchronous_standby_names: String::new(),
-        walsenders,
-        hidden: Vec::new(),
+        server_time: Some(at(1_800_000_001 + polls)),
+        ..fixtures::snapshot(walsenders)
     }
 }
 

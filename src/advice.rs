@@ -175,50 +175,22 @@ mod tests {
     use super::*;
     use crate::config;
     use crate::engine;
-    use crate::snapshot::{ClientAddr, WalsenderId};
-    use crate::units::{ByteSize, Lsn};
+    use crate::fixtures::{snapshot as snap, walsender};
+    use crate::snapshot::ClientAddr;
+    use crate::units::ByteSize;
     use std::path::Path;
-    use std::time::{Duration, Instant, SystemTime};
+    use std::time::{Duration, Instant};
 
     fn ws(pid: i32, app: &str, user: &str, addr: &str) -> Walsender {
         Walsender {
-            id: WalsenderId {
-                pid,
-                backend_start: SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000 + pid as u64),
-            },
             age: Duration::from_secs(60),
-            application_name: app.to_string(),
             user: Some(user.to_string()),
             client_addr: if addr == "local" {
                 ClientAddr::Local
             } else {
                 ClientAddr::Ip(addr.parse().unwrap())
             },
-            state: Some("streaming".to_string()),
-            sync_state: Some("async".to_string()),
-            flush_lsn: Some(Lsn(0x3000000)),
-            write_lag: None,
-            flush_lag: None,
-            replay_lag: None,
-            write_lag_bytes: Some(ByteSize(0)),
-            flush_lag_bytes: Some(ByteSize(0)),
-            replay_lag_bytes: Some(ByteSize(0)),
-            reply_age: Some(Duration::from_secs(1)),
-            reply_time: Some(SystemTime::UNIX_EPOCH + Duration::from_secs(2_000_000)),
-            slot_name: None,
-            retained_wal: None,
-        }
-    }
-
-    fn snap(walsenders: Vec<Walsender>) -> Snapshot {
-        Snapshot {
-            in_recovery: false,
-            current_lsn: Some(Lsn(0x3000000)),
-            role: "replwarden".to_string(),
-            synchronous_standby_names: String::new(),
-            walsenders,
-            hidden: vec![],
-            server_time: Some(SystemTime::UNIX_EPOCH + Duration::from_secs(2_000_001)),
+            ..walsender(pid, app)
         }
     }
 

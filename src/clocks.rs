@@ -326,21 +326,12 @@ pub fn skew_text(seconds: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config;
     use crate::engine::{Delivery, Memory, Round, Verdict};
+    use crate::fixtures::{at, policy, snapshot, walsender};
     use crate::policy::{Action, Policy};
-    use crate::snapshot::{ClientAddr, WalsenderId};
-    use std::path::Path;
+    use crate::snapshot::WalsenderId;
 
     const T0: u64 = 2_000_000_000;
-
-    fn policy(toml: &str) -> Policy {
-        config::parse(Path::new("test.toml"), toml).unwrap().policy
-    }
-
-    fn at(secs: u64) -> SystemTime {
-        SystemTime::UNIX_EPOCH + Duration::from_secs(secs)
-    }
 
     /// A streaming physical standby at the server's position, replying.
     fn standby(pid: i32, app: &str) -> Walsender {
@@ -350,34 +341,16 @@ mod tests {
                 backend_start: at(T0 - 3600),
             },
             age: Duration::from_secs(3600),
-            application_name: app.to_string(),
-            user: Some("replicator".to_string()),
-            client_addr: ClientAddr::Ip("10.1.2.3".parse().unwrap()),
-            state: Some("streaming".to_string()),
-            sync_state: Some("async".to_string()),
-            flush_lsn: Some(Lsn(0x3000000)),
-            write_lag: None,
-            flush_lag: None,
-            replay_lag: None,
-            write_lag_bytes: Some(ByteSize(0)),
-            flush_lag_bytes: Some(ByteSize(0)),
-            replay_lag_bytes: Some(ByteSize(0)),
             reply_age: Some(Duration::ZERO),
             reply_time: Some(at(T0)),
-            slot_name: None,
-            retained_wal: None,
+            ..walsender(pid, app)
         }
     }
 
     fn snap(server_time: u64, walsenders: Vec<Walsender>) -> Snapshot {
         Snapshot {
-            in_recovery: false,
-            current_lsn: Some(Lsn(0x3000000)),
             server_time: Some(at(server_time)),
-            role: "replwarden".to_string(),
-            synchronous_standby_names: String::new(),
-            walsenders,
-            hidden: vec![],
+            ..snapshot(walsenders)
         }
     }
 

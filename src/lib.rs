@@ -7,6 +7,7 @@
 //! - [`keys`]: the table of every config key, the source of replwarden.toml(5).
 //! - [`conninfo`]: libpq conventions: `PG*` variables, the OS user, the password
 //!   file, sslmode, host lists and `target_session_attrs`.
+//! - [`condition`]: the table of conditions rules judge, and a rule's thresholds.
 //! - [`policy`]: rules, matchers and conditions (pure data and matching).
 //! - [`snapshot`]: the poll query and the rows it yields ([`snapshot::Walsender`]).
 //! - [`clocks`]: what is judged, real now and on one clock (stale lags, silence, skew).
@@ -23,6 +24,7 @@
 //! - [`errors`]: an error shown with its causes, each once ([`errors::error_chain`]).
 //! - [`metrics`]: the optional Prometheus endpoint.
 //! - [`service`]: systemd notifications (READY, RELOADING, STOPPING, STATUS, watchdog).
+//! - `fixtures` (hidden): hand-built walsenders, snapshots and policies for tests and benches.
 //!
 //! `main.rs` is a thin command-line shell over this library.
 
@@ -40,11 +42,14 @@
 pub mod actions;
 pub mod advice;
 pub mod clocks;
+pub mod condition;
 pub mod config;
 pub mod conninfo;
 pub mod daemon;
 pub mod engine;
 pub mod errors;
+#[doc(hidden)]
+pub mod fixtures;
 pub mod keys;
 pub mod lockout;
 pub mod logfmt;

@@ -815,11 +815,11 @@ pub async fn bind(addr: SocketAddr) -> Result<TcpListener, std::io::Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config;
-    use crate::snapshot::ClientAddr;
+    use crate::fixtures::{at, policy, snapshot, walsender};
+
     use crate::units::ByteSize;
-    use std::path::Path;
-    use std::time::{Instant, SystemTime};
+
+    use std::time::Instant;
 
     #[test]
     fn the_format_is_negotiated_as_the_client_libraries_do() {
@@ -896,37 +896,25 @@ mod tests {
         Walsender {
             id: WalsenderId {
                 pid,
-                backend_start: SystemTime::UNIX_EPOCH + Duration::from_secs(started),
+                backend_start: at(started),
             },
-            age: Duration::ZERO,
-            application_name: app.to_string(),
-            user: Some("replicator".to_string()),
-            client_addr: ClientAddr::Ip("10.1.2.3".parse().unwrap()),
-            state: Some("streaming".to_string()),
             sync_state: Some("sync".to_string()),
             flush_lsn: None,
             write_lag: Some(Duration::from_micros(2_874_242)),
-            flush_lag: None,
-            replay_lag: None,
             write_lag_bytes: Some(ByteSize(10)),
             flush_lag_bytes: None,
             replay_lag_bytes: None,
-            reply_age: Some(Duration::from_secs(1)),
             reply_time: None,
-            slot_name: None,
-            retained_wal: None,
+            ..walsender(pid, app)
         }
     }
 
     fn snap(walsenders: Vec<Walsender>) -> Snapshot {
         Snapshot {
-            in_recovery: false,
             current_lsn: None,
-            role: "replwarden".to_string(),
             synchronous_standby_names: "s1".to_string(),
-            walsenders,
-            hidden: vec![],
             server_time: None,
+            ..snapshot(walsenders)
         }
     }
 
@@ -953,10 +941,6 @@ mod tests {
         let before = walsender_labels(&snap(vec![ws(10, "recv", 100)]));
         let after = walsender_labels(&snap(vec![ws(11, "recv", 500)]));
         assert_eq!(before, after);
-    }
-
-    fn policy(toml: &str) -> Policy {
-        config::parse(Path::new("test.toml"), toml).unwrap().policy
     }
 
     #[test]

@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 
+use crate::condition::{Sample, Thresholds};
 use crate::snapshot::{ClientAddr, Walsender};
-use crate::units::ByteSize;
 
 /// Everything a rule can do to a walsender that breaks it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -42,10 +42,23 @@ impl fmt::Display for Action {
 
 /// A list of patterns where `!pattern` excludes. A value matches when it
 /// matches any positive pattern (or there is none) and no excluding one.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct PatternList<P> {
     pub include: Vec<P>,
     pub exclude: Vec<P>,
+}
+
+/// `a, b, !c`: the includes, then the excludes marked `!`.
+impl<P: fmt::Display> fmt::Display for PatternList<P> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let inc = self.include.iter().map(|p| (p, ""));
+        let exc = self.exclude.iter().map(|p| (p, "!"));
+        for (i, (p, bang)) in inc.chain(exc).enumerate() {
+            let sep = if i == 0 { "" } else { ", " };
+            write!(f, "{sep}{bang}{p}")?;
+        }
+        Ok(())
+    }
 }
 
 impl<P> PatternList<P> {
@@ -56,7 +69,7 @@ impl<P> PatternList<P> {
 
 /// A glob pattern as written in the config (`rogue_*`), kept with its source
 /// text for summaries.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Glob {
     pub text: String,
     pub pattern: glob::Pattern,
@@ -70,6 +83,23 @@ impl Glob {
                 pattern,
             })
             .map_err(|e| format!("{text:?} is not a valid glob pattern: {e}"))
+    }
+}
+
+/// Bare when made of plain and glob characters only, else quoted and
+/// escaped (see [`crate::logfmt`]).
+impl fmt::Display for Glob {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let text = &self.text;
+        let plain = !text.is_empty()
+            && text
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "_-.:/@+*?[]!^".contains(c));
+        if plain {
+            f.write_str(text)
+        } else {
+            f.write_str(&crate::logfmt::quoted(text))
+        }
     }
 }
 
@@ -105,8 +135,17 @@ impl AddrPattern {
     }
 }
 
+impl fmt::Display for AddrPattern {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            AddrPattern::Local => f.write_str("local"),
+            AddrPattern::Net(net) => net.fmt(f),
+        }
+    }
+}
+
 /// Who a rule is about. Every matcher given must match; `None` matches all.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct Matchers {
     pub application_name: Option<PatternList<Glob>>,
     pub user: Option<PatternList<Glob>>,
@@ -145,30 +184,12 @@ impl Matchers {
     }
 }
 
-/// What must hold, all together, for a rule to act. Every field is a
-/// threshold; `None` means the condition is not part of the rule.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Conditions {
-    pub write_lag: Option<Duration>,
-    pub flush_lag: Option<Duration>,
-    pub replay_lag: Option<Duration>,
-    pub write_lag_bytes: Option<ByteSize>,
-    pub flush_lag_bytes: Option<ByteSize>,
-    pub replay_lag_bytes: Option<ByteSize>,
-    pub retained_wal: Option<ByteSize>,
-    pub in_state_for: Option<Duration>,
-    pub no_reply_for: Option<Duration>,
-    pub no_progress_for: Option<Duration>,
-}
-
-impl Conditions {
-    pub fn is_empty(&self) -> bool {
-        *self == Conditions::default()
-    }
-}
+/// What must hold, all together, for a rule to act: thresholds over the
+/// walsender conditions of [`crate::condition`].
+pub type Conditions = Thresholds<Sample>;
 
 /// One `[[rule]]`.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Rule {
     /// Unique; shows in every log line about the rule.
     pub name: String,
@@ -241,9 +262,6 @@ pub struct Policy {
     pub protect: Vec<Matchers>,
     pub limits: Limits,
     pub sync_guard: SyncGuard,
-    /// Unique per loaded policy, so the engine knows when to re-lay its
-    /// per-rule memory and re-match (a rule may change under the same name).
-    pub generation: u64,
 }
 
 impl Policy {

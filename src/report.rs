@@ -8,7 +8,7 @@ use crate::actions::Outcome;
 use crate::config::Config;
 use crate::engine::{evidence_line, Decision, Held, HoldReason, ReconnectLoop, Round};
 use crate::logfmt::{escape_text, quoted, token};
-use crate::policy::{Glob, Matchers, PatternList, Policy, Rule};
+use crate::policy::{Matchers, Policy, Rule};
 use crate::snapshot::{Preflight, Snapshot, Walsender};
 use crate::units::fmt_duration;
 
@@ -66,28 +66,6 @@ pub fn log_decision(decision: &Decision, outcome: &Outcome) {
     }
 }
 
-/// A glob as `check` shows it: bare when made of plain and glob characters
-/// only, else quoted and escaped (see [`crate::logfmt`]).
-fn pattern(text: &str) -> String {
-    let plain = !text.is_empty()
-        && text
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "_-.:/@+*?[]!^".contains(c));
-    if plain {
-        text.to_string()
-    } else {
-        quoted(text)
-    }
-}
-
-fn globs(list: &Option<PatternList<Glob>>) -> Option<String> {
-    list.as_ref().map(|l| {
-        let inc = l.include.iter().map(|g| pattern(&g.text));
-        let exc = l.exclude.iter().map(|g| format!("!{}", pattern(&g.text)));
-        inc.chain(exc).collect::<Vec<_>>().join(", ")
-    })
-}
-
 /// Who matchers are about: `application_name in [a, b] and user in [c]`.
 fn matchers_summary(m: &Matchers) -> Vec<String> {
     let mut who = Vec::new();
@@ -97,21 +75,12 @@ fn matchers_summary(m: &Matchers) -> Vec<String> {
         ("state", &m.state),
         ("sync_state", &m.sync_state),
     ] {
-        if let Some(text) = globs(list) {
-            who.push(format!("{name} in [{text}]"));
+        if let Some(list) = list {
+            who.push(format!("{name} in [{list}]"));
         }
     }
     if let Some(addrs) = &m.client_addr {
-        let show = |p: &crate::policy::AddrPattern| match p {
-            crate::policy::AddrPattern::Local => "local".to_string(),
-            crate::policy::AddrPattern::Net(n) => n.to_string(),
-        };
-        let inc = addrs.include.iter().map(show);
-        let exc = addrs.exclude.iter().map(|p| format!("!{}", show(p)));
-        who.push(format!(
-            "client_addr in [{}]",
-            inc.chain(exc).collect::<Vec<_>>().join(", ")
-        ));
+        who.push(format!("client_addr in [{addrs}]"));
     }
     who
 }
@@ -119,22 +88,11 @@ fn matchers_summary(m: &Matchers) -> Vec<String> {
 /// One line per rule: `name: action when <matchers> and <conditions>`.
 pub fn rule_summary(rule: &Rule) -> String {
     let who = matchers_summary(&rule.matchers);
-    let c = &rule.conditions;
-    let mut when = Vec::new();
-    let d = |name: &str, v: Option<std::time::Duration>| {
-        v.map(|v| format!("{name} > {}", fmt_duration(v)))
-    };
-    let b = |name: &str, v: Option<crate::units::ByteSize>| v.map(|v| format!("{name} > {v}"));
-    when.extend(d("write_lag", c.write_lag));
-    when.extend(d("flush_lag", c.flush_lag));
-    when.extend(d("replay_lag", c.replay_lag));
-    when.extend(b("write_lag_bytes", c.write_lag_bytes));
-    when.extend(b("flush_lag_bytes", c.flush_lag_bytes));
-    when.extend(b("replay_lag_bytes", c.replay_lag_bytes));
-    when.extend(b("retained_wal", c.retained_wal));
-    when.extend(d("in_state_for", c.in_state_for));
-    when.extend(d("no_reply_for", c.no_reply_for));
-    when.extend(d("no_progress_for", c.no_progress_for));
+    let when: Vec<String> = rule
+        .conditions
+        .iter()
+        .map(|(c, limit)| format!("{} > {limit}", c.name))
+        .collect();
 
     let mut line = format!("{}: {}", token(&rule.name), rule.action);
     line += if who.is_empty() {

@@ -70,32 +70,18 @@ pub fn shown(user: Option<&str>) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fixtures::{nulled, walsender};
     use crate::snapshot::{ClientAddr, Walsender};
-    use std::time::{Duration, SystemTime};
+    use std::time::Duration;
 
     fn ws(pid: i32, user: Option<&str>) -> Walsender {
         Walsender {
-            id: WalsenderId {
-                pid,
-                backend_start: SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000 + pid as u64),
-            },
-            age: Duration::ZERO,
             application_name: format!("app{pid}"),
             user: user.map(str::to_string),
             client_addr: ClientAddr::Local,
             state: Some("streaming".to_string()),
             sync_state: Some("async".to_string()),
-            flush_lsn: None,
-            write_lag: None,
-            flush_lag: None,
-            replay_lag: None,
-            write_lag_bytes: None,
-            flush_lag_bytes: None,
-            replay_lag_bytes: None,
-            reply_age: None,
-            reply_time: None,
-            slot_name: None,
-            retained_wal: None,
+            ..nulled(walsender(pid, ""))
         }
     }
 

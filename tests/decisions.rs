@@ -3,42 +3,19 @@
 //! what the guards count, and what survives a reload, a cancel, a lost
 //! connection and an outage.
 
-use std::path::Path;
 use std::time::{Duration, Instant, SystemTime};
 
-use replwarden::config;
+use replwarden::condition::Limit;
 use replwarden::engine::{decide, explain, Cause, Delivery, HoldReason, Memory, Round, Verdict};
+use replwarden::fixtures::{at, policy, snapshot, walsender};
 use replwarden::policy::{Action, Policy};
-use replwarden::snapshot::{ClientAddr, Snapshot, Walsender, WalsenderId};
-use replwarden::units::{ByteSize, Lsn};
-
-fn policy(toml: &str) -> Policy {
-    config::parse(Path::new("test.toml"), toml).unwrap().policy
-}
+use replwarden::snapshot::{Snapshot, Walsender, WalsenderId};
+use replwarden::units::ByteSize;
 
 fn ws(pid: i32, app: &str) -> Walsender {
     Walsender {
-        id: WalsenderId {
-            pid,
-            backend_start: SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000 + pid as u64),
-        },
-        age: Duration::ZERO,
-        application_name: app.to_string(),
-        user: Some("replicator".to_string()),
-        client_addr: ClientAddr::Ip("10.1.2.3".parse().unwrap()),
-        state: Some("streaming".to_string()),
-        sync_state: Some("async".to_string()),
-        flush_lsn: Some(Lsn(0x3000000)),
-        write_lag: None,
-        flush_lag: None,
-        replay_lag: None,
-        write_lag_bytes: Some(ByteSize(0)),
-        flush_lag_bytes: Some(ByteSize(0)),
-        replay_lag_bytes: Some(ByteSize(0)),
-        reply_age: Some(Duration::from_secs(1)),
-        reply_time: Some(SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000)),
-        slot_name: None,
-        retained_wal: None,
+        reply_time: Some(at(1_000_000)),
+        ..walsender(pid, app)
     }
 }
 
@@ -50,13 +27,8 @@ fn sync(pid: i32, app: &str, sync_state: &str) -> Walsender {
 
 fn snap(walsenders: Vec<Walsender>) -> Snapshot {
     Snapshot {
-        in_recovery: false,
-        current_lsn: Some(Lsn(0x3000000)),
-        role: "replwarden".to_string(),
-        synchronous_standby_names: String::new(),
-        walsenders,
-        hidden: vec![],
         server_time: None,
+        ..snapshot(walsenders)
     }
 }
 
@@ -405,8 +377,11 @@ fn durations_past_the_end_of_the_clock_do_not_panic() {
     let end = Duration::MAX;
     for r in &mut p.rules {
         r.grace = end;
-        r.conditions.in_state_for = r.conditions.in_state_for.map(|_| end);
-        r.conditions.no_progress_for = r.conditions.no_progress_for.map(|_| end);
+        for name in ["in_state_for", "no_progress_for"] {
+            if r.conditions.get(name).is_some() {
+                r.conditions.set(name, Limit::Time(end));
+            }
+        }
         r.escalate_after = r.escalate_after.map(|_| end);
     }
     p.limits.per = end;

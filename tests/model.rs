@@ -31,10 +31,12 @@ use std::path::Path;
 use std::time::{Duration, Instant, SystemTime};
 
 use proptest::prelude::*;
+use replwarden::condition::Limit;
 use replwarden::config;
 use replwarden::engine::{self, Cause, Delivery, Memory, Round, Verdict};
+use replwarden::fixtures;
 use replwarden::policy::{Action, Policy};
-use replwarden::snapshot::{ClientAddr, Snapshot, Walsender, WalsenderId};
+use replwarden::snapshot::{Snapshot, Walsender, WalsenderId};
 use replwarden::syncrep;
 use replwarden::units::{ByteSize, Lsn};
 
@@ -237,7 +239,7 @@ fn step() -> impl Strategy<Value = Step> {
     ]
 }
 
-fn walsender(app: &str, pid: i32, start_secs: i64, age: Duration) -> Walsender {
+fn standby(app: &str, pid: i32, start_secs: i64, age: Duration) -> Walsender {
     let base = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
     let backend_start = if start_secs >= 0 {
         base + Duration::from_secs(start_secs as u64)
@@ -247,22 +249,8 @@ fn walsender(app: &str, pid: i32, start_secs: i64, age: Duration) -> Walsender {
     Walsender {
         id: WalsenderId { pid, backend_start },
         age,
-        application_name: app.to_string(),
-        user: Some("replicator".to_string()),
-        client_addr: ClientAddr::Ip("10.1.2.3".parse().unwrap()),
-        state: Some("streaming".to_string()),
-        sync_state: Some("async".to_string()),
-        flush_lsn: Some(Lsn(0x3000000)),
-        write_lag: None,
-        flush_lag: None,
-        replay_lag: None,
-        write_lag_bytes: Some(ByteSize(0)),
-        flush_lag_bytes: Some(ByteSize(0)),
-        replay_lag_bytes: Some(ByteSize(0)),
-        reply_age: Some(Duration::from_secs(1)),
         reply_time: Some(base),
-        slot_name: None,
-        retained_wal: None,
+        ..fixtures::walsender(pid, app)
     }
 }
 
@@ -314,15 +302,13 @@ impl World {
         };
         for r in &mut policy.rules {
             huge(&mut r.grace);
-            let c = &mut r.conditions;
-            for d in [
-                &mut c.in_state_for,
-                &mut c.no_progress_for,
-                &mut r.escalate_after,
-            ]
-            .into_iter()
-            .flatten()
-            {
+            for name in ["in_state_for", "no_progress_for"] {
+                if let Some(Limit::Time(mut d)) = r.conditions.get(name) {
+                    huge(&mut d);
+                    r.conditions.set(name, Limit::Time(d));
+                }
+            }
+            if let Some(d) = &mut r.escalate_after {
                 huge(d);
             }
         }
@@ -336,18 +322,14 @@ impl World {
             policy,
             keys,
             snapshot: Snapshot {
-                in_recovery: false,
-                current_lsn: Some(Lsn(0x3000000)),
-                role: "replwarden".to_string(),
                 // Start from the riskiest case: one synchronous standby, and
                 // the server needs it.
                 synchronous_standby_names: "standby_a".to_string(),
-                walsenders: vec![Walsender {
-                    sync_state: Some("sync".into()),
-                    ..walsender("standby_a", 1, 0, Duration::from_secs(60))
-                }],
-                hidden: Vec::new(),
                 server_time: None,
+                ..fixtures::snapshot(vec![Walsender {
+                    sync_state: Some("sync".into()),
+                    ..standby("standby_a", 1, 0, Duration::from_secs(60))
+                }])
             },
             now: Instant::now(),
             dry_run: false,
@@ -374,7 +356,7 @@ impl World {
             } => {
                 // A live pid is unique; a dead one may come back (reuse).
                 if self.snapshot.walsenders.iter().all(|w| w.id.pid != pid) {
-                    let mut w = walsender(APPS[app], pid, start_secs, age);
+                    let mut w = standby(APPS[app], pid, start_secs, age);
                     if APPS[app].starts_with("standby") {
                         w.sync_state = Some("potential".into());
                     }
@@ -389,9 +371,8 @@ impl World {
                 let n = self.snapshot.walsenders.len();
                 if let Some(w) = self.pick(which) {
                     let mut again = w.clone();
-                    again.id.backend_start = walsender("", 0, start_secs, Duration::ZERO)
-                        .id
-                        .backend_start;
+                    again.id.backend_start =
+                        standby("", 0, start_secs, Duration::ZERO).id.backend_start;
                     if !same_pid {
                         again.id.pid = 100 + n as i32 + (start_secs.unsigned_abs() % 1000) as i32;
                     }
@@ -438,32 +419,7 @@ impl World {
             Step::Server(lsn) => self.snapshot.current_lsn = lsn.map(Lsn),
             Step::Nulls(w) => {
                 if let Some(w) = self.pick(w) {
-                    let keep = (
-                        w.id,
-                        w.age,
-                        w.application_name.clone(),
-                        w.client_addr.clone(),
-                    );
-                    *w = Walsender {
-                        id: keep.0,
-                        age: keep.1,
-                        application_name: keep.2,
-                        user: None,
-                        client_addr: keep.3,
-                        state: None,
-                        sync_state: None,
-                        flush_lsn: None,
-                        write_lag: None,
-                        flush_lag: None,
-                        replay_lag: None,
-                        write_lag_bytes: None,
-                        flush_lag_bytes: None,
-                        replay_lag_bytes: None,
-                        reply_age: None,
-                        reply_time: None,
-                        slot_name: None,
-                        retained_wal: None,
-                    };
+                    *w = fixtures::nulled(w.clone());
                 }
             }
             Step::Disappear(w) => {

@@ -14,6 +14,16 @@ use replwarden::units::{parse_duration, parse_size, ByteSize};
 /// Text that looks like a config: real keys and sections, plausible and
 /// broken values, in any order.
 fn config_like() -> impl Strategy<Value = String> {
+    // Every key the loader accepts (the conditions from their table), in
+    // any section, and one it does not.
+    let mut keys: Vec<String> = config::accepted_keys()
+        .iter()
+        .filter_map(|k| k.split_once('.').map(|(_, key)| key.to_string()))
+        .filter(|k| k != "*")
+        .collect();
+    keys.sort();
+    keys.dedup();
+    keys.push("bogus".to_string());
     let line = prop_oneof![
         Just("[postgres]".to_string()),
         Just("[daemon]".to_string()),
@@ -24,41 +34,7 @@ fn config_like() -> impl Strategy<Value = String> {
         Just("[sync_guard]".to_string()),
         Just("[metrics]".to_string()),
         (
-            prop::sample::select(vec![
-                "name",
-                "action",
-                "grace",
-                "escalate_after",
-                "application_name",
-                "user",
-                "client_addr",
-                "state",
-                "sync_state",
-                "write_lag",
-                "flush_lag",
-                "replay_lag",
-                "write_lag_bytes",
-                "flush_lag_bytes",
-                "replay_lag_bytes",
-                "retained_wal",
-                "in_state_for",
-                "no_reply_for",
-                "no_progress_for",
-                "interval",
-                "dry_run",
-                "conninfo",
-                "statement_timeout",
-                "max_actions",
-                "per",
-                "reconnect_backoff",
-                "reconnect_backoff_max",
-                "max_retries",
-                "terminate_timeout",
-                "enabled",
-                "healthy_reply_within",
-                "listen",
-                "bogus",
-            ]),
+            prop::sample::select(keys),
             prop_oneof![
                 "\"[a-z0-9 .:/*!_-]{0,12}\"".prop_map(|s| s),
                 Just("\"5m\"".to_string()),

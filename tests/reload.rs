@@ -16,11 +16,12 @@
 //! are kept on purpose across a reload.
 
 use std::path::Path;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use proptest::prelude::*;
 use replwarden::config;
 use replwarden::engine::{self, Delivery, Memory};
+use replwarden::fixtures::{self, at};
 use replwarden::policy::{Action, Policy};
 use replwarden::snapshot::{ClientAddr, Snapshot, Walsender, WalsenderId};
 use replwarden::units::{ByteSize, Lsn};
@@ -89,37 +90,26 @@ fn snapshot(rows: &[(u64, u64, bool)], since_t0: Duration) -> Snapshot {
         .map(|(i, &(lag, reply, streaming))| Walsender {
             id: WalsenderId {
                 pid: 10 + i as i32,
-                backend_start: SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000),
+                backend_start: at(1_700_000_000),
             },
             age: Duration::from_secs(3600) + since_t0,
             application_name: format!("s{}", i + 1),
-            user: Some("replicator".into()),
             client_addr: ClientAddr::Local,
             state: Some(if streaming { "streaming" } else { "catchup" }.into()),
-            sync_state: Some("async".into()),
             flush_lsn: Some(Lsn(1 << 30)),
-            write_lag: None,
-            flush_lag: None,
-            replay_lag: None,
             write_lag_bytes: Some(ByteSize(lag)),
             flush_lag_bytes: Some(ByteSize(lag)),
             replay_lag_bytes: Some(ByteSize(lag)),
             reply_age: Some(Duration::from_secs(reply)),
             // The last reply, on the client's clock: fixed while it is silent.
-            reply_time: (SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000) + since_t0)
-                .checked_sub(Duration::from_secs(reply)),
-            slot_name: None,
-            retained_wal: None,
+            reply_time: (at(1_700_000_000) + since_t0).checked_sub(Duration::from_secs(reply)),
+            ..fixtures::walsender(0, "")
         })
         .collect();
     Snapshot {
-        in_recovery: false,
         current_lsn: Some(Lsn(1 << 30)),
-        role: "replwarden".into(),
-        synchronous_standby_names: String::new(),
-        walsenders,
-        hidden: Vec::new(),
-        server_time: Some(SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000) + since_t0),
+        server_time: Some(at(1_700_000_000) + since_t0),
+        ..fixtures::snapshot(walsenders)
     }
 }
 

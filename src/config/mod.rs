@@ -12,6 +12,7 @@ use std::time::Duration;
 use toml::de::{DeTable, DeValue};
 use toml::Spanned;
 
+use crate::condition::{Kind, Limit, Sample, Subject};
 use crate::policy::{
     Action, AddrPattern, Conditions, Glob, Limits, Matchers, PatternList, Policy, Rule, SyncGuard,
 };
@@ -255,10 +256,6 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigErrors> {
 /// give the same digest on every host running the same replwarden version.
 pub fn settings_digest(config: &Config) -> String {
     use sha2::Digest;
-    let policy = Policy {
-        generation: 0,
-        ..config.policy.clone()
-    };
     let text = format!(
         "{}\n{:?}\n{:?}\n{:?}\n{:?}\n{:?}",
         crate::report::redacted_conninfo(&config.postgres.connect),
@@ -266,7 +263,7 @@ pub fn settings_digest(config: &Config) -> String {
         config.postgres.statement_timeout,
         config.daemon,
         config.metrics,
-        policy,
+        config.policy,
     );
     let hash = sha2::Sha256::digest(text.as_bytes());
     hash.iter().take(8).map(|b| format!("{b:02x}")).collect()
@@ -304,10 +301,13 @@ mod tests {
         );
         let lagging = &config.policy.rules[1];
         assert_eq!(
-            lagging.conditions.replay_lag,
-            Some(Duration::from_secs(300))
+            lagging.conditions.get("replay_lag"),
+            Some(Limit::Time(Duration::from_secs(300)))
         );
-        assert_eq!(lagging.conditions.replay_lag_bytes, Some(ByteSize(1 << 30)));
+        assert_eq!(
+            lagging.conditions.get("replay_lag_bytes"),
+            Some(Limit::Bytes(ByteSize(1 << 30)))
+        );
         assert_eq!(lagging.grace, Duration::from_secs(120));
         assert_eq!(lagging.action, Action::Terminate);
         let silent = &config.policy.rules[3];

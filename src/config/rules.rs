@@ -60,7 +60,7 @@ impl Walker<'_> {
 
     pub(super) fn rule(&mut self, value: &Value<'_>, key: &str) -> Option<Rule> {
         let table = self.table(value, key)?;
-        self.reject_unknown(table, key, RULE_KEYS);
+        self.reject_unknown(table, key, &rule_keys());
         let errors_before = self.errors.len();
         let k = |name: &str| format!("{key}.{name}");
 
@@ -122,27 +122,19 @@ impl Walker<'_> {
 
         let matchers = self.matchers(table, key);
 
-        let dur = |w: &mut Self, name: &str| table.get(name).and_then(|v| w.duration(v, &k(name)));
-        let conditions = Conditions {
-            write_lag: dur(self, "write_lag"),
-            flush_lag: dur(self, "flush_lag"),
-            replay_lag: dur(self, "replay_lag"),
-            in_state_for: dur(self, "in_state_for"),
-            no_reply_for: dur(self, "no_reply_for"),
-            no_progress_for: dur(self, "no_progress_for"),
-            write_lag_bytes: table
-                .get("write_lag_bytes")
-                .and_then(|v| self.size(v, &k("write_lag_bytes"))),
-            flush_lag_bytes: table
-                .get("flush_lag_bytes")
-                .and_then(|v| self.size(v, &k("flush_lag_bytes"))),
-            replay_lag_bytes: table
-                .get("replay_lag_bytes")
-                .and_then(|v| self.size(v, &k("replay_lag_bytes"))),
-            retained_wal: table
-                .get("retained_wal")
-                .and_then(|v| self.size(v, &k("retained_wal"))),
-        };
+        let mut conditions = Conditions::default();
+        for c in Sample::CONDITIONS {
+            let Some(v) = table.get(c.name) else {
+                continue;
+            };
+            let limit = match c.kind {
+                Kind::Duration => self.duration(v, &k(c.name)).map(Limit::Time),
+                Kind::Size => self.size(v, &k(c.name)).map(Limit::Bytes),
+            };
+            if let Some(limit) = limit {
+                conditions.set(c.name, limit);
+            }
+        }
 
         if self.errors.len() > errors_before {
             return None;
@@ -166,16 +158,12 @@ impl Walker<'_> {
             );
             return None;
         }
-        for (name, zero) in [
-            ("in_state_for", conditions.in_state_for),
-            ("no_reply_for", conditions.no_reply_for),
-            ("no_progress_for", conditions.no_progress_for),
-        ] {
-            if zero.is_some_and(|d| d.is_zero()) {
-                let span = table.get(name).map_or(value.span(), |v| v.span());
+        for (c, limit) in conditions.iter() {
+            if c.warn_zero && limit.is_zero() {
+                let span = table.get(c.name).map_or(value.span(), |v| v.span());
                 self.warning(
                     span,
-                    &k(name),
+                    &k(c.name),
                     "\"0s\" holds for nearly every walsender: give the time it must last, or leave the condition out",
                 );
             }
@@ -312,16 +300,5 @@ pub(super) fn matches_nearly_all(m: &Matchers) -> bool {
 /// True when the conditions are none or all zero thresholds, which hold for
 /// nearly every walsender.
 pub(super) fn holds_nearly_always(c: &Conditions) -> bool {
-    let zero = |d: Option<Duration>| d.is_none_or(|d| d.is_zero());
-    let none = |b: Option<ByteSize>| b.is_none_or(|b| b.0 == 0);
-    zero(c.write_lag)
-        && zero(c.flush_lag)
-        && zero(c.replay_lag)
-        && zero(c.in_state_for)
-        && zero(c.no_reply_for)
-        && zero(c.no_progress_for)
-        && none(c.write_lag_bytes)
-        && none(c.flush_lag_bytes)
-        && none(c.replay_lag_bytes)
-        && none(c.retained_wal)
+    c.iter().all(|(_, limit)| limit.is_zero())
 }

@@ -35,6 +35,7 @@ pub(super) const SYNC_GUARD_KEYS: &[&str] = &["enabled", "healthy_reply_within"]
 pub(super) const POSTGRES_KEYS: &[&str] = &["conninfo", "statement_timeout"];
 pub(super) const DAEMON_KEYS: &[&str] = &["interval", "dry_run"];
 pub(super) const METRICS_KEYS: &[&str] = &["listen"];
+/// The keys of a `[[rule]]` besides its conditions (see [`rule_keys`]).
 pub(super) const RULE_KEYS: &[&str] = &[
     "name",
     "action",
@@ -45,17 +46,13 @@ pub(super) const RULE_KEYS: &[&str] = &[
     "client_addr",
     "state",
     "sync_state",
-    "write_lag",
-    "flush_lag",
-    "replay_lag",
-    "write_lag_bytes",
-    "flush_lag_bytes",
-    "replay_lag_bytes",
-    "retained_wal",
-    "in_state_for",
-    "no_reply_for",
-    "no_progress_for",
 ];
+
+/// Every key of a `[[rule]]`: [`RULE_KEYS`], then the condition names.
+pub(super) fn rule_keys() -> Vec<&'static str> {
+    let conditions = Sample::CONDITIONS.iter().map(|c| c.name);
+    RULE_KEYS.iter().copied().chain(conditions).collect()
+}
 
 /// Every key the loader accepts, as `section.key` (`rule.grace`,
 /// `protect.user`); `crate::keys` is checked against it. A section of
@@ -64,17 +61,17 @@ pub fn accepted_keys() -> Vec<String> {
     TOP_KEYS
         .iter()
         .flat_map(|&section| {
-            let keys: &[&str] = match section {
-                "postgres" => POSTGRES_KEYS,
-                "daemon" => DAEMON_KEYS,
-                "protect" => MATCHER_KEYS,
-                "limits" => LIMITS_KEYS,
-                "sync_guard" => SYNC_GUARD_KEYS,
-                "metrics" => METRICS_KEYS,
-                "rule" => RULE_KEYS,
-                _ => &["*"],
+            let keys: Vec<&str> = match section {
+                "postgres" => POSTGRES_KEYS.to_vec(),
+                "daemon" => DAEMON_KEYS.to_vec(),
+                "protect" => MATCHER_KEYS.to_vec(),
+                "limits" => LIMITS_KEYS.to_vec(),
+                "sync_guard" => SYNC_GUARD_KEYS.to_vec(),
+                "metrics" => METRICS_KEYS.to_vec(),
+                "rule" => rule_keys(),
+                _ => vec!["*"],
             };
-            keys.iter().map(move |k| format!("{section}.{k}"))
+            keys.into_iter().map(move |k| format!("{section}.{k}"))
         })
         .collect()
 }
@@ -184,11 +181,6 @@ impl Walker<'_> {
                 protect: protect?,
                 limits: limits.0?,
                 sync_guard: sync_guard?,
-                generation: {
-                    static NEXT: std::sync::atomic::AtomicU64 =
-                        std::sync::atomic::AtomicU64::new(1);
-                    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-                },
             },
             metrics: metrics?,
             digest: String::new(),

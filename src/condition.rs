@@ -1,0 +1,365 @@
+//! Conditions as data: one table row per condition — its name (the config
+//! key), the kind of value its limit takes, and how it is read off the
+//! subject it judges — and a rule's thresholds over such a table. The
+//! config loader takes the names and kinds from the table, the engine
+//! evaluates its rows, `check` and `plan` print them: adding a condition is
+//! adding a row (and its doc in [`crate::keys`]).
+//!
+//! A table belongs to a subject type through [`Subject`]: walsender rules
+//! judge a [`Sample`] and their table is [`Sample::CONDITIONS`]. Another
+//! kind of rule (replication slots) is another subject type with a table of
+//! its own, over the same [`Condition`], [`Thresholds`], [`Limit`] and
+//! [`Measured`].
+
+use std::fmt;
+use std::time::Duration;
+
+use crate::clocks::{LagKind, Measures, TimeLag};
+use crate::units::{fmt_duration, ByteSize, Lsn};
+
+/// The kind of value a condition's limit is written as in the config.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// `"5m"`, `"90s"`.
+    Duration,
+    /// `"1GB"`, `"512MB"`.
+    Size,
+}
+
+/// A condition's threshold, or a value measured against one. Ordered within
+/// a kind; a condition holds when its measured value is above its limit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Limit {
+    Time(Duration),
+    Bytes(ByteSize),
+}
+
+impl Limit {
+    pub fn is_zero(self) -> bool {
+        match self {
+            Limit::Time(d) => d.is_zero(),
+            Limit::Bytes(b) => b.0 == 0,
+        }
+    }
+
+    /// The duration of a [`Kind::Duration`] limit.
+    pub fn time(self) -> Option<Duration> {
+        match self {
+            Limit::Time(d) => Some(d),
+            Limit::Bytes(_) => None,
+        }
+    }
+}
+
+impl fmt::Display for Limit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Limit::Time(d) => f.write_str(&fmt_duration(*d)),
+            Limit::Bytes(b) => b.fmt(f),
+        }
+    }
+}
+
+/// A measured value, as a condition saw it.
+#[derive(Clone, Copy, Debug)]
+pub enum Measured {
+    /// A value of the condition's kind.
+    Value(Limit),
+    /// The column is NULL; why that is.
+    Null(&'static str),
+    /// A value PostgreSQL shows that is not judged; why (see
+    /// [`crate::clocks::time_lag`]).
+    NotJudged(Duration, &'static str),
+    /// `no_progress_for`: the flush position and how long it has not moved.
+    Stalled {
+        stalled: Duration,
+        flush: Lsn,
+        current: Lsn,
+    },
+    /// `no_progress_for`: flushed all the server has.
+    CaughtUp,
+}
+
+/// One condition read off one subject: whether it holds, and what it saw.
+#[derive(Clone, Copy, Debug)]
+pub struct Reading {
+    pub holds: bool,
+    pub measured: Measured,
+}
+
+/// One row of a condition table over subjects of type `S`.
+pub struct Condition<S> {
+    /// The config key, and the name in logs and printouts.
+    pub name: &'static str,
+    /// How the limit is written (and parsed).
+    pub kind: Kind,
+    /// A zero limit holds for nearly every subject: warned about at load.
+    pub warn_zero: bool,
+    /// Reads the condition off a subject against a limit of `kind`.
+    pub read: fn(&S, Limit) -> Reading,
+}
+
+/// A type that rules judge, with its table of conditions.
+pub trait Subject: Sized + 'static {
+    /// Every condition, in the order the config documents them; rules
+    /// evaluate and print them in this order.
+    const CONDITIONS: &'static [Condition<Self>];
+}
+
+/// What must hold, all together, for a rule to act: a limit for some rows
+/// of `S`'s table, kept in table order.
+pub struct Thresholds<S> {
+    /// (row in `S::CONDITIONS`, limit), ascending by row.
+    set: Vec<(usize, Limit)>,
+    subject: std::marker::PhantomData<fn(&S)>,
+}
+
+impl<S: Subject> Thresholds<S> {
+    /// Sets the limit of the condition called `name`.
+    ///
+    /// # Panics
+    /// When `S`'s table has no such condition (a programming error: names
+    /// come from the table).
+    pub fn set(&mut self, name: &str, limit: Limit) {
+        let row = Self::row(name);
+        match self.set.binary_search_by_key(&row, |(r, _)| *r) {
+            Ok(at) => self.set[at].1 = limit,
+            Err(at) => self.set.insert(at, (row, limit)),
+        }
+    }
+
+    /// Like [`Thresholds::set`], by value.
+    pub fn with(mut self, name: &str, limit: Limit) -> Self {
+        self.set(name, limit);
+        self
+    }
+
+    /// The limit of the condition called `name`, if the rule has it.
+    ///
+    /// # Panics
+    /// When `S`'s table has no such condition, as [`Thresholds::set`].
+    pub fn get(&self, name: &str) -> Option<Limit> {
+        let row = Self::row(name);
+        self.set.iter().find(|(r, _)| *r == row).map(|(_, l)| *l)
+    }
+
+    /// The conditions set, with their limits, in table order.
+    pub fn iter(&self) -> impl Iterator<Item = (&'static Condition<S>, Limit)> + '_ {
+        self.set
+            .iter()
+            .map(|&(row, limit)| (&S::CONDITIONS[row], limit))
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.set.is_empty()
+    }
+
+    fn row(name: &str) -> usize {
+        S::CONDITIONS
+            .iter()
+            .position(|c| c.name == name)
+            .unwrap_or_else(|| panic!("no condition called {name:?} in the table"))
+    }
+}
+
+impl<S> Default for Thresholds<S> {
+    fn default() -> Self {
+        Thresholds {
+            set: Vec::new(),
+            subject: std::marker::PhantomData,
+        }
+    }
+}
+
+impl<S> Clone for Thresholds<S> {
+    fn clone(&self) -> Self {
+        Thresholds {
+            set: self.set.clone(),
+            subject: std::marker::PhantomData,
+        }
+    }
+}
+
+impl<S> PartialEq for Thresholds<S> {
+    fn eq(&self, other: &Self) -> bool {
+        self.set == other.set
+    }
+}
+
+impl<S> Eq for Thresholds<S> {}
+
+impl<S: Subject> fmt::Debug for Thresholds<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_map()
+            .entries(self.iter().map(|(c, limit)| (c.name, limit)))
+            .finish()
+    }
+}
+
+/// What one walsender shows in one round, on the daemon's clock: what
+/// walsender rules judge.
+#[derive(Clone, Copy, Debug)]
+pub struct Sample {
+    /// Silence, progress and lags, on one clock.
+    pub measures: Measures,
+    /// How long the instance has been in its state.
+    pub in_state: Option<Duration>,
+    /// The server's WAL position.
+    pub current_lsn: Option<Lsn>,
+    /// WAL its slot holds back.
+    pub retained_wal: Option<ByteSize>,
+}
+
+/// `measured > limit`; a NULL (`None`) never holds.
+fn above(measured: Option<Limit>, limit: Limit, null: &'static str) -> Reading {
+    Reading {
+        holds: measured.is_some_and(|m| m > limit),
+        measured: measured.map_or(Measured::Null(null), Measured::Value),
+    }
+}
+
+/// A time lag holds only when judged (see [`crate::clocks::time_lag`]).
+fn time_lag(lag: TimeLag, limit: Limit) -> Reading {
+    match lag {
+        TimeLag::Judged(d) => above(Some(Limit::Time(d)), limit, "caught up"),
+        TimeLag::Null => above(None, limit, "caught up"),
+        TimeLag::NotJudged(d, why) => Reading {
+            holds: false,
+            measured: Measured::NotJudged(d, why),
+        },
+    }
+}
+
+fn bytes_behind(s: &Sample, kind: LagKind, limit: Limit) -> Reading {
+    let behind = s.measures.lag_bytes(kind).map(Limit::Bytes);
+    above(behind, limit, "column not reported")
+}
+
+/// The flush position has not moved for `limit` while the server had WAL
+/// beyond it.
+fn no_progress(s: &Sample, limit: Limit) -> Reading {
+    let measured = match (s.measures.progress, s.current_lsn) {
+        (Some(flush), Some(current)) if flush < current => Measured::Stalled {
+            stalled: s.measures.stalled,
+            flush,
+            current,
+        },
+        (Some(_), Some(_)) => Measured::CaughtUp,
+        _ => Measured::Null("column not reported"),
+    };
+    Reading {
+        holds: matches!(measured, Measured::Stalled { stalled, .. } if Limit::Time(stalled) >= limit),
+        measured,
+    }
+}
+
+impl Subject for Sample {
+    const CONDITIONS: &'static [Condition<Sample>] = &[
+        Condition {
+            name: "write_lag",
+            kind: Kind::Duration,
+            warn_zero: false,
+            read: |s, l| time_lag(s.measures.lag(LagKind::Write), l),
+        },
+        Condition {
+            name: "flush_lag",
+            kind: Kind::Duration,
+            warn_zero: false,
+            read: |s, l| time_lag(s.measures.lag(LagKind::Flush), l),
+        },
+        Condition {
+            name: "replay_lag",
+            kind: Kind::Duration,
+            warn_zero: false,
+            read: |s, l| time_lag(s.measures.lag(LagKind::Replay), l),
+        },
+        Condition {
+            name: "write_lag_bytes",
+            kind: Kind::Size,
+            warn_zero: false,
+            read: |s, l| bytes_behind(s, LagKind::Write, l),
+        },
+        Condition {
+            name: "flush_lag_bytes",
+            kind: Kind::Size,
+            warn_zero: false,
+            read: |s, l| bytes_behind(s, LagKind::Flush, l),
+        },
+        Condition {
+            name: "replay_lag_bytes",
+            kind: Kind::Size,
+            warn_zero: false,
+            read: |s, l| bytes_behind(s, LagKind::Replay, l),
+        },
+        Condition {
+            name: "retained_wal",
+            kind: Kind::Size,
+            warn_zero: false,
+            read: |s, l| above(s.retained_wal.map(Limit::Bytes), l, "column not reported"),
+        },
+        Condition {
+            name: "in_state_for",
+            kind: Kind::Duration,
+            warn_zero: true,
+            read: |s, l| above(s.in_state.map(Limit::Time), l, "state unknown"),
+        },
+        Condition {
+            name: "no_reply_for",
+            kind: Kind::Duration,
+            warn_zero: true,
+            read: |s, l| above(s.measures.silence.map(Limit::Time), l, "no reply yet"),
+        },
+        Condition {
+            name: "no_progress_for",
+            kind: Kind::Duration,
+            warn_zero: true,
+            read: no_progress,
+        },
+    ];
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn thresholds_keep_table_order_and_one_limit_per_condition() {
+        let t = Thresholds::<Sample>::default()
+            .with("no_progress_for", Limit::Time(Duration::from_secs(60)))
+            .with("write_lag", Limit::Time(Duration::from_secs(1)))
+            .with("no_progress_for", Limit::Time(Duration::from_secs(90)));
+        let names: Vec<_> = t.iter().map(|(c, l)| format!("{}={l}", c.name)).collect();
+        assert_eq!(names, ["write_lag=1s", "no_progress_for=1m 30s"]);
+        assert_eq!(
+            t.get("write_lag"),
+            Some(Limit::Time(Duration::from_secs(1)))
+        );
+        assert_eq!(t.get("retained_wal"), None);
+    }
+
+    #[test]
+    fn the_config_reads_every_condition_of_the_table_by_its_kind() {
+        let mut toml = String::from("[[rule]]\nname = \"all\"\n");
+        for c in Sample::CONDITIONS {
+            let value = match c.kind {
+                Kind::Duration => "\"5m\"",
+                Kind::Size => "\"1GB\"",
+            };
+            toml += &format!("{} = {value}\n", c.name);
+        }
+        let policy = crate::fixtures::policy(&toml);
+        let read: Vec<String> = policy.rules[0]
+            .conditions
+            .iter()
+            .map(|(c, limit)| format!("{} > {limit}", c.name))
+            .collect();
+        let table: Vec<String> = Sample::CONDITIONS
+            .iter()
+            .map(|c| match c.kind {
+                Kind::Duration => format!("{} > 5m", c.name),
+                Kind::Size => format!("{} > 1.0 GiB", c.name),
+            })
+            .collect();
+        assert_eq!(read, table);
+    }
+}
