@@ -17,6 +17,9 @@ use crate::policy::{
 };
 use crate::units::{parse_duration, parse_size, ByteSize};
 
+// [[slot_rule]] and [protect] slot_name (issue 19): see crate::slots.
+mod slot_rules;
+
 /// Where the daemon looks when no `--config` is given.
 pub const DEFAULT_PATH: &str = "/etc/replwarden/replwarden.toml";
 /// Used when `[postgres] conninfo` is absent: the local socket, as the role
@@ -242,13 +245,16 @@ const TOP_KEYS: &[&str] = &[
     "limits",
     "sync_guard",
     "metrics",
+    "slot_rule",
 ];
-const MATCHER_KEYS: &[&str] = &[
+/// `[protect]`: the walsender matchers, or `slot_name` alone (slots).
+const PROTECT_KEYS: &[&str] = &[
     "application_name",
     "user",
     "client_addr",
     "state",
     "sync_state",
+    slot_rules::PROTECT_SLOT_KEY,
 ];
 const LIMITS_KEYS: &[&str] = &[
     "max_actions",
@@ -294,11 +300,12 @@ pub fn accepted_keys() -> Vec<String> {
             let keys: &[&str] = match section {
                 "postgres" => POSTGRES_KEYS,
                 "daemon" => DAEMON_KEYS,
-                "protect" => MATCHER_KEYS,
+                "protect" => PROTECT_KEYS,
                 "limits" => LIMITS_KEYS,
                 "sync_guard" => SYNC_GUARD_KEYS,
                 "metrics" => METRICS_KEYS,
                 "rule" => RULE_KEYS,
+                "slot_rule" => slot_rules::SLOT_RULE_KEYS,
                 _ => &["*"],
             };
             keys.iter().map(move |k| format!("{section}.{k}"))
@@ -381,6 +388,7 @@ impl Walker<'_> {
         let limits = self.limits(top.get("limits"));
         let sync_guard = self.sync_guard(top.get("sync_guard"));
         let metrics = self.metrics(top.get("metrics"));
+        let slots = self.slot_policy(top);
         // Checked on whatever of the two parsed, so this error is reported
         // along with any other in [postgres] or [limits].
         if let (Some(statement_timeout), Some(terminate_timeout)) =
@@ -411,6 +419,7 @@ impl Walker<'_> {
                 protect: protect?,
                 limits: limits.0?,
                 sync_guard: sync_guard?,
+                slots: slots?,
                 generation: {
                     static NEXT: std::sync::atomic::AtomicU64 =
                         std::sync::atomic::AtomicU64::new(1);
@@ -773,7 +782,10 @@ impl Walker<'_> {
             let Some(table) = self.table(v, &key) else {
                 continue;
             };
-            self.reject_unknown(table, &key, MATCHER_KEYS);
+            self.reject_unknown(table, &key, PROTECT_KEYS);
+            if table.contains_key(slot_rules::PROTECT_SLOT_KEY) {
+                continue; // protects slots: slot_rules.rs
+            }
             let m = self.matchers(table, &key);
             if m.is_empty() {
                 self.error(v.span(), &key, "no matcher given: name what to protect (application_name, user, client_addr, state, sync_state)");

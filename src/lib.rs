@@ -21,6 +21,7 @@
 //! - [`report`]: log events for decisions, and the `check`/`plan` printouts.
 //! - [`advice`]: the lasting fix for a reconnect loop, only when it cuts off no one else.
 //! - [`metrics`]: the optional Prometheus endpoint.
+//! - [`slots`]: replication slots with rules (`[[slot_rule]]`): read, judge, drop, report.
 //! - [`service`]: systemd notifications (READY, RELOADING, STOPPING, STATUS, watchdog).
 //!
 //! `main.rs` is a thin command-line shell over this library.
@@ -40,6 +41,7 @@ pub mod policy;
 pub mod report;
 pub mod roles;
 pub mod service;
+pub mod slots;
 pub mod snapshot;
 pub mod sql;
 pub mod syncrep;

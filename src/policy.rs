@@ -241,6 +241,8 @@ pub struct Policy {
     pub protect: Vec<Matchers>,
     pub limits: Limits,
     pub sync_guard: SyncGuard,
+    /// `[[slot_rule]]` and `[protect] slot_name`: see [`crate::slots`].
+    pub slots: crate::slots::SlotPolicy,
     /// Unique per loaded policy, so the engine knows when to re-lay its
     /// per-rule memory and re-match (a rule may change under the same name).
     pub generation: u64,
