@@ -182,3 +182,84 @@ pub fn plan(
     }
     out
 }
+
+/// The slot rules and slot protections as `replwarden check` lists them
+/// (nothing when there are none).
+pub fn check_summary(policy: &SlotPolicy) -> String {
+    let mut out = String::new();
+    if policy.rules.is_empty() && policy.protect.is_empty() {
+        return out;
+    }
+    let _ = writeln!(out, "{} slot rule(s):", policy.rules.len());
+    for (i, rule) in policy.rules.iter().enumerate() {
+        let m = &rule.matchers;
+        let who: Vec<String> = [
+            ("slot_name", &m.slot_name),
+            ("slot_type", &m.slot_type),
+            ("database", &m.database),
+            ("plugin", &m.plugin),
+            ("wal_status", &m.wal_status),
+        ]
+        .into_iter()
+        .filter_map(|(name, list)| Some(format!("{name} in [{}]", globs(list.as_ref()?))))
+        .collect();
+        let when: Vec<String> = super::CONDITIONS
+            .iter()
+            .filter_map(|c| Some(format!("{} > {}", c.name, (c.threshold)(&rule.conditions)?)))
+            .collect();
+        let _ = writeln!(
+            out,
+            "  {}. {}: {} {} when {}{}",
+            i + 1,
+            token(&rule.name),
+            rule.action,
+            if who.is_empty() {
+                "any slot".to_string()
+            } else {
+                format!("slots with {}", who.join(" and "))
+            },
+            when.join(" and "),
+            if rule.grace.is_zero() {
+                String::new()
+            } else {
+                format!(" for {}", fmt_duration(rule.grace))
+            }
+        );
+    }
+    for (i, list) in policy.protect.iter().enumerate() {
+        let _ = writeln!(
+            out,
+            "slots protected ([protect] slot_name, entry {}): [{}]",
+            i + 1,
+            globs(list)
+        );
+    }
+    out
+}
+
+fn globs(list: &crate::policy::PatternList<crate::policy::Glob>) -> String {
+    let include = list.include.iter().map(|g| quoted(&g.text));
+    let exclude = list.exclude.iter().map(|g| format!("!{}", quoted(&g.text)));
+    include.chain(exclude).collect::<Vec<_>>().join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn check_lists_slot_rules_and_protections() {
+        let config = crate::config::parse(
+            std::path::Path::new("s.toml"),
+            "[[slot_rule]]\nname = \"abandoned\"\nslot_name = [\"*\", \"!patroni_*\"]\n\
+             inactive_for = \"1h\"\nretained_wal = \"20GB\"\ngrace = \"5m\"\naction = \"drop\"\n\
+             [protect]\nslot_name = \"barman\"\n",
+        )
+        .unwrap();
+        assert_eq!(
+            super::check_summary(&config.policy.slots),
+            "1 slot rule(s):\n  1. abandoned: drop slots with slot_name in [\"*\", !\"patroni_*\"] \
+             when inactive_for > 1h and retained_wal > 20.0 GiB for 5m\n\
+             slots protected ([protect] slot_name, entry 1): [\"barman\"]\n"
+        );
+        assert_eq!(super::check_summary(&Default::default()), "");
+    }
+}
