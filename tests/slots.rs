@@ -281,3 +281,43 @@ fn the_drop_keeps_a_slot_taken_back_or_used_after_the_read() {
     wait_active(&primary, "comeback", false);
     assert_eq!(drop(&read("comeback")), SlotOutcome::Dropped);
 }
+
+/// On a standby, `retained_wal` is the WAL the standby holds (its received
+/// or replayed position) minus `restart_lsn`, and a slot there is dropped
+/// like one on a primary; the budget defers what is over it.
+#[test]
+fn on_a_standby_slots_are_measured_against_its_wal_and_the_budget_defers() {
+    let primary = Cluster::primary("primary");
+    primary.sql("ALTER ROLE replwarden REPLICATION");
+    let standby = Cluster::standby(&primary, "standby_a");
+    primary.wait_streaming("standby_a");
+    for name in ["cascade_a", "cascade_b"] {
+        standby.sql(&format!(
+            "SELECT pg_create_physical_replication_slot('{name}', true)"
+        ));
+    }
+    primary.sql("INSERT INTO t (payload) SELECT repeat('x', 100) FROM generate_series(1, 1000)");
+    primary.sql("SELECT pg_switch_wal()");
+    let config = format!(
+        "[postgres]\nconninfo = \"{}\"\n[daemon]\ninterval = \"200ms\"\n\
+         [limits]\nmax_actions = 1\nper = \"1h\"\n\
+         [[slot_rule]]\nname = \"cascade\"\nslot_name = \"cascade_*\"\nretained_wal = \"1kB\"\naction = \"drop\"\n",
+        standby.conninfo("replwarden")
+    );
+    let daemon = Daemon::start(&config, &[]);
+    let dropped = daemon.wait_for("a slot dropped on the standby", LONG, |e| {
+        e["event"] == "action" && e["outcome"] == "dropped"
+    });
+    assert!(dropped["retained_wal_bytes"].as_u64().unwrap() > 1024, "{dropped}");
+    let deferred = daemon.wait_for("the other drop deferred", LONG, |e| e["event"] == "deferred");
+    assert_eq!(deferred["deferred"], 1);
+    let kept = if dropped["slot_name"] == "cascade_a" {
+        "cascade_b"
+    } else {
+        "cascade_a"
+    };
+    assert!(deferred["actions"].as_str().unwrap().contains(kept), "{deferred}");
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(slot_exists(&standby, kept), "over budget: kept for a later window");
+    assert_eq!(standby.sql("SELECT count(*) FROM pg_replication_slots"), "1");
+}
