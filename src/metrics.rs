@@ -391,6 +391,19 @@ impl Metrics {
                     }
                 }
             }
+            // Slot rules (crate::slots) count in the same family.
+            for rule in &policy.slots.rules {
+                for outcome in crate::slots::pg::possible_outcomes(rule.action) {
+                    s.touch(
+                        &ACTIONS,
+                        vec![
+                            ("rule", rule.name.clone()),
+                            ("action", rule.action.to_string()),
+                            ("outcome", outcome.to_string()),
+                        ],
+                    );
+                }
+            }
         });
     }
 

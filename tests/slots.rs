@@ -134,6 +134,12 @@ fn on_major(bin: &Path) -> String {
         metrics.contains("replwarden_slot_inactive_seconds{slot_name=\"logged\""),
         "{metrics}"
     );
+    for (outcome, n) in [("dropped", 1), ("kept", 0)] {
+        let series = format!(
+            "replwarden_actions_total{{rule=\"abandoned-slots\",action=\"drop\",outcome=\"{outcome}\"}} {n}\n"
+        );
+        assert!(metrics.contains(&series), "{series} not in:\n{metrics}");
+    }
     std::thread::sleep(Duration::from_secs(2));
     assert!(
         slot_actions(&daemon, "reports").is_empty(),
@@ -308,16 +314,30 @@ fn on_a_standby_slots_are_measured_against_its_wal_and_the_budget_defers() {
     let dropped = daemon.wait_for("a slot dropped on the standby", LONG, |e| {
         e["event"] == "action" && e["outcome"] == "dropped"
     });
-    assert!(dropped["retained_wal_bytes"].as_u64().unwrap() > 1024, "{dropped}");
-    let deferred = daemon.wait_for("the other drop deferred", LONG, |e| e["event"] == "deferred");
+    assert!(
+        dropped["retained_wal_bytes"].as_u64().unwrap() > 1024,
+        "{dropped}"
+    );
+    let deferred = daemon.wait_for("the other drop deferred", LONG, |e| {
+        e["event"] == "deferred"
+    });
     assert_eq!(deferred["deferred"], 1);
     let kept = if dropped["slot_name"] == "cascade_a" {
         "cascade_b"
     } else {
         "cascade_a"
     };
-    assert!(deferred["actions"].as_str().unwrap().contains(kept), "{deferred}");
+    assert!(
+        deferred["actions"].as_str().unwrap().contains(kept),
+        "{deferred}"
+    );
     std::thread::sleep(Duration::from_secs(1));
-    assert!(slot_exists(&standby, kept), "over budget: kept for a later window");
-    assert_eq!(standby.sql("SELECT count(*) FROM pg_replication_slots"), "1");
+    assert!(
+        slot_exists(&standby, kept),
+        "over budget: kept for a later window"
+    );
+    assert_eq!(
+        standby.sql("SELECT count(*) FROM pg_replication_slots"),
+        "1"
+    );
 }

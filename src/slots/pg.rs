@@ -14,7 +14,7 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::types::PgLsn;
 use tokio_postgres::Client;
 
-use super::{Slot, SlotDelivery, SlotSnapshot};
+use super::{Slot, SlotAction, SlotDelivery, SlotSnapshot};
 use crate::actions::is_connection_error;
 use crate::sql::{self, ServerVersion};
 use crate::units::{ByteSize, Lsn};
@@ -125,6 +125,23 @@ impl SlotOutcome {
             SlotOutcome::Refused(_) => SlotDelivery::Final,
             SlotOutcome::NotAttempted => SlotDelivery::NotAttempted,
         }
+    }
+}
+
+/// The outcomes a slot action can have (the words of
+/// [`SlotOutcome::as_str`] a running daemon can log), for the series
+/// created at 0.
+pub fn possible_outcomes(action: SlotAction) -> &'static [&'static str] {
+    match action {
+        SlotAction::Log => &["logged"],
+        SlotAction::Drop => &[
+            "dry_run",
+            "dropped",
+            "kept",
+            "already_gone",
+            "refused",
+            "failed",
+        ],
     }
 }
 
