@@ -24,7 +24,10 @@
 //! seen inactive counts from its `inactive_since`, measured on the
 //! server's own clock (`statement_timestamp() - inactive_since`), so a
 //! restart of the daemon does not start the count over; a restart of the
-//! server sets `inactive_since` to the start time, which only shortens it.
+//! server sets `inactive_since` to the start time, which only shortens it
+//! (and so does a monotonic clock younger than that age: a fresh boot
+//! counts from first sight). A slot seen used (its `restart_lsn` or
+//! `inactive_since` changed) is judged afresh by every rule.
 
 pub mod pg;
 pub mod report;
@@ -524,6 +527,12 @@ pub fn judge(
         t.seen = true;
         let used =
             t.restart_lsn != slot.restart_lsn || t.server_inactive_since != slot.inactive_since;
+        if used {
+            // A client used it since the last poll: every rule judges it
+            // afresh (a drop kept because it moved is tried again, a log
+            // rule logs its next breach).
+            t.rules.clear();
+        }
         if slot.active {
             t.inactive_since = None;
         } else if t.inactive_since.is_none() || used {
@@ -791,6 +800,28 @@ mod tests {
         assert_eq!(r.inactive_for, vec![Some(Duration::ZERO)]);
         let r = judge(&p, &limits, &snap(vec![s]), &mut m, t0 + 6 * MIN, false);
         assert_eq!(r.decisions.len(), 1);
+    }
+
+    #[test]
+    fn a_slot_kept_because_a_client_used_it_is_judged_afresh() {
+        let mut r0 = rule(SlotAction::Drop, 0, Some(1000));
+        r0.conditions.inactive_for = None;
+        let p = policy(vec![r0]);
+        let (limits, mut m, t0) = (Limits::default(), SlotMemory::default(), Instant::now());
+        let mut s = slot("s", false, 5000);
+        let r = judge(&p, &limits, &snap(vec![s.clone()]), &mut m, t0, false);
+        // The drop found its restart_lsn moved: kept, recorded done.
+        m.record(&r.decisions[0], SlotDelivery::Done, &limits, t0);
+        s.restart_lsn = Some(Lsn(0x1000_1000));
+        let r = judge(&p, &limits, &snap(vec![s.clone()]), &mut m, t0 + MIN, false);
+        assert_eq!(
+            r.decisions.len(),
+            1,
+            "retained_wal still holds: tried again"
+        );
+        m.record(&r.decisions[0], SlotDelivery::Done, &limits, t0 + MIN);
+        let r = judge(&p, &limits, &snap(vec![s]), &mut m, t0 + 2 * MIN, false);
+        assert!(r.decisions.is_empty(), "unchanged since: done");
     }
 
     #[test]
