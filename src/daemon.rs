@@ -935,19 +935,18 @@ impl Daemon {
             &self.config.policy,
             self.config.metrics.listen.is_some(),
         ) {
-            let flags = crate::slots::warden::Flags {
+            let step = crate::slots::warden::Step {
+                dry_run: self.dry_run(),
+                bound,
                 stop: &flags.stop,
                 signalling: &flags.signalling,
             };
-            let dry_run = self.dry_run();
             self.slots
                 .poll(
                     &session.client,
                     session.version,
                     &self.config.policy,
-                    dry_run,
-                    flags,
-                    bound,
+                    step,
                     &self.metrics,
                 )
                 .await?;

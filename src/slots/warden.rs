@@ -33,7 +33,11 @@ impl SlotError {
 }
 
 /// What the daemon tells the slot step of its poll.
-pub struct Flags<'a> {
+pub struct Step<'a> {
+    /// Decide and log, drop nothing (`--dry-run` or `daemon.dry_run`).
+    pub dry_run: bool,
+    /// The client-side bound of each statement.
+    pub bound: Duration,
     /// A shutdown was asked: drop nothing more.
     pub stop: &'a Cell<bool>,
     /// Set while a drop is in flight, so a shutdown waits for it and it is
@@ -59,18 +63,21 @@ impl Warden {
         self.memory.interrupted();
     }
 
-    /// One slot step. `bound` limits each statement.
-    #[allow(clippy::too_many_arguments)]
+    /// One slot step.
     pub async fn poll(
         &mut self,
         client: &tokio_postgres::Client,
         version: ServerVersion,
         policy: &Policy,
-        dry_run: bool,
-        flags: Flags<'_>,
-        bound: Duration,
+        step: Step<'_>,
         metrics: &Metrics,
     ) -> Result<(), SlotError> {
+        let Step {
+            dry_run,
+            bound,
+            stop,
+            signalling,
+        } = step;
         let snapshot = bounded(bound, pg::read(client, version)).await?;
         let round = judge(
             &policy.slots,
@@ -86,14 +93,14 @@ impl Warden {
         for d in &round.decisions {
             let outcome = if d.action == SlotAction::Log {
                 SlotOutcome::Logged
-            } else if lost.is_some() || flags.stop.get() {
+            } else if lost.is_some() || stop.get() {
                 SlotOutcome::NotAttempted
             } else if dry_run {
                 SlotOutcome::DryRun
             } else {
-                flags.signalling.set(true);
+                signalling.set(true);
                 let sent = bounded(bound, pg::drop_slot(client, version, &d.slot)).await;
-                flags.signalling.set(false);
+                signalling.set(false);
                 sent.unwrap_or_else(|e| {
                     lost = Some(e);
                     SlotOutcome::Interrupted
