@@ -276,6 +276,14 @@ fn the_drop_keeps_a_slot_taken_back_or_used_after_the_read() {
     primary.sql("SELECT pg_create_logical_replication_slot('comeback', 'test_decoding')");
     let comeback = read("comeback");
     assert!(!comeback.active);
+    assert_eq!(
+        (
+            comeback.slot_type.as_str(),
+            comeback.database.as_deref(),
+            comeback.plugin.as_deref()
+        ),
+        ("logical", Some("postgres"), Some("test_decoding"))
+    );
     let client_back = Client::recvlogical(&primary, "comeback");
     wait_active(&primary, "comeback", true);
     match drop(&comeback) {
