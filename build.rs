@@ -224,6 +224,7 @@ condition.",
             section = key.section;
             let heading = match section {
                 "rule" => "[[rule]]".to_string(),
+                "slot_rule" => "[[slot_rule]]".to_string(),
                 "protect" => "[protect] (or [[protect]])".to_string(),
                 s => format!("[{s}]"),
             };

@@ -15,6 +15,9 @@
 --                     Keep reserved_connections >= 1 in postgresql.conf.
 --                     On 13-15 there is no such role: see the README,
 --                     "Connection slots".
+-- REPLICATION (not granted here) is needed only to drop replication slots
+--                     ([[slot_rule]] with action = "drop"): if you use such
+--                     rules, run ALTER ROLE replwarden REPLICATION;
 CREATE ROLE replwarden LOGIN;
 GRANT pg_monitor, pg_signal_backend TO replwarden;
 DO $$

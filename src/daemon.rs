@@ -339,6 +339,8 @@ struct Daemon {
     /// An extra poll between ticks, when a timer runs out (see
     /// `Round::wake_at`).
     wake_at: Option<tokio::time::Instant>,
+    /// Replication slots with rules: their memory between polls.
+    slots: crate::slots::warden::Warden,
     /// The file being read and parsed for a reload, on a blocking thread
     /// so a huge or slow file holds up neither polls nor the watchdog.
     reload: Option<tokio::task::JoinHandle<Result<Config, ConfigErrors>>>,
@@ -416,6 +418,7 @@ pub async fn run(
         metrics,
         server: None,
         wake_at: None,
+        slots: Default::default(),
         reload: None,
         reload_again: false,
     };
@@ -532,6 +535,7 @@ impl Daemon {
                     // by reload), nothing was seen in between: every grace
                     // starts over (README, Safety: outages).
                     self.memory.interrupted();
+                    self.slots.interrupted();
                     return Ok(Some(session));
                 }
                 Err(e) if e.is_unsupported() => return Err(e),
@@ -928,6 +932,27 @@ impl Daemon {
             self.memory.interrupted();
             return Err(e);
         }
+        // Replication slots with rules, and the slot metrics (crate::slots).
+        if crate::slots::warden::Warden::wanted(
+            &self.config.policy,
+            self.config.metrics.listen.is_some(),
+        ) {
+            let step = crate::slots::warden::Step {
+                dry_run: self.dry_run(),
+                bound,
+                stop: &flags.stop,
+                signalling: &flags.signalling,
+            };
+            self.slots
+                .poll(
+                    &session.client,
+                    session.version,
+                    &self.config.policy,
+                    step,
+                    &self.metrics,
+                )
+                .await?;
+        }
         self.service.status(format!(
             "{} {} walsender(s) with {} rule(s){}",
             if self.dry_run() {
@@ -961,6 +986,8 @@ enum PollError {
     Db(#[from] tokio_postgres::Error),
     #[error("the server did not answer within {} (statement_timeout + 1s): giving up on this connection", crate::units::fmt_duration(*.0))]
     NoAnswer(Duration),
+    #[error(transparent)]
+    Slots(#[from] crate::slots::warden::SlotError),
 }
 
 impl PollError {
@@ -968,6 +995,7 @@ impl PollError {
         match self {
             PollError::Db(e) => is_connection_error(e),
             PollError::NoAnswer(_) => true,
+            PollError::Slots(e) => e.is_connection_lost(),
         }
     }
 }
@@ -1014,13 +1042,21 @@ pub async fn plan(config: &Config, dry_run: bool) -> Result<String, PlanError> {
         &mut Memory::default(),
         Instant::now(),
     );
-    Ok(report::plan(
-        config,
-        &session.preflight,
-        &snapshot,
-        &round,
+    let mut out = report::plan(config, &session.preflight, &snapshot, &round, dry_run);
+    // Replication slots with rules (crate::slots).
+    let slots = crate::slots::pg::read(&session.client, session.version)
+        .await
+        .map_err(PlanError::Poll)?;
+    let slot_round = crate::slots::judge(
+        &config.policy.slots,
+        &config.policy.limits,
+        &slots,
+        &mut Default::default(),
+        Instant::now(),
         dry_run,
-    ))
+    );
+    out += &crate::slots::report::plan(&config.policy.slots, &slots, &slot_round, dry_run);
+    Ok(out)
 }
 
 /// Why `plan` could not run.

@@ -46,6 +46,8 @@ pub const KEYS: &[Key] = &[
     key("protect", "client_addr", "-", "Matcher on client_addr (CIDRs, addresses, \"local\"), as in rules."),
     key("protect", "state", "-", "Matcher on state, as in rules."),
     key("protect", "sync_state", "-", "Matcher on sync_state, as in rules."),
+    key("protect", "slot_name", "-",
+        "Globs (a leading ! excludes) of replication slot names that no [[slot_rule]] ever acts on; an entry with slot_name takes no walsender matcher (use a [[protect]] entry of its own)."),
     key("limits", "max_actions", "5", "Cancels and terminates allowed per window (a whole number of at least 1); more are deferred and logged, never dropped."),
     key("limits", "per", "\"1m\"", "The window of max_actions."),
     key("limits", "reconnect_backoff", "\"10s\"",
@@ -85,6 +87,22 @@ pub const KEYS: &[Key] = &[
     key("rule", "no_reply_for", "-", "Condition: the standby's last reply (reply_time) is older than this."),
     key("rule", "no_progress_for", "-",
         "Condition: flush_lsn has not moved for this long while the server has WAL beyond it."),
+    // [[slot_rule]] (issue 19): see crate::slots.
+    key("slot_rule", "name", "-",
+        "Required; unique among [[rule]] and [[slot_rule]] names; appears in every log line about the slot rule."),
+    key("slot_rule", "action", "\"log\"",
+        "\"log\" or \"drop\". A drop is one statement that drops the slot only if it is still inactive, not temporary and at the same restart_lsn (and, on 17+, not synced nor in synchronized_standby_slots); a slot a client took back is kept. Needs the REPLICATION attribute on the daemon's role."),
+    key("slot_rule", "grace", "\"0s\"", "How long all the conditions must hold without a break before acting."),
+    key("slot_rule", "slot_name", "-",
+        "Matcher: globs on pg_replication_slots.slot_name; a leading ! excludes. Every matcher given must match."),
+    key("slot_rule", "slot_type", "-", "Matcher: physical or logical."),
+    key("slot_rule", "database", "-", "Matcher: globs on the database of a logical slot (a physical slot has none)."),
+    key("slot_rule", "plugin", "-", "Matcher: globs on the output plugin of a logical slot."),
+    key("slot_rule", "wal_status", "-", "Matcher: reserved, extended, unreserved, lost."),
+    key("slot_rule", "inactive_for", "-",
+        "Condition: the slot has been inactive for longer than this, counted by the daemon from when it first saw it inactive (on 17+ from inactive_since), and again whenever it is seen active or its restart_lsn moves."),
+    key("slot_rule", "retained_wal", "-",
+        "Condition: the server's WAL position (on a standby the received or replayed one) minus the slot's restart_lsn is greater than this size."),
 ];
 
 #[cfg(test)]

@@ -138,6 +138,24 @@ pub const CONFIG_INFO: Def = gauge(
     "The loaded config: its path and the first 16 hex digits of the SHA-256 of its settings, password left out.",
 );
 
+// Replication slots (issue 19, fed by crate::slots::warden).
+pub const SLOT_RETAINED_WAL_BYTES: Def = gauge(
+    "replwarden_slot_retained_wal_bytes",
+    "WAL each replication slot holds back: the server's WAL position (on a standby the received or replayed one) minus restart_lsn (absent while restart_lsn is NULL).",
+);
+pub const SLOT_ACTIVE: Def = gauge(
+    "replwarden_slot_active",
+    "1 while a client uses the replication slot, 0 while it is inactive.",
+);
+pub const SLOT_WAL_STATUS: Def = gauge(
+    "replwarden_slot_wal_status",
+    "1 per replication slot, with its wal_status (reserved, extended, unreserved, lost).",
+);
+pub const SLOT_INACTIVE_SECONDS: Def = gauge(
+    "replwarden_slot_inactive_seconds",
+    "How long each replication slot has been inactive, as slot rules' inactive_for counts it (0 while active).",
+);
+
 /// Every family, in exposition order.
 pub const FAMILIES: &[&Def] = &[
     &LAG_SECONDS,
@@ -159,6 +177,10 @@ pub const FAMILIES: &[&Def] = &[
     &LOCKED_OUT,
     &CONFIG_RELOADS,
     &CONFIG_INFO,
+    &SLOT_RETAINED_WAL_BYTES,
+    &SLOT_ACTIVE,
+    &SLOT_WAL_STATUS,
+    &SLOT_INACTIVE_SECONDS,
 ];
 
 /// The upper bounds of the poll duration buckets: 0.5 ms doubling to 4.096 s.
@@ -369,6 +391,19 @@ impl Metrics {
                     }
                 }
             }
+            // Slot rules (crate::slots) count in the same family.
+            for rule in &policy.slots.rules {
+                for outcome in crate::slots::pg::possible_outcomes(rule.action) {
+                    s.touch(
+                        &ACTIONS,
+                        vec![
+                            ("rule", rule.name.clone()),
+                            ("action", rule.action.to_string()),
+                            ("outcome", outcome.to_string()),
+                        ],
+                    );
+                }
+            }
         });
     }
 
@@ -418,6 +453,31 @@ impl Metrics {
                     s.inc(&RECONNECT_LOOPS, vec![]);
                 }
             }
+        });
+    }
+
+    /// Replaces every series of each family given (the slot families,
+    /// at each slot read: see `crate::slots::warden::series`).
+    pub fn replace_families(&self, families: Vec<(&'static Def, Vec<(Labels, f64)>)>) {
+        self.with(|s| {
+            for (def, series) in families {
+                s.replace(def, series);
+            }
+        });
+    }
+
+    /// A slot rule's decision carried out, counted in
+    /// `replwarden_actions_total` with the walsender rules'.
+    pub fn slot_acted(&self, rule: &str, action: &str, outcome: &str) {
+        self.with(|s| {
+            s.inc(
+                &ACTIONS,
+                vec![
+                    ("rule", rule.to_string()),
+                    ("action", action.to_string()),
+                    ("outcome", outcome.to_string()),
+                ],
+            )
         });
     }
 

@@ -262,6 +262,8 @@ pub struct Policy {
     pub protect: Vec<Matchers>,
     pub limits: Limits,
     pub sync_guard: SyncGuard,
+    /// `[[slot_rule]]` and `[protect] slot_name`: see [`crate::slots`].
+    pub slots: crate::slots::SlotPolicy,
 }
 
 impl Policy {

@@ -172,6 +172,8 @@ pub fn check_summary(config: &Config) -> String {
     for (i, rule) in config.policy.rules.iter().enumerate() {
         let _ = writeln!(out, "  {}. {}", i + 1, rule_summary(rule));
     }
+    // [[slot_rule]] (crate::slots).
+    out += &crate::slots::report::check_summary(&config.policy.slots);
     out
 }
 

@@ -128,3 +128,85 @@ FROM pg_roles r WHERE r.rolname = current_user";
 /// changes it.
 pub const SERVER_IDENTITY: &str = "SELECT pg_postmaster_start_time()::text || ' ' || \
      coalesce(host(inet_server_addr()), 'local') || ':' || coalesce(inet_server_port()::text, '')";
+
+// Replication slots (`[[slot_rule]]`, `crate::slots`). Every column is
+// read by name: `pg_replication_slots` gains columns in the middle (14
+// `two_phase`, 16 `conflicting`, 17 `inactive_since`,
+// `invalidation_reason`, `failover`, `synced`, 18 `two_phase_at`); what 13
+// lacks of what is read here (17's `synced` and `inactive_since`, and the
+// `synchronized_standby_slots` setting) reads as false and NULL, so both
+// texts return the same columns. One row even without a slot (LEFT JOIN
+// from the position), so the position is always read.
+
+/// The slots on 13-16.
+pub const SLOTS: &str = "\
+SELECT pos.in_recovery, pos.current_lsn, pos.now,
+       s.slot_name::text AS slot_name, s.slot_type, s.database::text AS database,
+       s.plugin::text AS plugin, s.temporary, s.active, s.active_pid, s.restart_lsn,
+       s.wal_status, false AS synced, NULL::timestamptz AS inactive_since,
+       false AS synchronized_standby
+FROM (SELECT pg_is_in_recovery() AS in_recovery,
+             CASE WHEN pg_is_in_recovery()
+                  THEN greatest(pg_last_wal_receive_lsn(), pg_last_wal_replay_lsn())
+                  ELSE pg_current_wal_lsn() END AS current_lsn,
+             statement_timestamp() AS now) pos
+LEFT JOIN pg_replication_slots s ON true";
+
+/// The names in `synchronized_standby_slots` (17+), as the server reads
+/// them: a comma-separated list of identifiers, double-quoted or folded to
+/// lower case.
+macro_rules! synchronized_standby_slots {
+    () => {
+        "(SELECT CASE WHEN n LIKE '\"%' THEN btrim(n, '\"') ELSE lower(n) END \
+         FROM (SELECT btrim(x) AS n FROM unnest(string_to_array(current_setting('synchronized_standby_slots'), ',')) x) l \
+         WHERE n <> '')"
+    };
+}
+
+/// The slots on 17+: also `synced`, `inactive_since`, and whether the slot
+/// is named in `synchronized_standby_slots`.
+pub const SLOTS_17: &str = concat!(
+    "\
+SELECT pos.in_recovery, pos.current_lsn, pos.now,
+       s.slot_name::text AS slot_name, s.slot_type, s.database::text AS database,
+       s.plugin::text AS plugin, s.temporary, s.active, s.active_pid, s.restart_lsn,
+       s.wal_status, s.synced, s.inactive_since,
+       s.slot_name::text IN ",
+    synchronized_standby_slots!(),
+    " AS synchronized_standby
+FROM (SELECT pg_is_in_recovery() AS in_recovery,
+             CASE WHEN pg_is_in_recovery()
+                  THEN greatest(pg_last_wal_receive_lsn(), pg_last_wal_replay_lsn())
+                  ELSE pg_current_wal_lsn() END AS current_lsn,
+             statement_timestamp() AS now) pos
+LEFT JOIN pg_replication_slots s ON true"
+);
+
+/// Drops slot `$1` only if, at that moment, it is still inactive, not
+/// temporary and its `restart_lsn` is still `$2` (NULL for NULL): a client
+/// that came back (active) or used it in between (moved it) keeps it. The
+/// CASE calls `pg_drop_replication_slot` only when the re-check passes; if
+/// the slot is acquired between the re-check and the drop, the function
+/// itself refuses (`55006`, "replication slot … is active for PID …").
+/// One row per slot of that name (none: it is gone): `dropped`, and what
+/// kept it.
+pub const DROP_SLOT: &str = "\
+SELECT CASE WHEN NOT s.active AND NOT s.temporary AND s.restart_lsn IS NOT DISTINCT FROM $2
+            THEN (SELECT true FROM pg_drop_replication_slot(s.slot_name))
+            ELSE false END AS dropped,
+       s.active, s.restart_lsn
+FROM pg_replication_slots s WHERE s.slot_name = $1";
+
+/// [`DROP_SLOT`] on 17+: nor a `synced` slot, nor one named in
+/// `synchronized_standby_slots`.
+pub const DROP_SLOT_17: &str = concat!(
+    "\
+SELECT CASE WHEN NOT s.active AND NOT s.temporary AND s.restart_lsn IS NOT DISTINCT FROM $2
+                 AND NOT s.synced AND s.slot_name::text NOT IN ",
+    synchronized_standby_slots!(),
+    "
+            THEN (SELECT true FROM pg_drop_replication_slot(s.slot_name))
+            ELSE false END AS dropped,
+       s.active, s.restart_lsn
+FROM pg_replication_slots s WHERE s.slot_name = $1"
+);

@@ -20,6 +20,8 @@ use crate::units::{parse_duration, parse_size, ByteSize};
 
 mod rules;
 mod sections;
+// [[slot_rule]] and [protect] slot_name (issue 19): see crate::slots.
+mod slot_rules;
 mod walker;
 
 use rules::*;

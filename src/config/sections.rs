@@ -175,7 +175,10 @@ impl Walker<'_> {
             let Some(table) = self.table(v, &key) else {
                 continue;
             };
-            self.reject_unknown(table, &key, MATCHER_KEYS);
+            self.reject_unknown(table, &key, PROTECT_KEYS);
+            if table.contains_key(super::slot_rules::PROTECT_SLOT_KEY) {
+                continue; // protects slots: slot_rules.rs
+            }
             let m = self.matchers(table, &key);
             if m.is_empty() {
                 self.error(v.span(), &key, "no matcher given: name what to protect (application_name, user, client_addr, state, sync_state)");

@@ -15,13 +15,16 @@ pub(super) const TOP_KEYS: &[&str] = &[
     "limits",
     "sync_guard",
     "metrics",
+    "slot_rule",
 ];
-pub(super) const MATCHER_KEYS: &[&str] = &[
+/// `[protect]`: the walsender matchers, or `slot_name` alone (slots).
+pub(super) const PROTECT_KEYS: &[&str] = &[
     "application_name",
     "user",
     "client_addr",
     "state",
     "sync_state",
+    super::slot_rules::PROTECT_SLOT_KEY,
 ];
 pub(super) const LIMITS_KEYS: &[&str] = &[
     "max_actions",
@@ -64,11 +67,12 @@ pub fn accepted_keys() -> Vec<String> {
             let keys: Vec<&str> = match section {
                 "postgres" => POSTGRES_KEYS.to_vec(),
                 "daemon" => DAEMON_KEYS.to_vec(),
-                "protect" => MATCHER_KEYS.to_vec(),
+                "protect" => PROTECT_KEYS.to_vec(),
                 "limits" => LIMITS_KEYS.to_vec(),
                 "sync_guard" => SYNC_GUARD_KEYS.to_vec(),
                 "metrics" => METRICS_KEYS.to_vec(),
                 "rule" => rule_keys(),
+                "slot_rule" => super::slot_rules::SLOT_RULE_KEYS.to_vec(),
                 _ => vec!["*"],
             };
             keys.into_iter().map(move |k| format!("{section}.{k}"))
@@ -151,6 +155,7 @@ impl Walker<'_> {
         let limits = self.limits(top.get("limits"));
         let sync_guard = self.sync_guard(top.get("sync_guard"));
         let metrics = self.metrics(top.get("metrics"));
+        let slots = self.slot_policy(top);
         // Checked on whatever of the two parsed, so this error is reported
         // along with any other in [postgres] or [limits].
         if let (Some(statement_timeout), Some(terminate_timeout)) =
@@ -181,6 +186,7 @@ impl Walker<'_> {
                 protect: protect?,
                 limits: limits.0?,
                 sync_guard: sync_guard?,
+                slots: slots?,
             },
             metrics: metrics?,
             digest: String::new(),

@@ -1,0 +1,1009 @@
+//! Replication slots with rules (`[[slot_rule]]`): an inactive slot keeps
+//! WAL on the server until the disk is full, so slot rules log or drop the
+//! slots that have been inactive too long or hold back too much WAL.
+//!
+//! This module owns the slot side of replwarden:
+//! - the domain types: a [`Slot`] (one row of `pg_replication_slots`, read
+//!   by column name and by major in [`pg`]) and the slot policy
+//!   ([`SlotPolicy`], [`SlotRule`]; parsed from the TOML by
+//!   `crate::config::slot_rules`);
+//! - the slot conditions as a small table ([`CONDITIONS`]: name, kind of
+//!   value, accessor, display unit);
+//! - [`judge`], a pure function of (policy, slot snapshot, remembered
+//!   state, now) that returns what to do, with the budget and dry run as
+//!   for walsenders, unit-tested below on hand-built snapshots;
+//! - [`pg`]: the read and the one-statement drop that re-checks the slot;
+//! - [`report`]: the audit events and the `plan` section;
+//! - [`warden`]: the slot step of each poll (read, judge, act, log, metrics).
+//!
+//! A slot is known by its name. How long it has been inactive is tracked
+//! on the daemon's monotonic clock from the poll that first saw it
+//! inactive; the clock starts again whenever the slot is seen active, its
+//! `restart_lsn` moves (only a client, or `pg_replication_slot_advance`,
+//! moves it) or, on 17+, its `inactive_since` changes. On 17+ a slot first
+//! seen inactive counts from its `inactive_since`, measured on the
+//! server's own clock (`statement_timestamp() - inactive_since`), so a
+//! restart of the daemon does not start the count over; a restart of the
+//! server sets `inactive_since` to the start time, which only shortens it
+//! (and so does a monotonic clock younger than that age: a fresh boot
+//! counts from first sight). A slot seen used (its `restart_lsn` or
+//! `inactive_since` changed) is judged afresh by every rule.
+
+pub mod pg;
+pub mod report;
+pub mod warden;
+
+use std::collections::{HashMap, VecDeque};
+use std::fmt;
+use std::time::{Duration, Instant, SystemTime};
+
+use crate::policy::{Glob, Limits, PatternList};
+use crate::units::{fmt_duration, ByteSize, Lsn};
+
+/// One row of `pg_replication_slots`, as slot rules need it. Columns a
+/// major does not have read as their neutral value (`synced` false before
+/// 17, `inactive_since` `None`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Slot {
+    pub name: String,
+    /// `physical` or `logical`.
+    pub slot_type: String,
+    /// The database of a logical slot; `None` for a physical one.
+    pub database: Option<String>,
+    /// The output plugin of a logical slot.
+    pub plugin: Option<String>,
+    /// A temporary slot belongs to one session and goes with it: never
+    /// dropped.
+    pub temporary: bool,
+    pub active: bool,
+    pub active_pid: Option<i32>,
+    /// `None` for a slot never reserved or invalidated (`wal_status` lost).
+    pub restart_lsn: Option<Lsn>,
+    /// `reserved`, `extended`, `unreserved` or `lost` (kept as text: a
+    /// newer server may add a value).
+    pub wal_status: Option<String>,
+    /// The server's WAL position minus `restart_lsn` (see
+    /// [`SlotSnapshot::current_lsn`]).
+    pub retained_wal: Option<ByteSize>,
+    /// 17+: synchronized from the primary by the slot sync worker.
+    pub synced: bool,
+    /// 17+: named in `synchronized_standby_slots` (logical walsenders wait
+    /// for it).
+    pub synchronized_standby: bool,
+    /// 17+: when it last became inactive, on the server's clock.
+    pub inactive_since: Option<SystemTime>,
+    /// 17+: the server's `statement_timestamp()` minus `inactive_since`.
+    pub inactive_age: Option<Duration>,
+}
+
+/// One read of `pg_replication_slots`.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct SlotSnapshot {
+    pub in_recovery: bool,
+    /// `pg_current_wal_lsn()` on a primary; on a standby the later of the
+    /// received and replayed positions (the WAL it holds), as the poll
+    /// measures cascading walsenders.
+    pub current_lsn: Option<Lsn>,
+    pub slots: Vec<Slot>,
+}
+
+/// What a slot rule does to a slot that breaks it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum SlotAction {
+    /// Log the breach, touch nothing.
+    Log,
+    /// `pg_drop_replication_slot`, re-checked in the same statement.
+    Drop,
+}
+
+impl SlotAction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SlotAction::Log => "log",
+            SlotAction::Drop => "drop",
+        }
+    }
+}
+
+impl fmt::Display for SlotAction {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Which slots a slot rule is about; every matcher given must match, a
+/// `None` matches all. A NULL column matches no positive pattern.
+#[derive(Clone, Debug, Default)]
+pub struct SlotMatchers {
+    pub slot_name: Option<PatternList<Glob>>,
+    pub slot_type: Option<PatternList<Glob>>,
+    pub database: Option<PatternList<Glob>>,
+    pub plugin: Option<PatternList<Glob>>,
+    pub wal_status: Option<PatternList<Glob>>,
+}
+
+fn glob_matches(list: &Option<PatternList<Glob>>, value: Option<&str>) -> bool {
+    match list {
+        None => true,
+        Some(list) => list.matches_with(|g| value.is_some_and(|v| g.pattern.matches(v))),
+    }
+}
+
+impl SlotMatchers {
+    pub fn matches(&self, slot: &Slot) -> bool {
+        glob_matches(&self.slot_name, Some(&slot.name))
+            && glob_matches(&self.slot_type, Some(&slot.slot_type))
+            && glob_matches(&self.database, slot.database.as_deref())
+            && glob_matches(&self.plugin, slot.plugin.as_deref())
+            && glob_matches(&self.wal_status, slot.wal_status.as_deref())
+    }
+}
+
+/// The thresholds of a slot rule; `None`: not part of the rule.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SlotConditions {
+    pub inactive_for: Option<Duration>,
+    pub retained_wal: Option<ByteSize>,
+}
+
+/// One `[[slot_rule]]`.
+#[derive(Clone, Debug)]
+pub struct SlotRule {
+    /// Unique among `[[rule]]` and `[[slot_rule]]` names (they share the
+    /// `rule` label of `replwarden_actions_total`).
+    pub name: String,
+    pub matchers: SlotMatchers,
+    pub conditions: SlotConditions,
+    /// How long the conditions must hold without a break before acting.
+    pub grace: Duration,
+    pub action: SlotAction,
+}
+
+/// `[[slot_rule]]` and the `[protect] slot_name` entries.
+#[derive(Clone, Debug, Default)]
+pub struct SlotPolicy {
+    /// In file order.
+    pub rules: Vec<SlotRule>,
+    /// Slots whose names match any of these are never acted on.
+    pub protect: Vec<PatternList<Glob>>,
+}
+
+/// A value a slot condition measures or is given.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Value {
+    Duration(Duration),
+    Bytes(ByteSize),
+}
+
+impl fmt::Display for Value {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Value::Duration(d) => f.write_str(&fmt_duration(*d)),
+            Value::Bytes(b) => b.fmt(f),
+        }
+    }
+}
+
+/// The kind of value a condition takes in the config file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// A duration string (`"1h"`).
+    Duration,
+    /// A size string (`"20GB"`).
+    Size,
+}
+
+/// What is known of a slot at one poll: the row, and how long the daemon
+/// has seen it inactive.
+#[derive(Clone, Copy, Debug)]
+pub struct Measured<'a> {
+    pub slot: &'a Slot,
+    pub inactive_for: Option<Duration>,
+}
+
+/// A slot condition: holds when the measured value is greater than the
+/// rule's threshold; a value not known (`None`) never holds.
+pub struct Condition {
+    /// The config key.
+    pub name: &'static str,
+    pub kind: Kind,
+    /// The measured value.
+    pub measure: fn(&Measured<'_>) -> Option<Value>,
+    /// The rule's threshold.
+    pub threshold: fn(&SlotConditions) -> Option<Value>,
+    /// Sets the threshold from the config (a value of `kind`).
+    pub set: fn(&mut SlotConditions, Value),
+    /// How the value is shown (`plan`, the log's `measured`).
+    pub unit: &'static str,
+}
+
+/// Every slot condition, in the order they are shown.
+pub const CONDITIONS: &[Condition] = &[
+    Condition {
+        name: "inactive_for",
+        kind: Kind::Duration,
+        measure: |m| m.inactive_for.map(Value::Duration),
+        threshold: |c| c.inactive_for.map(Value::Duration),
+        set: |c, v| {
+            if let Value::Duration(d) = v {
+                c.inactive_for = Some(d);
+            }
+        },
+        unit: "duration",
+    },
+    Condition {
+        name: "retained_wal",
+        kind: Kind::Size,
+        measure: |m| m.slot.retained_wal.map(Value::Bytes),
+        threshold: |c| c.retained_wal.map(Value::Bytes),
+        set: |c, v| {
+            if let Value::Bytes(b) = v {
+                c.retained_wal = Some(b);
+            }
+        },
+        unit: "bytes",
+    },
+];
+
+impl SlotConditions {
+    pub fn is_empty(&self) -> bool {
+        *self == SlotConditions::default()
+    }
+
+    /// `None` when some condition does not hold; else the evidence
+    /// (`inactive_for=2h (> 1h), retained_wal=21.0 GiB (> 20.0 GiB)`).
+    fn holds(&self, m: &Measured<'_>) -> Option<String> {
+        let mut evidence = Vec::new();
+        for c in CONDITIONS {
+            let Some(threshold) = (c.threshold)(self) else {
+                continue;
+            };
+            match (c.measure)(m) {
+                Some(v) if v > threshold => {
+                    evidence.push(format!("{}={v} (> {threshold})", c.name))
+                }
+                _ => return None,
+            }
+        }
+        Some(evidence.join(", "))
+    }
+}
+
+/// Why a slot is never acted on, whatever a rule says.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Protection {
+    Temporary,
+    /// 17+: `synced`.
+    Synced,
+    /// 17+: in `synchronized_standby_slots`.
+    SynchronizedStandby,
+    /// `[protect] slot_name`, the entry by number from 1.
+    Protect(usize),
+}
+
+impl fmt::Display for Protection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Protection::Temporary => f.write_str("a temporary slot"),
+            Protection::Synced => f.write_str("synchronized from the primary (synced)"),
+            Protection::SynchronizedStandby => f.write_str("named in synchronized_standby_slots"),
+            Protection::Protect(i) => write!(f, "protected by [protect] slot_name (entry {i})"),
+        }
+    }
+}
+
+impl SlotPolicy {
+    pub fn protection(&self, slot: &Slot) -> Option<Protection> {
+        if slot.temporary {
+            return Some(Protection::Temporary);
+        }
+        if slot.synced {
+            return Some(Protection::Synced);
+        }
+        if slot.synchronized_standby {
+            return Some(Protection::SynchronizedStandby);
+        }
+        self.protect
+            .iter()
+            .position(|p| p.matches_with(|g| g.pattern.matches(&slot.name)))
+            .map(|i| Protection::Protect(i + 1))
+    }
+}
+
+/// A slot rule's decision about one slot.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SlotDecision {
+    pub rule: String,
+    pub action: SlotAction,
+    /// The slot as judged: the drop re-checks its `restart_lsn`.
+    pub slot: Slot,
+    pub inactive_for: Option<Duration>,
+    /// The conditions that held, with their thresholds.
+    pub evidence: String,
+    /// 1 for the first attempt, more for a retry of a failed drop.
+    pub attempt: u32,
+}
+
+/// How a slot stands towards a rule that matches it (what `plan` shows).
+#[derive(Clone, Debug, PartialEq)]
+pub enum SlotVerdict {
+    Protected(Protection),
+    /// A drop rule never drops an active slot.
+    Active,
+    /// Some condition does not hold.
+    NotBreached,
+    /// The conditions hold; the grace has this much left.
+    Grace {
+        left: Duration,
+        evidence: String,
+    },
+    /// Acted on now (or deferred by the budget).
+    Acts {
+        evidence: String,
+    },
+    /// Already acted on while this breach lasts.
+    Done,
+}
+
+/// What the guards held back.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Deferred {
+    pub decision: SlotDecision,
+    pub max_actions: u32,
+    pub per: Duration,
+}
+
+/// One round of judging slots.
+#[derive(Debug, Default)]
+pub struct SlotRound {
+    /// What to do now, in order.
+    pub decisions: Vec<SlotDecision>,
+    /// Drops the action budget defers to a later poll.
+    pub deferred: Vec<Deferred>,
+    /// How long each slot (by index in the snapshot) has been seen inactive.
+    pub inactive_for: Vec<Option<Duration>>,
+    /// Per slot (index), per matching rule (index), how it stands.
+    pub verdicts: Vec<(usize, usize, SlotVerdict)>,
+}
+
+/// How a decision went, as far as the judge cares.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SlotDelivery {
+    /// Done: dropped, kept, gone, logged.
+    Done,
+    /// Simulated in a dry run: done while the dry run lasts.
+    DryRun,
+    /// Failed; retried at a later poll up to `[limits] max_retries`.
+    Failed,
+    /// Refused: no retry can fix it.
+    Final,
+    /// Not tried: decided again, nothing charged.
+    NotAttempted,
+}
+
+/// What the judge remembers between polls.
+#[derive(Debug, Default)]
+pub struct SlotMemory {
+    slots: HashMap<String, Tracked>,
+    /// When the drops of the current budget window were decided.
+    recent: VecDeque<Instant>,
+    /// Numbers the drops the budget defers, so they run in that order.
+    deferrals: u64,
+    /// The policy the per-rule memory is for, each rule's name and what
+    /// tells an edit: an edited rule starts over.
+    layout: Vec<(String, String)>,
+}
+
+#[derive(Debug)]
+struct Tracked {
+    /// Since when it has been seen inactive (daemon clock); `None` while active.
+    inactive_since: Option<Instant>,
+    restart_lsn: Option<Lsn>,
+    server_inactive_since: Option<SystemTime>,
+    /// By rule name.
+    rules: HashMap<String, RuleState>,
+    seen: bool,
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+struct RuleState {
+    breach_since: Option<Instant>,
+    acted: Option<Acted>,
+    deferred: Option<u64>,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Acted {
+    attempts: u32,
+    failed: bool,
+    simulated: bool,
+}
+
+impl SlotMemory {
+    /// Forgets how long every slot has been inactive: the server was not
+    /// seen (reconnect), so a client may have used a slot meanwhile. On 17+
+    /// the next read counts from `inactive_since` again.
+    pub fn interrupted(&mut self) {
+        self.slots.clear();
+    }
+
+    /// Records what became of a decision (see [`SlotDelivery`]).
+    /// Returns the attempts when a failed drop has used up its retries.
+    pub fn record(
+        &mut self,
+        d: &SlotDecision,
+        delivery: SlotDelivery,
+        limits: &Limits,
+        now: Instant,
+    ) -> Option<u32> {
+        let state = self
+            .slots
+            .get_mut(&d.slot.name)
+            .and_then(|t| t.rules.get_mut(&d.rule))?;
+        if delivery == SlotDelivery::NotAttempted {
+            state.acted = state.acted.filter(|a| !a.simulated);
+            return None;
+        }
+        let failed = delivery == SlotDelivery::Failed;
+        state.acted = Some(Acted {
+            attempts: d.attempt,
+            failed: failed && d.attempt <= limits.max_retries,
+            simulated: delivery == SlotDelivery::DryRun,
+        });
+        state.deferred = None;
+        if d.action == SlotAction::Drop {
+            self.recent.push_back(now);
+        }
+        (failed && d.attempt > limits.max_retries).then_some(d.attempt)
+    }
+
+    fn adopt(&mut self, policy: &SlotPolicy) {
+        let layout: Vec<(String, String)> = policy
+            .rules
+            .iter()
+            .map(|r| {
+                let key = format!(
+                    "{:?} {:?} {:?} {:?}",
+                    r.matchers, r.conditions, r.grace, r.action
+                );
+                (r.name.clone(), key)
+            })
+            .collect();
+        if layout == self.layout {
+            return;
+        }
+        let keep: Vec<&str> = layout
+            .iter()
+            .filter(|l| self.layout.contains(l))
+            .map(|(n, _)| n.as_str())
+            .collect();
+        for t in self.slots.values_mut() {
+            t.rules.retain(|name, _| keep.contains(&name.as_str()));
+        }
+        self.layout = layout;
+    }
+}
+
+/// Judges every slot against every slot rule at `now`, updating `memory`.
+/// Pure: no I/O, `now` is a parameter. Report what became of every
+/// decision through [`SlotMemory::record`]; one never recorded is decided
+/// again at the next poll.
+pub fn judge(
+    policy: &SlotPolicy,
+    limits: &Limits,
+    snapshot: &SlotSnapshot,
+    memory: &mut SlotMemory,
+    now: Instant,
+    dry_run: bool,
+) -> SlotRound {
+    memory.adopt(policy);
+    while memory
+        .recent
+        .front()
+        .is_some_and(|t| now.saturating_duration_since(*t) >= limits.per)
+    {
+        memory.recent.pop_front();
+    }
+    for t in memory.slots.values_mut() {
+        t.seen = false;
+    }
+    let mut round = SlotRound::default();
+    let mut candidates: Vec<(Option<u64>, SlotDecision)> = Vec::new();
+    for (si, slot) in snapshot.slots.iter().enumerate() {
+        let t = memory
+            .slots
+            .entry(slot.name.clone())
+            .or_insert_with(|| Tracked {
+                inactive_since: (!slot.active).then(|| {
+                    slot.inactive_age
+                        .and_then(|age| now.checked_sub(age))
+                        .unwrap_or(now)
+                }),
+                restart_lsn: slot.restart_lsn,
+                server_inactive_since: slot.inactive_since,
+                rules: HashMap::new(),
+                seen: true,
+            });
+        t.seen = true;
+        let used =
+            t.restart_lsn != slot.restart_lsn || t.server_inactive_since != slot.inactive_since;
+        if used {
+            // A client used it since the last poll: every rule judges it
+            // afresh (a drop kept because it moved is tried again, a log
+            // rule logs its next breach).
+            t.rules.clear();
+        }
+        if slot.active {
+            t.inactive_since = None;
+        } else if t.inactive_since.is_none() || used {
+            t.inactive_since = Some(now);
+        }
+        t.restart_lsn = slot.restart_lsn;
+        t.server_inactive_since = slot.inactive_since;
+        let inactive_for = t.inactive_since.map(|s| now.saturating_duration_since(s));
+        round.inactive_for.push(inactive_for);
+        let measured = Measured { slot, inactive_for };
+        let protection = policy.protection(slot);
+        for (ri, rule) in policy.rules.iter().enumerate() {
+            if !rule.matchers.matches(slot) {
+                t.rules.remove(&rule.name);
+                continue;
+            }
+            if let Some(p) = &protection {
+                t.rules.remove(&rule.name);
+                round
+                    .verdicts
+                    .push((si, ri, SlotVerdict::Protected(p.clone())));
+                continue;
+            }
+            let state = t.rules.entry(rule.name.clone()).or_default();
+            let evidence = if rule.action == SlotAction::Drop && slot.active {
+                None
+            } else {
+                rule.conditions.holds(&measured)
+            };
+            let Some(evidence) = evidence else {
+                *state = RuleState::default();
+                let verdict = if rule.action == SlotAction::Drop && slot.active {
+                    SlotVerdict::Active
+                } else {
+                    SlotVerdict::NotBreached
+                };
+                round.verdicts.push((si, ri, verdict));
+                continue;
+            };
+            let since = *state.breach_since.get_or_insert(now);
+            let held_for = now.saturating_duration_since(since);
+            if let Some(left) = rule.grace.checked_sub(held_for).filter(|l| !l.is_zero()) {
+                round
+                    .verdicts
+                    .push((si, ri, SlotVerdict::Grace { left, evidence }));
+                continue;
+            }
+            let attempt = match state.acted {
+                None => 1,
+                Some(a) if a.simulated && !dry_run => 1,
+                Some(a) if a.failed => a.attempts + 1,
+                Some(_) => {
+                    round.verdicts.push((si, ri, SlotVerdict::Done));
+                    continue;
+                }
+            };
+            round.verdicts.push((
+                si,
+                ri,
+                SlotVerdict::Acts {
+                    evidence: evidence.clone(),
+                },
+            ));
+            candidates.push((
+                state.deferred,
+                SlotDecision {
+                    rule: rule.name.clone(),
+                    action: rule.action,
+                    slot: slot.clone(),
+                    inactive_for,
+                    evidence,
+                    attempt,
+                },
+            ));
+        }
+    }
+    memory.slots.retain(|_, t| t.seen);
+
+    // Drops the budget deferred go first, in the order they were deferred.
+    candidates.sort_by_key(|(deferred, _)| deferred.map_or((1, 0), |seq| (0, seq)));
+    let mut spent = memory.recent.len();
+    for (_, decision) in candidates {
+        if decision.action == SlotAction::Drop {
+            if spent >= limits.max_actions as usize {
+                let state = memory
+                    .slots
+                    .get_mut(&decision.slot.name)
+                    .and_then(|t| t.rules.get_mut(&decision.rule));
+                if let Some(state) = state.filter(|s| s.deferred.is_none()) {
+                    memory.deferrals += 1;
+                    state.deferred = Some(memory.deferrals);
+                }
+                round.deferred.push(Deferred {
+                    decision,
+                    max_actions: limits.max_actions,
+                    per: limits.per,
+                });
+                continue;
+            }
+            spent += 1;
+        }
+        round.decisions.push(decision);
+    }
+    round
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn slot(name: &str, active: bool, retained: u64) -> Slot {
+        Slot {
+            name: name.to_string(),
+            slot_type: "physical".to_string(),
+            database: None,
+            plugin: None,
+            temporary: false,
+            active,
+            active_pid: active.then_some(4711),
+            restart_lsn: Some(Lsn(0x1000_0000)),
+            wal_status: Some("reserved".to_string()),
+            retained_wal: Some(ByteSize(retained)),
+            synced: false,
+            synchronized_standby: false,
+            inactive_since: None,
+            inactive_age: None,
+        }
+    }
+
+    fn glob_list(patterns: &[&str]) -> PatternList<Glob> {
+        let (exclude, include): (Vec<&str>, Vec<&str>) =
+            patterns.iter().partition(|p| p.starts_with('!'));
+        PatternList {
+            include: include.iter().map(|p| Glob::parse(p).unwrap()).collect(),
+            exclude: exclude
+                .iter()
+                .map(|p| Glob::parse(&p[1..]).unwrap())
+                .collect(),
+        }
+    }
+
+    fn rule(action: SlotAction, inactive_for: u64, retained: Option<u64>) -> SlotRule {
+        SlotRule {
+            name: "abandoned".to_string(),
+            matchers: SlotMatchers {
+                slot_name: Some(glob_list(&["*", "!patroni_*"])),
+                ..SlotMatchers::default()
+            },
+            conditions: SlotConditions {
+                inactive_for: Some(Duration::from_secs(inactive_for)),
+                retained_wal: retained.map(ByteSize),
+            },
+            grace: Duration::ZERO,
+            action,
+        }
+    }
+
+    fn policy(rules: Vec<SlotRule>) -> SlotPolicy {
+        SlotPolicy {
+            rules,
+            protect: Vec::new(),
+        }
+    }
+
+    fn snap(slots: Vec<Slot>) -> SlotSnapshot {
+        SlotSnapshot {
+            in_recovery: false,
+            current_lsn: Some(Lsn(0x2000_0000)),
+            slots,
+        }
+    }
+
+    const MIN: Duration = Duration::from_secs(60);
+
+    #[test]
+    fn an_inactive_slot_is_dropped_once_inactive_for_is_exceeded() {
+        let p = policy(vec![rule(SlotAction::Drop, 600, Some(1000))]);
+        let s = snap(vec![slot("old", false, 5000)]);
+        let (limits, mut m, t0) = (Limits::default(), SlotMemory::default(), Instant::now());
+        assert!(judge(&p, &limits, &s, &mut m, t0, false)
+            .decisions
+            .is_empty());
+        let r = judge(&p, &limits, &s, &mut m, t0 + 10 * MIN, false);
+        assert!(r.decisions.is_empty(), "not more than 10 minutes yet");
+        let r = judge(&p, &limits, &s, &mut m, t0 + 11 * MIN, false);
+        assert_eq!(r.decisions.len(), 1);
+        let d = &r.decisions[0];
+        assert_eq!(
+            (d.action, d.slot.name.as_str(), d.attempt),
+            (SlotAction::Drop, "old", 1)
+        );
+        assert_eq!(d.inactive_for, Some(11 * MIN));
+        assert_eq!(
+            d.evidence,
+            "inactive_for=11m (> 10m), retained_wal=4.9 KiB (> 1000 B)"
+        );
+        // Recorded done: not repeated while the breach lasts.
+        m.record(d, SlotDelivery::Done, &limits, t0 + 11 * MIN);
+        let r = judge(&p, &limits, &s, &mut m, t0 + 12 * MIN, false);
+        assert!(r.decisions.is_empty());
+    }
+
+    #[test]
+    fn an_active_slot_is_never_dropped_and_use_restarts_the_clock() {
+        let p = policy(vec![rule(SlotAction::Drop, 60, None)]);
+        let (limits, mut m, t0) = (Limits::default(), SlotMemory::default(), Instant::now());
+        let active = snap(vec![slot("s", true, 5000)]);
+        judge(
+            &p,
+            &limits,
+            &snap(vec![slot("s", false, 5000)]),
+            &mut m,
+            t0,
+            false,
+        );
+        let r = judge(&p, &limits, &active, &mut m, t0 + 5 * MIN, false);
+        assert!(r.decisions.is_empty());
+        assert_eq!(r.verdicts[0].2, SlotVerdict::Active);
+        // Inactive again: counts from now.
+        let idle = snap(vec![slot("s", false, 5000)]);
+        assert!(judge(&p, &limits, &idle, &mut m, t0 + 6 * MIN, false)
+            .decisions
+            .is_empty());
+        assert!(judge(&p, &limits, &idle, &mut m, t0 + 7 * MIN, false)
+            .decisions
+            .is_empty());
+        assert_eq!(
+            judge(&p, &limits, &idle, &mut m, t0 + 8 * MIN, false)
+                .decisions
+                .len(),
+            1
+        );
+    }
+
+    #[test]
+    fn a_moved_restart_lsn_or_inactive_since_means_the_slot_was_used() {
+        let p = policy(vec![rule(SlotAction::Drop, 60, None)]);
+        let (limits, mut m, t0) = (Limits::default(), SlotMemory::default(), Instant::now());
+        let mut s = slot("s", false, 5000);
+        judge(&p, &limits, &snap(vec![s.clone()]), &mut m, t0, false);
+        s.restart_lsn = Some(Lsn(0x1000_1000));
+        let r = judge(
+            &p,
+            &limits,
+            &snap(vec![s.clone()]),
+            &mut m,
+            t0 + 2 * MIN,
+            false,
+        );
+        assert!(
+            r.decisions.is_empty(),
+            "used between two polls: counts anew"
+        );
+        assert_eq!(r.inactive_for, vec![Some(Duration::ZERO)]);
+        s.inactive_since = Some(SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000));
+        let r = judge(
+            &p,
+            &limits,
+            &snap(vec![s.clone()]),
+            &mut m,
+            t0 + 4 * MIN,
+            false,
+        );
+        assert_eq!(r.inactive_for, vec![Some(Duration::ZERO)]);
+        let r = judge(&p, &limits, &snap(vec![s]), &mut m, t0 + 6 * MIN, false);
+        assert_eq!(r.decisions.len(), 1);
+    }
+
+    #[test]
+    fn a_slot_kept_because_a_client_used_it_is_judged_afresh() {
+        let mut r0 = rule(SlotAction::Drop, 0, Some(1000));
+        r0.conditions.inactive_for = None;
+        let p = policy(vec![r0]);
+        let (limits, mut m, t0) = (Limits::default(), SlotMemory::default(), Instant::now());
+        let mut s = slot("s", false, 5000);
+        let r = judge(&p, &limits, &snap(vec![s.clone()]), &mut m, t0, false);
+        // The drop found its restart_lsn moved: kept, recorded done.
+        m.record(&r.decisions[0], SlotDelivery::Done, &limits, t0);
+        s.restart_lsn = Some(Lsn(0x1000_1000));
+        let r = judge(&p, &limits, &snap(vec![s.clone()]), &mut m, t0 + MIN, false);
+        assert_eq!(
+            r.decisions.len(),
+            1,
+            "retained_wal still holds: tried again"
+        );
+        m.record(&r.decisions[0], SlotDelivery::Done, &limits, t0 + MIN);
+        let r = judge(&p, &limits, &snap(vec![s]), &mut m, t0 + 2 * MIN, false);
+        assert!(r.decisions.is_empty(), "unchanged since: done");
+    }
+
+    #[test]
+    fn on_17_a_slot_first_seen_counts_from_inactive_since() {
+        let p = policy(vec![rule(SlotAction::Drop, 3600, None)]);
+        // Far enough from the start of the monotonic clock to subtract 2 h.
+        let t0 = Instant::now() + Duration::from_secs(3 * 3600);
+        let (limits, mut m) = (Limits::default(), SlotMemory::default());
+        let mut s = slot("s", false, 5000);
+        s.inactive_since = Some(SystemTime::UNIX_EPOCH);
+        s.inactive_age = Some(Duration::from_secs(2 * 3600));
+        let r = judge(&p, &limits, &snap(vec![s]), &mut m, t0, false);
+        assert_eq!(r.decisions.len(), 1, "{r:?}");
+        assert_eq!(r.decisions[0].inactive_for, Some(Duration::from_secs(7200)));
+    }
+
+    #[test]
+    fn protected_temporary_synced_and_excluded_slots_are_never_judged() {
+        let mut p = policy(vec![rule(SlotAction::Drop, 0, None)]);
+        p.protect = vec![glob_list(&["barman*"])];
+        let mut temp = slot("temp", false, 5000);
+        temp.temporary = true;
+        let mut synced = slot("synced", false, 5000);
+        synced.synced = true;
+        let mut standby = slot("standby", false, 5000);
+        standby.synchronized_standby = true;
+        let s = snap(vec![
+            temp,
+            synced,
+            standby,
+            slot("barman", false, 5000),
+            slot("patroni_a", false, 5000),
+            slot("victim", false, 5000),
+        ]);
+        let (limits, mut m, t0) = (Limits::default(), SlotMemory::default(), Instant::now());
+        judge(&p, &limits, &s, &mut m, t0, false);
+        let r = judge(&p, &limits, &s, &mut m, t0 + MIN, false);
+        let dropped: Vec<&str> = r.decisions.iter().map(|d| d.slot.name.as_str()).collect();
+        assert_eq!(dropped, ["victim"]);
+        let protections: Vec<String> = r
+            .verdicts
+            .iter()
+            .filter_map(|(_, _, v)| match v {
+                SlotVerdict::Protected(p) => Some(p.to_string()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            protections,
+            [
+                "a temporary slot",
+                "synchronized from the primary (synced)",
+                "named in synchronized_standby_slots",
+                "protected by [protect] slot_name (entry 1)"
+            ]
+        );
+    }
+
+    #[test]
+    fn grace_must_pass_after_the_conditions_hold() {
+        let mut r0 = rule(SlotAction::Log, 60, None);
+        r0.grace = 5 * MIN;
+        let p = policy(vec![r0]);
+        let s = snap(vec![slot("s", false, 1)]);
+        let (limits, mut m, t0) = (Limits::default(), SlotMemory::default(), Instant::now());
+        judge(&p, &limits, &s, &mut m, t0, false);
+        let r = judge(&p, &limits, &s, &mut m, t0 + 2 * MIN, false);
+        assert!(matches!(r.verdicts[0].2, SlotVerdict::Grace { left, .. } if left == 5 * MIN));
+        assert!(judge(&p, &limits, &s, &mut m, t0 + 6 * MIN, false)
+            .decisions
+            .is_empty());
+        let r = judge(&p, &limits, &s, &mut m, t0 + 7 * MIN, false);
+        assert_eq!(r.decisions[0].action, SlotAction::Log);
+    }
+
+    #[test]
+    fn the_budget_defers_drops_in_order_and_never_loses_them() {
+        let p = policy(vec![rule(SlotAction::Drop, 0, None)]);
+        let limits = Limits {
+            max_actions: 2,
+            ..Limits::default()
+        };
+        let s = snap(["a", "b", "c"].iter().map(|n| slot(n, false, 1)).collect());
+        let (mut m, t0) = (SlotMemory::default(), Instant::now());
+        judge(&p, &limits, &s, &mut m, t0, false);
+        let r = judge(&p, &limits, &s, &mut m, t0 + MIN, false);
+        assert_eq!(r.decisions.len(), 2);
+        assert_eq!(r.deferred.len(), 1);
+        assert_eq!(r.deferred[0].decision.slot.name, "c");
+        for d in &r.decisions {
+            m.record(d, SlotDelivery::Done, &limits, t0 + MIN);
+        }
+        let r = judge(
+            &p,
+            &limits,
+            &s,
+            &mut m,
+            t0 + MIN + Duration::from_secs(30),
+            false,
+        );
+        assert!(r.decisions.is_empty());
+        assert_eq!(r.deferred.len(), 1);
+        let r = judge(&p, &limits, &s, &mut m, t0 + 2 * MIN, false);
+        assert_eq!(r.decisions.len(), 1);
+        assert_eq!(r.decisions[0].slot.name, "c");
+    }
+
+    #[test]
+    fn a_dry_run_is_done_only_while_it_lasts_and_failures_are_retried() {
+        let p = policy(vec![rule(SlotAction::Drop, 0, None)]);
+        let s = snap(vec![slot("s", false, 1)]);
+        let limits = Limits {
+            max_retries: 1,
+            ..Limits::default()
+        };
+        let (mut m, t0) = (SlotMemory::default(), Instant::now());
+        judge(&p, &limits, &s, &mut m, t0, true);
+        let r = judge(&p, &limits, &s, &mut m, t0 + MIN, true);
+        m.record(&r.decisions[0], SlotDelivery::DryRun, &limits, t0 + MIN);
+        assert!(judge(&p, &limits, &s, &mut m, t0 + 2 * MIN, true)
+            .decisions
+            .is_empty());
+        // Enforcing: acts for real.
+        let r = judge(&p, &limits, &s, &mut m, t0 + 3 * MIN, false);
+        assert_eq!(r.decisions[0].attempt, 1);
+        assert_eq!(
+            m.record(&r.decisions[0], SlotDelivery::Failed, &limits, t0 + 3 * MIN),
+            None
+        );
+        let r = judge(&p, &limits, &s, &mut m, t0 + 5 * MIN, false);
+        assert_eq!(r.decisions[0].attempt, 2);
+        assert_eq!(
+            m.record(&r.decisions[0], SlotDelivery::Failed, &limits, t0 + 5 * MIN),
+            Some(2)
+        );
+        assert!(judge(&p, &limits, &s, &mut m, t0 + 7 * MIN, false)
+            .decisions
+            .is_empty());
+    }
+
+    #[test]
+    fn matchers_take_globs_exclusions_and_null_columns() {
+        let mut logical = slot("sub", false, 1);
+        logical.slot_type = "logical".to_string();
+        logical.database = Some("app".to_string());
+        logical.plugin = Some("pgoutput".to_string());
+        let physical = slot("standby", false, 1);
+        let m = SlotMatchers {
+            slot_type: Some(glob_list(&["logical"])),
+            database: Some(glob_list(&["app*"])),
+            ..SlotMatchers::default()
+        };
+        assert!(m.matches(&logical));
+        assert!(!m.matches(&physical), "no database: matches no pattern");
+        let m = SlotMatchers {
+            plugin: Some(glob_list(&["!pgoutput"])),
+            wal_status: Some(glob_list(&["reserved", "extended"])),
+            ..SlotMatchers::default()
+        };
+        assert!(!m.matches(&logical));
+        assert!(m.matches(&physical));
+    }
+
+    #[test]
+    fn an_unknown_value_never_holds_and_an_edited_rule_starts_over() {
+        let p = policy(vec![rule(SlotAction::Drop, 0, Some(1))]);
+        let mut lost = slot("lost", false, 1);
+        lost.retained_wal = None;
+        let (limits, mut m, t0) = (Limits::default(), SlotMemory::default(), Instant::now());
+        judge(&p, &limits, &snap(vec![lost.clone()]), &mut m, t0, false);
+        let r = judge(&p, &limits, &snap(vec![lost]), &mut m, t0 + MIN, false);
+        assert_eq!(r.verdicts[0].2, SlotVerdict::NotBreached);
+
+        let mut logged = policy(vec![rule(SlotAction::Log, 0, None)]);
+        let s = snap(vec![slot("s", false, 1)]);
+        judge(&logged, &limits, &s, &mut m, t0, false);
+        let r = judge(&logged, &limits, &s, &mut m, t0 + MIN, false);
+        m.record(&r.decisions[0], SlotDelivery::Done, &limits, t0 + MIN);
+        assert!(judge(&logged, &limits, &s, &mut m, t0 + 2 * MIN, false)
+            .decisions
+            .is_empty());
+        logged.rules[0].conditions.inactive_for = Some(Duration::from_secs(1));
+        let r = judge(&logged, &limits, &s, &mut m, t0 + 3 * MIN, false);
+        assert_eq!(r.decisions.len(), 1, "the edited rule judges afresh");
+    }
+}

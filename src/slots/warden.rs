@@ -1,0 +1,186 @@
+//! The slot step of each poll, as the daemon runs it: read the slots,
+//! feed the slot metrics, judge ([`super::judge`]), then log, drop (or
+//! simulate) and record each decision, in order. Every statement is
+//! bounded on the client side as the poll is.
+
+use std::cell::Cell;
+use std::time::{Duration, Instant};
+
+use super::pg::{self, SlotOutcome};
+use super::{judge, report, SlotAction, SlotMemory, SlotRound, SlotSnapshot};
+use crate::metrics::{self, Labels, Metrics};
+use crate::policy::Policy;
+use crate::sql::ServerVersion;
+use crate::units::fmt_duration;
+
+/// Why the slot step failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SlotError {
+    #[error("a replication slot statement failed")]
+    Db(#[from] tokio_postgres::Error),
+    #[error("the server did not answer a replication slot statement within {} (statement_timeout + 1s): giving up on this connection", fmt_duration(*.0))]
+    NoAnswer(Duration),
+}
+
+impl SlotError {
+    /// The session is unusable: reconnect.
+    pub fn is_connection_lost(&self) -> bool {
+        match self {
+            SlotError::Db(e) => crate::actions::is_connection_error(e),
+            SlotError::NoAnswer(_) => true,
+        }
+    }
+}
+
+/// What the daemon tells the slot step of its poll.
+pub struct Step<'a> {
+    /// Decide and log, drop nothing (`--dry-run` or `daemon.dry_run`).
+    pub dry_run: bool,
+    /// The client-side bound of each statement.
+    pub bound: Duration,
+    /// A shutdown was asked: drop nothing more.
+    pub stop: &'a Cell<bool>,
+    /// Set while a drop is in flight, so a shutdown waits for it and it is
+    /// logged.
+    pub signalling: &'a Cell<bool>,
+}
+
+/// The slot side of the daemon: its memory between polls.
+#[derive(Debug, Default)]
+pub struct Warden {
+    memory: SlotMemory,
+}
+
+impl Warden {
+    /// Whether slots are read at all: for a slot rule, or for the metrics.
+    pub fn wanted(policy: &Policy, metrics_served: bool) -> bool {
+        !policy.slots.rules.is_empty() || metrics_served
+    }
+
+    /// The server was not seen for a while (reconnect): see
+    /// [`SlotMemory::interrupted`].
+    pub fn interrupted(&mut self) {
+        self.memory.interrupted();
+    }
+
+    /// One slot step.
+    pub async fn poll(
+        &mut self,
+        client: &tokio_postgres::Client,
+        version: ServerVersion,
+        policy: &Policy,
+        step: Step<'_>,
+        metrics: &Metrics,
+    ) -> Result<(), SlotError> {
+        let Step {
+            dry_run,
+            bound,
+            stop,
+            signalling,
+        } = step;
+        let snapshot = bounded(bound, pg::read(client, version)).await?;
+        let round = judge(
+            &policy.slots,
+            &policy.limits,
+            &snapshot,
+            &mut self.memory,
+            Instant::now(),
+            dry_run,
+        );
+        metrics.replace_families(series(&snapshot, &round));
+        report::log_deferred(&round.deferred);
+        let mut lost = None;
+        for d in &round.decisions {
+            let outcome = if d.action == SlotAction::Log {
+                SlotOutcome::Logged
+            } else if lost.is_some() || stop.get() {
+                SlotOutcome::NotAttempted
+            } else if dry_run {
+                SlotOutcome::DryRun
+            } else {
+                signalling.set(true);
+                let sent = bounded(bound, pg::drop_slot(client, version, &d.slot)).await;
+                signalling.set(false);
+                sent.unwrap_or_else(|e| {
+                    lost = Some(e);
+                    SlotOutcome::Interrupted
+                })
+            };
+            report::log_decision(d, &outcome);
+            metrics.slot_acted(&d.rule, d.action.as_str(), outcome.as_str());
+            if let Some(attempts) =
+                self.memory
+                    .record(d, outcome.delivery(), &policy.limits, Instant::now())
+            {
+                report::log_gave_up(d, attempts);
+            }
+        }
+        match lost {
+            Some(e) => {
+                self.memory.interrupted();
+                Err(e)
+            }
+            None => Ok(()),
+        }
+    }
+}
+
+async fn bounded<T>(
+    limit: Duration,
+    statement: impl std::future::Future<Output = Result<T, tokio_postgres::Error>>,
+) -> Result<T, SlotError> {
+    match tokio::time::timeout(limit, statement).await {
+        Ok(r) => r.map_err(SlotError::Db),
+        Err(_) => Err(SlotError::NoAnswer(limit)),
+    }
+}
+
+/// Every slot family's series for this read (replacing the last read's).
+pub fn series(
+    snapshot: &SlotSnapshot,
+    round: &SlotRound,
+) -> Vec<(&'static metrics::Def, Vec<(Labels, f64)>)> {
+    let name = |s: &super::Slot| -> Labels {
+        vec![
+            ("slot_name", s.name.clone()),
+            ("slot_type", s.slot_type.clone()),
+        ]
+    };
+    let slots = &snapshot.slots;
+    vec![
+        (
+            &metrics::SLOT_RETAINED_WAL_BYTES,
+            slots
+                .iter()
+                .filter_map(|s| Some((name(s), s.retained_wal?.0 as f64)))
+                .collect(),
+        ),
+        (
+            &metrics::SLOT_ACTIVE,
+            slots
+                .iter()
+                .map(|s| (name(s), f64::from(u8::from(s.active))))
+                .collect(),
+        ),
+        (
+            &metrics::SLOT_WAL_STATUS,
+            slots
+                .iter()
+                .map(|s| {
+                    let mut labels = name(s);
+                    let status = s.wal_status.clone().unwrap_or_else(|| "NULL".to_string());
+                    labels.push(("wal_status", status));
+                    (labels, 1.0)
+                })
+                .collect(),
+        ),
+        (
+            &metrics::SLOT_INACTIVE_SECONDS,
+            slots
+                .iter()
+                .zip(&round.inactive_for)
+                .map(|(s, i)| (name(s), i.unwrap_or_default().as_secs_f64()))
+                .collect(),
+        ),
+    ]
+}
