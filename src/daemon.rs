@@ -23,10 +23,10 @@ use crate::conninfo::{SessionAttrs, Target};
 use crate::engine::{self, HoldReason, Memory};
 use crate::metrics::Metrics;
 use crate::policy::Action;
+use crate::poller::Poller;
 use crate::report;
 use crate::report::Severity;
 use crate::service::{next_tick, ping_watchdog, Service};
-use crate::snapshot::Poller;
 use crate::snapshot::Preflight;
 use crate::sql::{self, ServerVersion, OLDEST_MAJOR};
 

@@ -8,7 +8,8 @@
 //! - [`conninfo`]: libpq conventions: `PG*` variables, the OS user, the password
 //!   file, sslmode, host lists and `target_session_attrs`.
 //! - [`policy`]: rules, matchers and conditions (pure data and matching).
-//! - [`snapshot`]: the poll query and the rows it yields ([`snapshot::Walsender`]).
+//! - [`snapshot`]: what a poll sees ([`snapshot::Walsender`], [`snapshot::Snapshot`]), driver-free.
+//! - [`poller`]: the poll statement run with tokio-postgres, its rows decoded into a snapshot.
 //! - [`clocks`]: what is judged, real now and on one clock (stale lags, silence, skew).
 //! - [`roles`]: each walsender's role from first sight, for a role dropped while it streams.
 //! - [`engine`]: pure decisions from (policy, snapshot, memory, now).
@@ -37,6 +38,7 @@ pub mod lockout;
 pub mod logfmt;
 pub mod metrics;
 pub mod policy;
+pub mod poller;
 pub mod report;
 pub mod roles;
 pub mod service;
