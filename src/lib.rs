@@ -16,6 +16,7 @@
 //! - [`actions`]: the safe cancel/terminate statements and their outcomes.
 //! - [`sql`]: every SQL statement, with the version-dependent choices.
 //! - [`syncrep`]: `synchronous_standby_names` parsing for the quorum guard.
+//! - [`session`]: the database session — connect over host lists, session setup, why connecting failed.
 //! - [`daemon`]: the loop — connect with backoff, tick, reload, shut down.
 //! - [`logfmt`]: escaping of client- and config-chosen text in logs and printouts.
 //! - [`lockout`]: a server that refuses the daemon for want of a connection slot.
@@ -42,6 +43,7 @@ pub mod poller;
 pub mod report;
 pub mod roles;
 pub mod service;
+pub mod session;
 pub mod snapshot;
 pub mod sql;
 pub mod syncrep;
