@@ -775,6 +775,42 @@ fn tls_connector(verify: &Verify) -> Result<MakeTlsConnector, openssl::error::Er
     Ok(connector)
 }
 
+/// The connection target without any password.
+pub fn redacted_conninfo(c: &tokio_postgres::Config) -> String {
+    let hosts: Vec<String> = c
+        .get_hosts()
+        .iter()
+        .map(|h| match h {
+            tokio_postgres::config::Host::Tcp(name) => name.clone(),
+            tokio_postgres::config::Host::Unix(path) => path.display().to_string(),
+        })
+        .collect();
+    let ports: Vec<String> = c.get_ports().iter().map(|p| p.to_string()).collect();
+    let mut out = format!(
+        "host={} port={}",
+        if hosts.is_empty() {
+            "(default)".into()
+        } else {
+            hosts.join(",")
+        },
+        if ports.is_empty() {
+            "5432".into()
+        } else {
+            ports.join(",")
+        }
+    );
+    if let Some(db) = c.get_dbname() {
+        out += &format!(" dbname={db}");
+    }
+    if let Some(user) = c.get_user() {
+        out += &format!(" user={user}");
+    }
+    if c.get_password().is_some() {
+        out += " password=<hidden>";
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -209,7 +209,7 @@ impl Daemon {
         let mut attempt = 1u32;
         let waiting_since = Instant::now();
         loop {
-            let target = report::redacted_conninfo(&self.config.postgres.connect);
+            let target = crate::conninfo::redacted_conninfo(&self.config.postgres.connect);
             if self.lockout.lasting(Instant::now()).is_none() {
                 self.service.status(format!(
                     "waiting for PostgreSQL at {target} (attempt {attempt})"

@@ -128,3 +128,20 @@ FROM pg_roles r WHERE r.rolname = current_user";
 /// changes it.
 pub const SERVER_IDENTITY: &str = "SELECT pg_postmaster_start_time()::text || ' ' || \
      coalesce(host(inet_server_addr()), 'local') || ':' || coalesce(inet_server_port()::text, '')";
+
+/// A role name as SQL needs it: bare when that is unambiguous, else quoted.
+pub fn quote_ident(name: &str) -> String {
+    let plain = !name.is_empty()
+        && name
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_lowercase() || c == '_')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    if plain {
+        name.to_string()
+    } else {
+        format!("\"{}\"", name.replace('"', "\"\""))
+    }
+}
