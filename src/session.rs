@@ -226,18 +226,9 @@ async fn connect_unbounded(
     });
     let setup = async {
         client
-            .batch_execute(&format!(
-                "SET statement_timeout = {}; SET lock_timeout = {0}; SET idle_in_transaction_session_timeout = '60s'",
-                settings.statement_timeout.as_millis().max(1)
-            ))
+            .batch_execute(&sql::session_setup(settings.statement_timeout))
             .await?;
-        let row = client
-            .query_one(
-                "SELECT current_setting('server_version_num'), current_setting('server_version'), \
-                 pg_is_in_recovery(), current_setting('default_transaction_read_only')::bool",
-                &[],
-            )
-            .await?;
+        let row = client.query_one(sql::SERVER_STATE, &[]).await?;
         Ok::<_, tokio_postgres::Error>((
             row.get::<_, String>(0),
             row.get::<_, String>(1),
