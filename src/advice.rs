@@ -194,7 +194,7 @@ mod tests {
             } else {
                 ClientAddr::Ip(addr.parse().unwrap())
             },
-            state: Some("streaming".to_string()),
+            state: Some("streaming".into()),
             sync_state: Some("async".to_string()),
             flush_lsn: Some(Lsn(0x3000000)),
             write_lag: None,

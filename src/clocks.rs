@@ -36,7 +36,7 @@
 
 use std::time::{Duration, Instant, SystemTime};
 
-use crate::snapshot::{Snapshot, Walsender};
+use crate::snapshot::{Snapshot, WalState, Walsender};
 use crate::units::{ByteSize, Lsn};
 
 /// Which of a walsender's positions a time lag belongs to.
@@ -231,7 +231,7 @@ impl Observed {
     /// Takes in one poll's row for this instance and measures it.
     pub fn observe(&mut self, ws: &Walsender, snapshot: &Snapshot, now: Instant) -> Measures {
         let current = snapshot.current_lsn;
-        if ws.state.as_deref() == Some("streaming") {
+        if ws.state == Some(WalState::Streaming) {
             self.streaming_since.get_or_insert((now, current));
         } else {
             self.streaming_since = None;
@@ -353,7 +353,7 @@ mod tests {
             application_name: app.to_string(),
             user: Some("replicator".to_string()),
             client_addr: ClientAddr::Ip("10.1.2.3".parse().unwrap()),
-            state: Some("streaming".to_string()),
+            state: Some("streaming".into()),
             sync_state: Some("async".to_string()),
             flush_lsn: Some(Lsn(0x3000000)),
             write_lag: None,

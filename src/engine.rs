@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 
 use crate::clocks::{self, LagKind, Measures, Observed, TimeLag};
 use crate::policy::{Action, Conditions, Glob, Limits, PatternList, Policy, Rule};
-use crate::snapshot::{Snapshot, Walsender, WalsenderId};
+use crate::snapshot::{Snapshot, WalState, Walsender, WalsenderId};
 use crate::syncrep;
 use crate::units::{fmt_duration, ByteSize, Lsn};
 
@@ -65,7 +65,7 @@ struct Instance {
     /// The state last seen and since when it has been seen without a break
     /// (PostgreSQL keeps no state-change time; every walsender starts in
     /// `startup`, so a first sight in `startup` dates from its birth).
-    state: Option<String>,
+    state: Option<WalState>,
     state_since: Instant,
     /// Its feedback across polls: replies, progress, first streaming.
     observed: Observed,
@@ -82,7 +82,7 @@ struct Instance {
     /// never do).
     matches: Vec<usize>,
     protected: bool,
-    matched_on: Option<(Option<String>, Option<String>)>,
+    matched_on: Option<(Option<WalState>, Option<String>)>,
 }
 
 #[derive(Clone, Copy, Debug, Default)]
@@ -646,7 +646,7 @@ fn run(
                 first_seen: now,
                 born,
                 state: ws.state.clone(),
-                state_since: if ws.state.as_deref() == Some("startup") {
+                state_since: if ws.state == Some(WalState::Startup) {
                     born
                 } else {
                     now
@@ -945,7 +945,7 @@ impl Quorum {
                     Some("sync" | "potential" | "quorum")
                 )
             })
-            .filter(|w| w.state.as_deref() == Some("streaming"))
+            .filter(|w| w.state == Some(WalState::Streaming))
             .map(|w| (w.id.pid, w.application_name.clone()))
             .collect();
         Quorum {
@@ -1087,7 +1087,7 @@ fn matcher_evidence(rule: &Rule, ws: &Walsender) -> Vec<Evidence> {
         Some(&ws.application_name),
     );
     push("user", &m.user, ws.user.as_deref());
-    push("state", &m.state, ws.state.as_deref());
+    push("state", &m.state, ws.state_text());
     push("sync_state", &m.sync_state, ws.sync_state.as_deref());
     if m.client_addr.is_some() {
         out.push(Evidence {
@@ -1370,7 +1370,7 @@ mod tests {
             application_name: app.to_string(),
             user: Some("replicator".to_string()),
             client_addr: ClientAddr::Ip("10.1.2.3".parse().unwrap()),
-            state: Some("streaming".to_string()),
+            state: Some("streaming".into()),
             sync_state: Some("async".to_string()),
             flush_lsn: Some(Lsn(0x3000000)),
             write_lag: None,

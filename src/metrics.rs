@@ -581,7 +581,7 @@ fn walsender_series(s: &mut State, snapshot: &Snapshot, round: Option<&Round>) {
         if let (Some(slot), Some(bytes)) = (&ws.slot_name, ws.retained_wal) {
             retained.push((with(&[("slot", slot)]), bytes.0 as f64));
         }
-        let state = ws.state.as_deref().unwrap_or_default();
+        let state = ws.state_text().unwrap_or_default();
         let sync_state = ws.sync_state.as_deref().unwrap_or_default();
         info.push((with(&[("state", state), ("sync_state", sync_state)]), 1.0));
     }
@@ -902,7 +902,7 @@ mod tests {
             application_name: app.to_string(),
             user: Some("replicator".to_string()),
             client_addr: ClientAddr::Ip("10.1.2.3".parse().unwrap()),
-            state: Some("streaming".to_string()),
+            state: Some("streaming".into()),
             sync_state: Some("sync".to_string()),
             flush_lsn: None,
             write_lag: Some(Duration::from_micros(2_874_242)),

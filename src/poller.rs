@@ -14,7 +14,7 @@ use tokio_postgres::row::RowIndex;
 use tokio_postgres::types::{accepts, FromSql, PgLsn, Type};
 use tokio_postgres::{Client, Row, Statement};
 
-use crate::snapshot::{ClientAddr, Preflight, Snapshot, Walsender, WalsenderId};
+use crate::snapshot::{ClientAddr, Preflight, Snapshot, WalState, Walsender, WalsenderId};
 use crate::units::{ByteSize, Lsn};
 
 /// The poll statement, prepared once per connection.
@@ -127,6 +127,20 @@ impl<'a> FromSql<'a> for Interval {
     accepts!(INTERVAL);
 }
 
+/// `state` from its text, without a copy for the states this build knows.
+impl<'a> FromSql<'a> for WalState {
+    fn from_sql(
+        ty: &Type,
+        raw: &'a [u8],
+    ) -> Result<Self, Box<dyn std::error::Error + Sync + Send>> {
+        <&str as FromSql>::from_sql(ty, raw).map(WalState::from)
+    }
+
+    fn accepts(ty: &Type) -> bool {
+        <&str as FromSql>::accepts(ty)
+    }
+}
+
 /// `later - earlier` on the server's clock, zero if negative.
 fn age(now: SystemTime, then: SystemTime) -> Duration {
     now.duration_since(then).unwrap_or_default()
@@ -167,7 +181,7 @@ fn from_rows(rows: &[Row], c: &Columns) -> Result<Snapshot, tokio_postgres::Erro
             continue;
         };
         let backend_start: Option<SystemTime> = row.try_get(c.backend_start)?;
-        let state: Option<String> = row.try_get(c.state)?;
+        let state: Option<WalState> = row.try_get(c.state)?;
         let (Some(backend_start), Some(state)) = (backend_start, state) else {
             snapshot.hidden.push(pid);
             continue;

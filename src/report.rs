@@ -35,7 +35,7 @@ pub fn log_decision(decision: &Decision, outcome: &Outcome) {
                 application_name = %ws.application_name,
                 user = ws.user.as_deref().unwrap_or("NULL"),
                 client_addr = %ws.client_addr,
-                state = ws.state.as_deref().unwrap_or("NULL"),
+                state = ws.state_text().unwrap_or("NULL"),
                 sync_state = ws.sync_state.as_deref().unwrap_or("NULL"),
                 measured = %evidence_line(&decision.evidence),
                 detail,
@@ -413,7 +413,7 @@ pub fn plan(
                 .as_deref()
                 .map_or_else(|| crate::roles::shown(None).to_string(), token),
             ws.client_addr,
-            token(ws.state.as_deref().unwrap_or("NULL")),
+            token(ws.state_text().unwrap_or("NULL")),
             token(ws.sync_state.as_deref().unwrap_or("NULL")),
         );
         let _ = writeln!(out, "  {}", measured(ws));

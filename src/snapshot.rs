@@ -48,6 +48,52 @@ impl fmt::Display for ClientAddr {
     }
 }
 
+/// `pg_stat_replication.state`. A state this build does not know (a newer
+/// server's) is kept with its text, shown and matched by rules like any
+/// other, never an error.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum WalState {
+    Startup,
+    Catchup,
+    Streaming,
+    Backup,
+    Stopping,
+    Unknown(String),
+}
+
+impl WalState {
+    /// PostgreSQL's text for the state.
+    pub fn as_str(&self) -> &str {
+        match self {
+            WalState::Startup => "startup",
+            WalState::Catchup => "catchup",
+            WalState::Streaming => "streaming",
+            WalState::Backup => "backup",
+            WalState::Stopping => "stopping",
+            WalState::Unknown(text) => text,
+        }
+    }
+}
+
+impl From<&str> for WalState {
+    fn from(text: &str) -> WalState {
+        match text {
+            "startup" => WalState::Startup,
+            "catchup" => WalState::Catchup,
+            "streaming" => WalState::Streaming,
+            "backup" => WalState::Backup,
+            "stopping" => WalState::Stopping,
+            other => WalState::Unknown(other.to_string()),
+        }
+    }
+}
+
+impl fmt::Display for WalState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// One row of `pg_stat_replication`, as the conditions need it. A NULL column
 /// is `None`; a condition on a `None` value never holds.
 #[derive(Clone, Debug, PartialEq)]
@@ -63,8 +109,9 @@ pub struct Walsender {
     pub application_name: String,
     pub user: Option<String>,
     pub client_addr: ClientAddr,
-    /// Kept as text: a newer server may report a state this build does not know.
-    pub state: Option<String>,
+    /// A newer server may report a state this build does not know:
+    /// [`WalState::Unknown`].
+    pub state: Option<WalState>,
     pub sync_state: Option<String>,
     pub flush_lsn: Option<Lsn>,
     pub write_lag: Option<Duration>,
@@ -85,6 +132,13 @@ pub struct Walsender {
     pub slot_name: Option<String>,
     /// WAL the slot holds back: current position minus the slot's `restart_lsn`.
     pub retained_wal: Option<ByteSize>,
+}
+
+impl Walsender {
+    /// `state` as PostgreSQL's text, for matching and display.
+    pub fn state_text(&self) -> Option<&str> {
+        self.state.as_ref().map(WalState::as_str)
+    }
 }
 
 /// One poll's view of the server.
@@ -121,4 +175,21 @@ pub struct Preflight {
     /// Walsenders of superuser roles, which only a superuser may signal:
     /// `name (pid N, role R)`.
     pub superuser_walsenders: Vec<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn states_read_back_as_postgresql_wrote_them() {
+        for text in crate::config::KNOWN_STATES {
+            let state = WalState::from(*text);
+            assert!(!matches!(state, WalState::Unknown(_)), "{text}");
+            assert_eq!(state.to_string(), *text);
+        }
+        let future = WalState::from("some_future_state");
+        assert_eq!(future, WalState::Unknown("some_future_state".into()));
+        assert_eq!(future.as_str(), "some_future_state");
+    }
 }

@@ -26,7 +26,7 @@ fn ws(pid: i32, app: &str) -> Walsender {
         application_name: app.to_string(),
         user: Some("replicator".to_string()),
         client_addr: ClientAddr::Ip("10.1.2.3".parse().unwrap()),
-        state: Some("streaming".to_string()),
+        state: Some("streaming".into()),
         sync_state: Some("async".to_string()),
         flush_lsn: Some(Lsn(0x3000000)),
         write_lag: None,

@@ -34,7 +34,7 @@ use proptest::prelude::*;
 use replwarden::config;
 use replwarden::engine::{self, Cause, Delivery, Memory, Round, Verdict};
 use replwarden::policy::{Action, Policy};
-use replwarden::snapshot::{ClientAddr, Snapshot, Walsender, WalsenderId};
+use replwarden::snapshot::{ClientAddr, Snapshot, WalState, Walsender, WalsenderId};
 use replwarden::syncrep;
 use replwarden::units::{ByteSize, Lsn};
 
@@ -250,7 +250,7 @@ fn walsender(app: &str, pid: i32, start_secs: i64, age: Duration) -> Walsender {
         application_name: app.to_string(),
         user: Some("replicator".to_string()),
         client_addr: ClientAddr::Ip("10.1.2.3".parse().unwrap()),
-        state: Some("streaming".to_string()),
+        state: Some("streaming".into()),
         sync_state: Some("async".to_string()),
         flush_lsn: Some(Lsn(0x3000000)),
         write_lag: None,
@@ -404,7 +404,7 @@ impl World {
             }
             Step::State(w, s) => {
                 if let Some(w) = self.pick(w) {
-                    w.state = STATES[s].map(String::from);
+                    w.state = STATES[s].map(WalState::from);
                 }
             }
             Step::Sync(w, s) => {
@@ -599,7 +599,7 @@ impl World {
                     matches!(
                         w.sync_state.as_deref(),
                         Some("sync" | "potential" | "quorum")
-                    ) && w.state.as_deref() == Some("streaming")
+                    ) && w.state == Some(WalState::Streaming)
                         && m.silence
                             .is_some_and(|s| s <= policy.sync_guard.healthy_reply_within)
                 })
