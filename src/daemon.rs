@@ -420,7 +420,7 @@ impl Daemon {
                     || new.postgres.statement_timeout != self.config.postgres.statement_timeout;
                 let (added, removed) = rule_changes(&self.config, &new);
                 for w in &new.postgres.warnings {
-                    warn!(config = %path.display(), "{w}");
+                    warn!(config = %path.display(), warning = %w, "config warning");
                 }
                 for w in &new.warnings {
                     warn!(warning = %w, "config warning");
@@ -590,7 +590,12 @@ impl Daemon {
                 .privilege_warned
                 .is_none_or(|at| now.duration_since(at) >= PRIVILEGE_REMINDER)
             {
-                error!(role = %snapshot.role, hidden = snapshot.hidden.len(), "{}", report::privilege_advice(&snapshot));
+                error!(
+                    role = %snapshot.role,
+                    hidden = snapshot.hidden.len(),
+                    advice = %report::privilege_advice(&snapshot),
+                    "the role cannot read every walsender's row: acting on nothing"
+                );
                 self.privilege_warned = Some(now);
             }
             return Ok(());
@@ -728,8 +733,12 @@ fn log_preflight(p: &Preflight) {
     }
     for (severity, text) in findings {
         match severity {
-            Severity::Error => error!(role = %p.role, event = "preflight", "{text}"),
-            Severity::Warning => warn!(role = %p.role, event = "preflight", "{text}"),
+            Severity::Error => {
+                error!(role = %p.role, event = "preflight", finding = %text, "privilege preflight failed")
+            }
+            Severity::Warning => {
+                warn!(role = %p.role, event = "preflight", finding = %text, "privilege preflight warning")
+            }
         }
     }
 }

@@ -139,7 +139,7 @@ fn main() -> ExitCode {
                 }
             };
             for w in &config.postgres.warnings {
-                tracing::warn!(config = %config.path.display(), "{w}");
+                tracing::warn!(config = %config.path.display(), warning = %w, "config warning");
             }
             for w in &config.warnings {
                 tracing::warn!(warning = %w, "config warning");
