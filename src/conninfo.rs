@@ -733,7 +733,8 @@ where
     }
 }
 
-/// One TLS handshake of [`LazyTls`], OpenSSL set up when it starts.
+/// One TLS handshake of [`LazyTls`], OpenSSL set up (off the runtime
+/// thread) when it starts.
 pub struct LazyConnect {
     verify: Verify,
     domain: String,
@@ -749,7 +750,11 @@ where
 
     fn connect(self, stream: S) -> Self::Future {
         Box::pin(async move {
-            let mut make = tls_connector(&self.verify)?;
+            // Setting OpenSSL up reads files (the root certificate,
+            // openssl.cnf): on a blocking thread, so a slow or hung file
+            // system holds up neither the loop nor the watchdog.
+            let verify = self.verify;
+            let mut make = tokio::task::spawn_blocking(move || tls_connector(&verify)).await??;
             let handshake = MakeTlsConnect::<S>::make_tls_connect(&mut make, &self.domain)?;
             handshake.connect(stream).await
         })
