@@ -10,6 +10,7 @@
 //! README "Reliability" has the table.
 
 use std::cell::Cell;
+use std::future::Future;
 use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc::UnboundedReceiver;
@@ -21,6 +22,7 @@ use crate::config::{self, Config, ConfigErrors};
 use crate::engine::{self, HoldReason, Memory};
 use crate::metrics::Metrics;
 use crate::policy::Action;
+use crate::reload::Changes;
 use crate::report;
 use crate::report::Severity;
 use crate::service::{next_tick, ping_watchdog, Service};
@@ -96,10 +98,16 @@ struct PollFlags {
     signalling: Cell<bool>,
 }
 
-/// What ended a phase of the loop.
+/// What ends a phase of the loop, or the wait within one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Next {
+    /// New connection settings (by reload), or the connection was lost.
     Reconnect,
     Stop,
+    /// A reload changed the poll interval: the ticker starts over (polling
+    /// at once), without waiting out the old interval. Only the wait for a
+    /// tick ends for it; other waits go on.
+    NewInterval,
 }
 
 /// Why the daemon stopped on its own.
@@ -176,9 +184,8 @@ pub async fn run(
         daemon.metrics.set_connected(true);
         let next = daemon.serve(&session, &mut control).await;
         daemon.metrics.set_connected(false);
-        match next {
-            Next::Reconnect => continue,
-            Next::Stop => break,
+        if next == Next::Stop {
+            break;
         }
     }
     daemon.service.stopping();
@@ -211,24 +218,17 @@ impl Daemon {
         loop {
             let target = crate::conninfo::redacted_conninfo(&self.config.postgres.connect);
             if self.lockout.lasting(Instant::now()).is_none() {
-                self.service.status(format!(
-                    "waiting for PostgreSQL at {target} (attempt {attempt})"
-                ));
+                self.service
+                    .status(crate::service::status_waiting(&target, attempt));
             }
             let settings = self.config.postgres.clone();
-            let connecting = async move { connect(&settings).await };
-            tokio::pin!(connecting);
+            let mut connecting = std::pin::pin!(async move { connect(&settings).await });
             let result = loop {
-                let next = tokio::select! {
-                    r = &mut connecting => break Some(r),
-                    c = control.recv() => self.handle(c),
-                    loaded = reload_loaded(&mut self.reload) => self.finish_reload(loaded),
-                    _ = next_tick(&mut self.watchdog) => { self.service.ping(); None }
-                };
-                match next {
-                    Some(Next::Stop) => return Ok(None),
-                    Some(Next::Reconnect) => break None,
-                    None => {}
+                match self.race(connecting.as_mut(), control).await {
+                    Ok(r) => break Some(r),
+                    Err(Next::Stop) => return Ok(None),
+                    Err(Next::Reconnect) => break None,
+                    Err(Next::NewInterval) => {}
                 }
             };
             let Some(result) = result else {
@@ -287,26 +287,20 @@ impl Daemon {
                     "still waiting for PostgreSQL"
                 ),
             }
-            let sleep = tokio::time::sleep(delay);
-            tokio::pin!(sleep);
+            let mut sleep = std::pin::pin!(tokio::time::sleep(delay));
             delay = delay.saturating_mul(2).min(BACKOFF_CAP);
             loop {
-                let next = tokio::select! {
-                    _ = &mut sleep => break,
-                    c = control.recv() => self.handle(c),
-                    loaded = reload_loaded(&mut self.reload) => self.finish_reload(loaded),
-                    _ = next_tick(&mut self.watchdog) => { self.service.ping(); None }
-                };
-                match next {
-                    Some(Next::Stop) => return Ok(None),
+                match self.race(sleep.as_mut(), control).await {
+                    Ok(()) => break,
+                    Err(Next::Stop) => return Ok(None),
                     // New connection settings: no reason to wait, and a
                     // new series (attempt 1 after the increment below).
-                    Some(Next::Reconnect) => {
+                    Err(Next::Reconnect) => {
                         delay = BACKOFF_START;
                         attempt = 0;
                         break;
                     }
-                    None => {}
+                    Err(Next::NewInterval) => {}
                 }
             }
             attempt += 1;
@@ -416,16 +410,13 @@ impl Daemon {
                 None
             }
             Ok(new) => {
-                let reconnect = new.postgres.conninfo != self.config.postgres.conninfo
-                    || new.postgres.statement_timeout != self.config.postgres.statement_timeout;
-                let (added, removed) = rule_changes(&self.config, &new);
+                let changes = Changes::between(&self.config, &new);
                 for w in &new.postgres.warnings {
                     warn!(config = %path.display(), warning = %w, "config warning");
                 }
                 for w in &new.warnings {
                     warn!(warning = %w, "config warning");
                 }
-                let listen_changed = new.metrics.listen != self.config.metrics.listen;
                 self.config = new;
                 self.metrics.reload(true);
                 self.metrics.config_loaded(
@@ -433,47 +424,79 @@ impl Daemon {
                     &self.config.digest,
                     &self.config.policy,
                 );
-                if listen_changed {
+                if changes.listen {
                     warn!("metrics.listen changed: the endpoint moves at the next restart");
                 }
                 info!(
                     config = %path.display(),
                     rules = self.config.policy.rules.len(),
-                    added = ?added,
-                    removed = ?removed,
+                    added = ?changes.added,
+                    removed = ?changes.removed,
                     interval = %crate::units::fmt_duration(self.config.daemon.interval),
                     dry_run = self.dry_run(),
-                    reconnect,
+                    reconnect = changes.reconnect,
                     "config reloaded"
                 );
-                reconnect.then_some(Next::Reconnect)
+                if changes.reconnect {
+                    Some(Next::Reconnect)
+                } else if changes.interval {
+                    Some(Next::NewInterval)
+                } else {
+                    None
+                }
             }
         }
     }
 
-    /// Polls on every tick until the connection fails or a stop is asked.
+    /// Polls on every tick until the connection fails or a stop is asked
+    /// (`Next::Reconnect` or `Next::Stop`).
     async fn serve(&mut self, session: &Session, control: &mut UnboundedReceiver<Control>) -> Next {
         let mut interval = self.config.daemon.interval;
         let mut ticker = tokio::time::interval(interval);
         ticker.set_missed_tick_behavior(MissedTickBehavior::Skip);
+        loop {
+            let next = match self
+                .race(tick_or_wake(&mut ticker, self.wake_at), control)
+                .await
+            {
+                Ok(()) => {
+                    self.wake_at = None;
+                    self.poll_and_wait(session, control).await
+                }
+                Err(next) => Some(next),
+            };
+            match next {
+                Some(Next::NewInterval) | None => {}
+                Some(next) => return next,
+            }
+            if self.config.daemon.interval != interval {
+                interval = self.config.daemon.interval;
+                ticker = tokio::time::interval(interval);
+                ticker.set_missed_tick_behavior(MissedTickBehavior::Skip);
+            }
+        }
+    }
+
+    /// Runs `work` to its end while serving what comes meanwhile: control
+    /// messages, finished reloads and watchdog pings (in that order of
+    /// priority). `Err` when the loop must change course first (`work` is
+    /// then dropped, or raced again by the caller).
+    async fn race<T>(
+        &mut self,
+        work: impl Future<Output = T>,
+        control: &mut UnboundedReceiver<Control>,
+    ) -> Result<T, Next> {
+        let mut work = std::pin::pin!(work);
         loop {
             let next = tokio::select! {
                 biased;
                 c = control.recv() => self.handle(c),
                 loaded = reload_loaded(&mut self.reload) => self.finish_reload(loaded),
                 _ = next_tick(&mut self.watchdog) => { self.service.ping(); None }
-                _ = tick_or_wake(&mut ticker, self.wake_at) => {
-                    self.wake_at = None;
-                    self.poll_and_wait(session, control).await
-                }
+                out = &mut work => return Ok(out),
             };
             if let Some(next) = next {
-                return next;
-            }
-            if self.config.daemon.interval != interval {
-                interval = self.config.daemon.interval;
-                ticker = tokio::time::interval(interval);
-                ticker.set_missed_tick_behavior(MissedTickBehavior::Skip);
+                return Err(next);
             }
         }
     }
@@ -667,20 +690,11 @@ impl Daemon {
             self.memory.interrupted();
             return Err(e);
         }
-        self.service.status(format!(
-            "{} {} walsender(s) with {} rule(s){}",
-            if self.dry_run() {
-                "watching (dry run)"
-            } else {
-                "enforcing on"
-            },
+        self.service.status(crate::service::status_polling(
+            self.dry_run(),
             snapshot.walsenders.len(),
             self.config.policy.rules.len(),
-            if snapshot.in_recovery {
-                " (standby: cascading walsenders)"
-            } else {
-                ""
-            },
+            snapshot.in_recovery,
         ));
         debug!(
             walsenders = snapshot.walsenders.len(),
@@ -743,38 +757,6 @@ fn log_preflight(p: &Preflight) {
     }
 }
 
-/// `replwarden plan`: one poll with a fresh memory, printed; signals nothing.
-pub async fn plan(config: &Config, dry_run: bool) -> Result<String, PlanError> {
-    let session = connect(&config.postgres).await?;
-    let snapshot = session
-        .poller
-        .poll(&session.client)
-        .await
-        .map_err(PlanError::Poll)?;
-    let round = engine::explain(
-        &config.policy,
-        &snapshot,
-        &mut Memory::default(),
-        Instant::now(),
-    );
-    Ok(report::plan(
-        config,
-        &session.preflight,
-        &snapshot,
-        &round,
-        dry_run,
-    ))
-}
-
-/// Why `plan` could not run.
-#[derive(Debug, thiserror::Error)]
-pub enum PlanError {
-    #[error(transparent)]
-    Connect(#[from] ConnectError),
-    #[error("the poll query failed: {0}")]
-    Poll(#[source] tokio_postgres::Error),
-}
-
 /// The next tick, or `wake` if that comes first.
 async fn tick_or_wake(ticker: &mut tokio::time::Interval, wake: Option<tokio::time::Instant>) {
     match wake {
@@ -803,45 +785,5 @@ async fn reload_loaded(
     match pending {
         Some(handle) => handle.await,
         None => std::future::pending().await,
-    }
-}
-
-/// The names of the rules `new` adds and removes, in file order (linear
-/// in the number of rules).
-fn rule_changes(old: &Config, new: &Config) -> (Vec<String>, Vec<String>) {
-    let names = |c: &Config| -> std::collections::HashSet<String> {
-        c.policy.rules.iter().map(|r| r.name.clone()).collect()
-    };
-    let (old_names, new_names) = (names(old), names(new));
-    let only_in = |c: &Config, other: &std::collections::HashSet<String>| -> Vec<String> {
-        c.policy
-            .rules
-            .iter()
-            .filter(|r| !other.contains(&r.name))
-            .map(|r| r.name.clone())
-            .collect()
-    };
-    (only_in(new, &old_names), only_in(old, &new_names))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn reload_reports_added_and_removed_rules_in_file_order() {
-        let config = |names: &[&str]| {
-            let text: String = names
-                .iter()
-                .map(|n| format!("[[rule]]\nname = \"{n}\"\nuser = \"x\"\n"))
-                .collect();
-            config::parse(std::path::Path::new("t.toml"), &text).unwrap()
-        };
-        let (added, removed) =
-            rule_changes(&config(&["a", "b", "c"]), &config(&["d", "b", "a", "e"]));
-        assert_eq!(
-            (added, removed),
-            (vec!["d".to_string(), "e".into()], vec!["c".to_string()])
-        );
     }
 }

@@ -18,6 +18,8 @@
 //! - [`syncrep`]: `synchronous_standby_names` parsing for the quorum guard.
 //! - [`session`]: the database session — connect over host lists, session setup, why connecting failed.
 //! - [`daemon`]: the loop — connect with backoff, tick, reload, shut down.
+//! - [`reload`]: what a reload changes, as a pure diff of two configs.
+//! - [`plan`]: `replwarden plan`, one poll decided and printed, nothing signalled.
 //! - [`logfmt`]: escaping of client- and config-chosen text in logs and printouts.
 //! - [`lockout`]: a server that refuses the daemon for want of a connection slot.
 //! - [`report`]: log events for decisions, and the `check`/`plan` printouts.
@@ -38,8 +40,10 @@ pub mod keys;
 pub mod lockout;
 pub mod logfmt;
 pub mod metrics;
+pub mod plan;
 pub mod policy;
 pub mod poller;
+pub mod reload;
 pub mod report;
 pub mod roles;
 pub mod service;

@@ -115,7 +115,10 @@ fn main() -> ExitCode {
             for w in report::config_warnings(&config) {
                 eprintln!("replwarden: warning: {w}");
             }
-            match runtime.block_on(daemon::plan(&config, dry_run || config.daemon.dry_run)) {
+            match runtime.block_on(replwarden::plan::plan(
+                &config,
+                dry_run || config.daemon.dry_run,
+            )) {
                 Ok(text) => {
                     print!("{text}");
                     ExitCode::SUCCESS
