@@ -19,7 +19,7 @@ impl ServerVersion {
 /// The poll query. It returns the raw columns (positions as `pg_lsn`,
 /// lags as `interval`, times as `timestamptz`) and the server's
 /// `statement_timestamp()`; distances and ages are worked out by the
-/// client (`snapshot.rs`): numeric `pg_wal_lsn_diff` and
+/// client (`poller.rs`): numeric `pg_wal_lsn_diff` and
 /// `extract(epoch …)` on every row made the 500-walsender poll ~30 % dearer.
 ///
 /// It returns what `pg_stat_replication` shows, but does not read the
