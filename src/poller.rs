@@ -3,8 +3,8 @@
 //! the decoding of its rows (tokio-postgres `FromSql`). The server returns raw
 //! positions, intervals and times; byte distances and ages are worked out
 //! here, against the server's own clock and WAL position of the same
-//! statement. The domain types it fills are in [`crate::snapshot`], which
-//! knows nothing of the driver.
+//! statement. Also the preflight row ([`Preflight::read`]). The domain types
+//! it fills are in [`crate::snapshot`], which knows nothing of the driver.
 
 use std::fmt;
 use std::net::IpAddr;

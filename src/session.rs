@@ -30,6 +30,7 @@ const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// An open, prepared session with the server.
 pub struct Session {
+    /// The connection, for the statements below.
     pub(crate) client: Client,
     /// The host of the list this session is with (`host:port`).
     pub host: String,
@@ -39,8 +40,11 @@ pub struct Session {
     /// Which server process this is (postmaster start time and address):
     /// when it changes, nothing remembered about the old one is kept.
     pub server: String,
+    /// The poll statement, prepared on this connection.
     pub(crate) poller: Poller,
+    /// The cancel/terminate statements, prepared on this connection.
     pub(crate) signaller: Signaller,
+    /// The task that drives the connection; ended when the session is dropped.
     connection: tokio::task::JoinHandle<()>,
 }
 
