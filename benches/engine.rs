@@ -48,7 +48,8 @@ fn snapshot(polls: u64) -> Snapshot {
                     .parse()
                     .unwrap(),
             ),
-            state: Some(if i % 50 == 0 { "catchup" } else { "streaming" }.to_string()),
+            state: Some(if i % 50 == 0 { "catchup" } else { "streaming" }.into()),
+            sync_state: Some("async".to_string()),
             flush_lsn: Some(Lsn(0x3000_0000 + polls * 0x1000 - u64::from(i % 7) * 0x100)),
             write_lag: Some(Duration::from_millis(2)),
             flush_lag: Some(Duration::from_millis(3)),

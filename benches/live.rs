@@ -19,7 +19,7 @@ use std::thread;
 use std::time::{Duration, Instant, SystemTime};
 
 use harness::{wait_until, Client, Cluster, Daemon};
-use replwarden::snapshot::Poller;
+use replwarden::poller::Poller;
 
 fn main() {
     let only: Vec<String> = std::env::args()

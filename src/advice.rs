@@ -9,8 +9,8 @@
 
 use crate::engine::{ClientKey, HoldReason, ReconnectLoop, Round};
 use crate::policy::{Action, Policy};
-use crate::report::quote_ident;
 use crate::snapshot::{Snapshot, Walsender};
+use crate::sql::quote_ident;
 
 /// A fix for a reconnect loop, or why there is none that is safe.
 #[derive(Clone, Debug, PartialEq, Eq)]

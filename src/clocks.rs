@@ -36,7 +36,7 @@
 
 use std::time::{Duration, Instant, SystemTime};
 
-use crate::snapshot::{Snapshot, Walsender};
+use crate::snapshot::{Snapshot, WalState, Walsender};
 use crate::units::{ByteSize, Lsn};
 
 /// Which of a walsender's positions a time lag belongs to.
@@ -231,7 +231,7 @@ impl Observed {
     /// Takes in one poll's row for this instance and measures it.
     pub fn observe(&mut self, ws: &Walsender, snapshot: &Snapshot, now: Instant) -> Measures {
         let current = snapshot.current_lsn;
-        if ws.state.as_deref() == Some("streaming") {
+        if ws.state == Some(WalState::Streaming) {
             self.streaming_since.get_or_insert((now, current));
         } else {
             self.streaming_since = None;

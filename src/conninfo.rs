@@ -730,7 +730,8 @@ where
     }
 }
 
-/// One TLS handshake of [`LazyTls`], OpenSSL set up when it starts.
+/// One TLS handshake of [`LazyTls`], OpenSSL set up (off the runtime
+/// thread) when it starts.
 pub struct LazyConnect {
     verify: Verify,
     domain: String,
@@ -746,7 +747,11 @@ where
 
     fn connect(self, stream: S) -> Self::Future {
         Box::pin(async move {
-            let mut make = tls_connector(&self.verify)?;
+            // Setting OpenSSL up reads files (the root certificate,
+            // openssl.cnf): on a blocking thread, so a slow or hung file
+            // system holds up neither the loop nor the watchdog.
+            let verify = self.verify;
+            let mut make = tokio::task::spawn_blocking(move || tls_connector(&verify)).await??;
             let handshake = MakeTlsConnect::<S>::make_tls_connect(&mut make, &self.domain)?;
             handshake.connect(stream).await
         })
@@ -770,6 +775,42 @@ fn tls_connector(verify: &Verify) -> Result<MakeTlsConnector, openssl::error::Er
         Ok(())
     });
     Ok(connector)
+}
+
+/// The connection target without any password.
+pub fn redacted_conninfo(c: &tokio_postgres::Config) -> String {
+    let hosts: Vec<String> = c
+        .get_hosts()
+        .iter()
+        .map(|h| match h {
+            tokio_postgres::config::Host::Tcp(name) => name.clone(),
+            tokio_postgres::config::Host::Unix(path) => path.display().to_string(),
+        })
+        .collect();
+    let ports: Vec<String> = c.get_ports().iter().map(|p| p.to_string()).collect();
+    let mut out = format!(
+        "host={} port={}",
+        if hosts.is_empty() {
+            "(default)".into()
+        } else {
+            hosts.join(",")
+        },
+        if ports.is_empty() {
+            "5432".into()
+        } else {
+            ports.join(",")
+        }
+    );
+    if let Some(db) = c.get_dbname() {
+        out += &format!(" dbname={db}");
+    }
+    if let Some(user) = c.get_user() {
+        out += &format!(" user={user}");
+    }
+    if c.get_password().is_some() {
+        out += " password=<hidden>";
+    }
+    out
 }
 
 #[cfg(test)]

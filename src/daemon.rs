@@ -1,5 +1,5 @@
-//! The loop: connect (host by host, waiting out a server that is down, with
-//! capped backoff), poll on every tick, decide, act, log; reload on request
+//! The loop: connect ([`crate::session`]), waiting out a server that is down
+//! with capped backoff; poll on every tick, decide, act, log; reload on request
 //! (all-or-nothing, the file read and parsed off the loop's thread); stop on
 //! request after the statement in flight, and after the signal in flight
 //! has been logged.
@@ -10,25 +10,24 @@
 //! README "Reliability" has the table.
 
 use std::cell::Cell;
+use std::future::Future;
 use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::time::MissedTickBehavior;
-use tokio_postgres::Client;
 use tracing::{debug, error, info, info_span, warn, Instrument};
 
-use crate::actions::{is_connection_error, Outcome, Signaller};
-use crate::config::{self, Config, ConfigErrors, PostgresSettings};
-use crate::conninfo::{SessionAttrs, Target};
+use crate::actions::{is_connection_error, Outcome};
+use crate::config::{self, Config, ConfigErrors};
 use crate::engine::{self, HoldReason, Memory};
 use crate::metrics::Metrics;
 use crate::policy::Action;
+use crate::reload::Changes;
 use crate::report;
 use crate::report::Severity;
 use crate::service::{next_tick, ping_watchdog, Service};
-use crate::snapshot::Poller;
+use crate::session::{connect, ConnectError, Session, CLIENT_MARGIN};
 use crate::snapshot::Preflight;
-use crate::sql::{self, ServerVersion, OLDEST_MAJOR};
 
 /// What the outside world asks of the loop.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -44,271 +43,10 @@ const BACKOFF_START: Duration = Duration::from_millis(500);
 const BACKOFF_CAP: Duration = Duration::from_secs(30);
 /// How long a shutdown waits for the statement in flight before dropping it.
 const SHUTDOWN_GRACE: Duration = Duration::from_millis(800);
-/// Client-side bound on any statement, beyond the server's
-/// `statement_timeout`: a server that stops answering (SIGSTOP, a dead
-/// network) cannot enforce its own timeout.
-const CLIENT_MARGIN: Duration = Duration::from_secs(1);
 /// The shortest gap between a poll and an extra one for a timer.
 const MIN_WAKE: Duration = Duration::from_millis(10);
 /// How often a persisting privilege problem is logged again.
 const PRIVILEGE_REMINDER: Duration = Duration::from_secs(60);
-
-/// When `connect_timeout` is not set: libpq has none, but a daemon must not
-/// wait forever on one host of a list.
-const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// An open, prepared session with the server.
-pub struct Session {
-    client: Client,
-    /// The host of the list this session is with (`host:port`).
-    pub host: String,
-    /// What the role may do, read at connect.
-    pub preflight: Preflight,
-    pub version: ServerVersion,
-    /// Which server process this is (postmaster start time and address):
-    /// when it changes, nothing remembered about the old one is kept.
-    pub server: String,
-    poller: Poller,
-    signaller: Signaller,
-    connection: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for Session {
-    fn drop(&mut self) {
-        self.connection.abort();
-    }
-}
-
-/// Why connecting failed, worded for the log.
-#[derive(Debug, thiserror::Error)]
-pub enum ConnectError {
-    #[error("cannot connect")]
-    Connect(#[source] tokio_postgres::Error),
-    #[error("connected, but setting up the session failed")]
-    Setup(#[source] tokio_postgres::Error),
-    #[error(
-        "server version {0} is too old: replwarden supports PostgreSQL {OLDEST_MAJOR} and newer"
-    )]
-    TooOld(String),
-    #[error("the server reports server_version_num {0:?}, which is not a version number: is it PostgreSQL, and not a pooler or proxy in front of it?")]
-    BadVersion(String),
-    #[error("the server did not finish the connection handshake and session setup within {} (connect_timeout + statement_timeout + 1s): it may be hung or overloaded", crate::units::fmt_duration(*.0))]
-    Hung(Duration),
-    #[error("connected, but the server is {found} and target_session_attrs is {wanted}")]
-    NotWanted {
-        found: &'static str,
-        wanted: SessionAttrs,
-    },
-    #[error("no host of the list could be used: {}", .0.iter().map(|(host, e)| format!("{host}: {}", crate::errors::error_chain(e))).collect::<Vec<_>>().join("; "))]
-    EveryHost(Vec<(String, ConnectError)>),
-}
-
-impl ConnectError {
-    /// A refusal for want of a connection slot, from any host of a list
-    /// (see [`crate::lockout`]).
-    fn lockout(&self) -> Option<crate::lockout::Refusal> {
-        match self {
-            ConnectError::EveryHost(failures) => failures.iter().find_map(|(_, e)| e.lockout()),
-            e => crate::lockout::classify(e),
-        }
-    }
-
-    /// A server replwarden cannot work with: waiting would not help.
-    fn is_unsupported(&self) -> bool {
-        matches!(self, ConnectError::TooOld(_) | ConnectError::BadVersion(_))
-    }
-}
-
-/// Opens the daemon's one connection: `application_name=replwarden`, a
-/// short `statement_timeout`, the poll and signal statements prepared.
-///
-/// The hosts of a host list are tried in turn (in random order with
-/// `load_balance_hosts=random`), as libpq does, and the first one that
-/// `target_session_attrs` accepts is kept; with `prefer-standby` and no
-/// standby, a second pass takes any. Each host is bounded on its own:
-/// `connect_timeout` only limits the TCP connect, and a server that accepts
-/// the socket but never answers (a stopped postmaster: the kernel still
-/// completes the handshake) would otherwise hold the startup packet
-/// forever. A failure over a list names every host's error.
-pub async fn connect(settings: &PostgresSettings) -> Result<Session, ConnectError> {
-    let mut order: Vec<&Target> = settings.targets.iter().collect();
-    if settings.connect.get_load_balance_hosts() == tokio_postgres::config::LoadBalanceHosts::Random
-    {
-        shuffle(&mut order);
-    }
-    let mut failures = Vec::new();
-    let mut rejected = Vec::new();
-    for target in &order {
-        match connect_host(target, settings, settings.session_attrs).await {
-            Ok(session) => return Ok(session),
-            Err(e) if e.is_unsupported() => return Err(e),
-            Err(e) => {
-                if matches!(e, ConnectError::NotWanted { .. }) {
-                    rejected.push(*target);
-                }
-                failures.push((target.label.clone(), e));
-            }
-        }
-    }
-    if settings.session_attrs.fallback() {
-        for target in rejected {
-            match connect_host(target, settings, SessionAttrs::Any).await {
-                Ok(session) => return Ok(session),
-                Err(e) if e.is_unsupported() => return Err(e),
-                Err(e) => failures.push((target.label.clone(), e)),
-            }
-        }
-    }
-    match failures.len() {
-        1 => Err(failures.remove(0).1),
-        _ => Err(ConnectError::EveryHost(failures)),
-    }
-}
-
-/// Shuffles `items` (Fisher-Yates, seeded from the clock: spreading
-/// daemons over hosts needs no better randomness).
-fn shuffle<T>(items: &mut [T]) {
-    let mut seed = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(1, |d| d.as_nanos() as u64)
-        | 1;
-    for i in (1..items.len()).rev() {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        items.swap(i, (seed % (i as u64 + 1)) as usize);
-    }
-}
-
-/// Connects to one host, bounded as a whole (see [`connect`]).
-async fn connect_host(
-    target: &Target,
-    settings: &PostgresSettings,
-    wanted: SessionAttrs,
-) -> Result<Session, ConnectError> {
-    let mut pg = target.config.clone();
-    if pg.get_connect_timeout().is_none() {
-        pg.connect_timeout(DEFAULT_CONNECT_TIMEOUT);
-    }
-    let connect_timeout = pg
-        .get_connect_timeout()
-        .copied()
-        .unwrap_or(DEFAULT_CONNECT_TIMEOUT);
-    let bound = connect_timeout
-        .saturating_add(settings.statement_timeout)
-        .saturating_add(CLIENT_MARGIN);
-    let mut session = tokio::time::timeout(bound, connect_unbounded(pg, settings, wanted))
-        .await
-        .unwrap_or(Err(ConnectError::Hung(bound)))?;
-    session.host = target.label.clone();
-    Ok(session)
-}
-
-/// The server's version from `server_version_num`.
-fn server_version(number: &str, text: &str) -> Result<ServerVersion, ConnectError> {
-    let version = ServerVersion(
-        number
-            .trim()
-            .parse()
-            .map_err(|_| ConnectError::BadVersion(number.to_string()))?,
-    );
-    if version.major() < sql::OLDEST_MAJOR {
-        return Err(ConnectError::TooOld(text.to_string()));
-    }
-    Ok(version)
-}
-
-async fn connect_unbounded(
-    mut pg: tokio_postgres::Config,
-    settings: &PostgresSettings,
-    wanted: SessionAttrs,
-) -> Result<Session, ConnectError> {
-    pg.application_name("replwarden");
-    // A server that vanishes without closing the connection is noticed by
-    // TCP within about 20 s even between polls (libpq keeps its defaults
-    // when these are not set; a daemon should not wait two hours).
-    if pg.get_keepalives_idle() == Duration::from_secs(2 * 60 * 60) {
-        pg.keepalives_idle(Duration::from_secs(10));
-    }
-    if pg.get_keepalives_interval().is_none() {
-        pg.keepalives_interval(Duration::from_secs(3));
-    }
-    if pg.get_keepalives_retries().is_none() {
-        pg.keepalives_retries(3);
-    }
-    if pg.get_tcp_user_timeout().is_none() {
-        // The kernel takes at most i32::MAX ms (and refuses the socket
-        // beyond), which the longest statement_timeout plus 1 s exceeds.
-        pg.tcp_user_timeout(
-            settings
-                .statement_timeout
-                .saturating_add(CLIENT_MARGIN)
-                .min(Duration::from_millis(i32::MAX as u64)),
-        );
-    }
-    let tls = crate::conninfo::LazyTls(settings.verify.clone());
-    let (client, connection) = pg.connect(tls).await.map_err(ConnectError::Connect)?;
-    let connection = tokio::spawn(async move {
-        if let Err(e) = connection.await {
-            debug!(error = %crate::errors::error_chain(&e), "connection ended");
-        }
-    });
-    let setup = async {
-        client
-            .batch_execute(&format!(
-                "SET statement_timeout = {}; SET lock_timeout = {0}; SET idle_in_transaction_session_timeout = '60s'",
-                settings.statement_timeout.as_millis().max(1)
-            ))
-            .await?;
-        let row = client
-            .query_one(
-                "SELECT current_setting('server_version_num'), current_setting('server_version'), \
-                 pg_is_in_recovery(), current_setting('default_transaction_read_only')::bool",
-                &[],
-            )
-            .await?;
-        Ok::<_, tokio_postgres::Error>((
-            row.get::<_, String>(0),
-            row.get::<_, String>(1),
-            row.get::<_, bool>(2),
-            row.get::<_, bool>(3),
-        ))
-    };
-    let (number, version_text, in_recovery, read_only) =
-        setup.await.map_err(ConnectError::Setup)?;
-    let version = server_version(&number, &version_text)?;
-    if !wanted.accepts(in_recovery, read_only) {
-        return Err(ConnectError::NotWanted {
-            found: match (in_recovery, read_only) {
-                (true, _) => "a standby",
-                (false, true) => "a primary with default_transaction_read_only on",
-                (false, false) => "a primary",
-            },
-            wanted,
-        });
-    }
-    let server: String = client
-        .query_one(sql::SERVER_IDENTITY, &[])
-        .await
-        .map_err(ConnectError::Setup)?
-        .get(0);
-    Ok(Session {
-        server,
-        host: String::new(),
-        preflight: Preflight::read(&client)
-            .await
-            .map_err(ConnectError::Setup)?,
-        poller: Poller::prepare(&client)
-            .await
-            .map_err(ConnectError::Setup)?,
-        signaller: Signaller::prepare(&client)
-            .await
-            .map_err(ConnectError::Setup)?,
-        version,
-        client,
-        connection,
-    })
-}
 
 /// Settings from the command line that override the file.
 #[derive(Clone, Copy, Debug, Default)]
@@ -362,10 +100,16 @@ struct PollFlags {
     signalling: Cell<bool>,
 }
 
-/// What ended a phase of the loop.
+/// What ends a phase of the loop, or the wait within one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Next {
+    /// New connection settings (by reload), or the connection was lost.
     Reconnect,
     Stop,
+    /// A reload changed the poll interval: the ticker starts over (polling
+    /// at once), without waiting out the old interval. Only the wait for a
+    /// tick ends for it; other waits go on.
+    NewInterval,
 }
 
 /// Why the daemon stopped on its own.
@@ -443,9 +187,8 @@ pub async fn run(
         daemon.metrics.set_connected(true);
         let next = daemon.serve(&session, &mut control).await;
         daemon.metrics.set_connected(false);
-        match next {
-            Next::Reconnect => continue,
-            Next::Stop => break,
+        if next == Next::Stop {
+            break;
         }
     }
     daemon.service.stopping();
@@ -476,26 +219,19 @@ impl Daemon {
         let mut attempt = 1u32;
         let waiting_since = Instant::now();
         loop {
-            let target = report::redacted_conninfo(&self.config.postgres.connect);
+            let target = crate::conninfo::redacted_conninfo(&self.config.postgres.connect);
             if self.lockout.lasting(Instant::now()).is_none() {
-                self.service.status(format!(
-                    "waiting for PostgreSQL at {target} (attempt {attempt})"
-                ));
+                self.service
+                    .status(crate::service::status_waiting(&target, attempt));
             }
             let settings = self.config.postgres.clone();
-            let connecting = async move { connect(&settings).await };
-            tokio::pin!(connecting);
+            let mut connecting = std::pin::pin!(async move { connect(&settings).await });
             let result = loop {
-                let next = tokio::select! {
-                    r = &mut connecting => break Some(r),
-                    c = control.recv() => self.handle(c),
-                    loaded = reload_loaded(&mut self.reload) => self.finish_reload(loaded),
-                    _ = next_tick(&mut self.watchdog) => { self.service.ping(); None }
-                };
-                match next {
-                    Some(Next::Stop) => return Ok(None),
-                    Some(Next::Reconnect) => break None,
-                    None => {}
+                match self.race(connecting.as_mut(), control).await {
+                    Ok(r) => break Some(r),
+                    Err(Next::Stop) => return Ok(None),
+                    Err(Next::Reconnect) => break None,
+                    Err(Next::NewInterval) => {}
                 }
             };
             let Some(result) = result else {
@@ -555,26 +291,20 @@ impl Daemon {
                     "still waiting for PostgreSQL"
                 ),
             }
-            let sleep = tokio::time::sleep(delay);
-            tokio::pin!(sleep);
+            let mut sleep = std::pin::pin!(tokio::time::sleep(delay));
             delay = delay.saturating_mul(2).min(BACKOFF_CAP);
             loop {
-                let next = tokio::select! {
-                    _ = &mut sleep => break,
-                    c = control.recv() => self.handle(c),
-                    loaded = reload_loaded(&mut self.reload) => self.finish_reload(loaded),
-                    _ = next_tick(&mut self.watchdog) => { self.service.ping(); None }
-                };
-                match next {
-                    Some(Next::Stop) => return Ok(None),
+                match self.race(sleep.as_mut(), control).await {
+                    Ok(()) => break,
+                    Err(Next::Stop) => return Ok(None),
                     // New connection settings: no reason to wait, and a
                     // new series (attempt 1 after the increment below).
-                    Some(Next::Reconnect) => {
+                    Err(Next::Reconnect) => {
                         delay = BACKOFF_START;
                         attempt = 0;
                         break;
                     }
-                    None => {}
+                    Err(Next::NewInterval) => {}
                 }
             }
             attempt += 1;
@@ -684,16 +414,13 @@ impl Daemon {
                 None
             }
             Ok(new) => {
-                let reconnect = new.postgres.conninfo != self.config.postgres.conninfo
-                    || new.postgres.statement_timeout != self.config.postgres.statement_timeout;
-                let (added, removed) = rule_changes(&self.config, &new);
+                let changes = Changes::between(&self.config, &new);
                 for w in &new.postgres.warnings {
-                    warn!(config = %path.display(), "{w}");
+                    warn!(config = %path.display(), warning = %w, "config warning");
                 }
                 for w in &new.warnings {
                     warn!(warning = %w, "config warning");
                 }
-                let listen_changed = new.metrics.listen != self.config.metrics.listen;
                 self.config = new;
                 self.metrics.reload(true);
                 self.metrics.config_loaded(
@@ -701,47 +428,79 @@ impl Daemon {
                     &self.config.digest,
                     &self.config.policy,
                 );
-                if listen_changed {
+                if changes.listen {
                     warn!("metrics.listen changed: the endpoint moves at the next restart");
                 }
                 info!(
                     config = %path.display(),
                     rules = self.config.policy.rules.len(),
-                    added = ?added,
-                    removed = ?removed,
+                    added = ?changes.added,
+                    removed = ?changes.removed,
                     interval = %crate::units::fmt_duration(self.config.daemon.interval),
                     dry_run = self.dry_run(),
-                    reconnect,
+                    reconnect = changes.reconnect,
                     "config reloaded"
                 );
-                reconnect.then_some(Next::Reconnect)
+                if changes.reconnect {
+                    Some(Next::Reconnect)
+                } else if changes.interval {
+                    Some(Next::NewInterval)
+                } else {
+                    None
+                }
             }
         }
     }
 
-    /// Polls on every tick until the connection fails or a stop is asked.
+    /// Polls on every tick until the connection fails or a stop is asked
+    /// (`Next::Reconnect` or `Next::Stop`).
     async fn serve(&mut self, session: &Session, control: &mut UnboundedReceiver<Control>) -> Next {
         let mut interval = self.config.daemon.interval;
         let mut ticker = tokio::time::interval(interval);
         ticker.set_missed_tick_behavior(MissedTickBehavior::Skip);
+        loop {
+            let next = match self
+                .race(tick_or_wake(&mut ticker, self.wake_at), control)
+                .await
+            {
+                Ok(()) => {
+                    self.wake_at = None;
+                    self.poll_and_wait(session, control).await
+                }
+                Err(next) => Some(next),
+            };
+            match next {
+                Some(Next::NewInterval) | None => {}
+                Some(next) => return next,
+            }
+            if self.config.daemon.interval != interval {
+                interval = self.config.daemon.interval;
+                ticker = tokio::time::interval(interval);
+                ticker.set_missed_tick_behavior(MissedTickBehavior::Skip);
+            }
+        }
+    }
+
+    /// Runs `work` to its end while serving what comes meanwhile: control
+    /// messages, finished reloads and watchdog pings (in that order of
+    /// priority). `Err` when the loop must change course first (`work` is
+    /// then dropped, or raced again by the caller).
+    async fn race<T>(
+        &mut self,
+        work: impl Future<Output = T>,
+        control: &mut UnboundedReceiver<Control>,
+    ) -> Result<T, Next> {
+        let mut work = std::pin::pin!(work);
         loop {
             let next = tokio::select! {
                 biased;
                 c = control.recv() => self.handle(c),
                 loaded = reload_loaded(&mut self.reload) => self.finish_reload(loaded),
                 _ = next_tick(&mut self.watchdog) => { self.service.ping(); None }
-                _ = tick_or_wake(&mut ticker, self.wake_at) => {
-                    self.wake_at = None;
-                    self.poll_and_wait(session, control).await
-                }
+                out = &mut work => return Ok(out),
             };
             if let Some(next) = next {
-                return next;
-            }
-            if self.config.daemon.interval != interval {
-                interval = self.config.daemon.interval;
-                ticker = tokio::time::interval(interval);
-                ticker.set_missed_tick_behavior(MissedTickBehavior::Skip);
+                return Err(next);
             }
         }
     }
@@ -860,7 +619,12 @@ impl Daemon {
                 .privilege_warned
                 .is_none_or(|at| now.duration_since(at) >= PRIVILEGE_REMINDER)
             {
-                error!(role = %snapshot.role, hidden = snapshot.hidden.len(), "{}", report::privilege_advice(&snapshot));
+                error!(
+                    role = %snapshot.role,
+                    hidden = snapshot.hidden.len(),
+                    advice = %report::privilege_advice(&snapshot),
+                    "the role cannot read every walsender's row: acting on nothing"
+                );
                 self.privilege_warned = Some(now);
             }
             return Ok(());
@@ -953,26 +717,17 @@ impl Daemon {
                 )
                 .await?;
         }
-        self.service.status(format!(
-            "{} {} walsender(s) with {} rule(s){}",
-            if self.dry_run() {
-                "watching (dry run)"
-            } else {
-                "enforcing on"
-            },
+        self.service.status(crate::service::status_polling(
+            self.dry_run(),
             snapshot.walsenders.len(),
             self.config.policy.rules.len(),
-            if snapshot.in_recovery {
-                " (standby: cascading walsenders)"
-            } else {
-                ""
-            },
+            snapshot.in_recovery,
         ));
         debug!(
             walsenders = snapshot.walsenders.len(),
             decisions = round.decisions.len(),
             in_recovery = snapshot.in_recovery,
-            elapsed_us = started.elapsed().as_micros() as u64,
+            elapsed_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
             "poll done"
         );
         Ok(())
@@ -1022,50 +777,14 @@ fn log_preflight(p: &Preflight) {
     }
     for (severity, text) in findings {
         match severity {
-            Severity::Error => error!(role = %p.role, event = "preflight", "{text}"),
-            Severity::Warning => warn!(role = %p.role, event = "preflight", "{text}"),
+            Severity::Error => {
+                error!(role = %p.role, event = "preflight", finding = %text, "privilege preflight failed")
+            }
+            Severity::Warning => {
+                warn!(role = %p.role, event = "preflight", finding = %text, "privilege preflight warning")
+            }
         }
     }
-}
-
-/// `replwarden plan`: one poll with a fresh memory, printed; signals nothing.
-pub async fn plan(config: &Config, dry_run: bool) -> Result<String, PlanError> {
-    let session = connect(&config.postgres).await?;
-    let snapshot = session
-        .poller
-        .poll(&session.client)
-        .await
-        .map_err(PlanError::Poll)?;
-    let round = engine::explain(
-        &config.policy,
-        &snapshot,
-        &mut Memory::default(),
-        Instant::now(),
-    );
-    let mut out = report::plan(config, &session.preflight, &snapshot, &round, dry_run);
-    // Replication slots with rules (crate::slots).
-    let slots = crate::slots::pg::read(&session.client, session.version)
-        .await
-        .map_err(PlanError::Poll)?;
-    let slot_round = crate::slots::judge(
-        &config.policy.slots,
-        &config.policy.limits,
-        &slots,
-        &mut Default::default(),
-        Instant::now(),
-        dry_run,
-    );
-    out += &crate::slots::report::plan(&config.policy.slots, &slots, &slot_round, dry_run);
-    Ok(out)
-}
-
-/// Why `plan` could not run.
-#[derive(Debug, thiserror::Error)]
-pub enum PlanError {
-    #[error(transparent)]
-    Connect(#[from] ConnectError),
-    #[error("the poll query failed")]
-    Poll(#[source] tokio_postgres::Error),
 }
 
 /// The next tick, or `wake` if that comes first.
@@ -1096,60 +815,5 @@ async fn reload_loaded(
     match pending {
         Some(handle) => handle.await,
         None => std::future::pending().await,
-    }
-}
-
-/// The names of the rules `new` adds and removes, in file order (linear
-/// in the number of rules).
-fn rule_changes(old: &Config, new: &Config) -> (Vec<String>, Vec<String>) {
-    let names = |c: &Config| -> std::collections::HashSet<String> {
-        c.policy.rules.iter().map(|r| r.name.clone()).collect()
-    };
-    let (old_names, new_names) = (names(old), names(new));
-    let only_in = |c: &Config, other: &std::collections::HashSet<String>| -> Vec<String> {
-        c.policy
-            .rules
-            .iter()
-            .filter(|r| !other.contains(&r.name))
-            .map(|r| r.name.clone())
-            .collect()
-    };
-    (only_in(new, &old_names), only_in(old, &new_names))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn an_unparsable_server_version_is_reported_as_such() {
-        assert!(matches!(
-            server_version("unknown", "x"),
-            Err(ConnectError::BadVersion(v)) if v == "unknown"
-        ));
-        let e = server_version("", "").unwrap_err().to_string();
-        assert!(e.contains("not a version number"), "{e}");
-        assert!(matches!(
-            server_version("120022", "12.22"),
-            Err(ConnectError::TooOld(v)) if v == "12.22"
-        ));
-        assert_eq!(server_version("150004", "15.4").unwrap().0, 150004);
-    }
-
-    #[test]
-    fn reload_reports_added_and_removed_rules_in_file_order() {
-        let config = |names: &[&str]| {
-            let text: String = names
-                .iter()
-                .map(|n| format!("[[rule]]\nname = \"{n}\"\nuser = \"x\"\n"))
-                .collect();
-            config::parse(std::path::Path::new("t.toml"), &text).unwrap()
-        };
-        let (added, removed) =
-            rule_changes(&config(&["a", "b", "c"]), &config(&["d", "b", "a", "e"]));
-        assert_eq!(
-            (added, removed),
-            (vec!["d".to_string(), "e".into()], vec!["c".to_string()])
-        );
     }
 }

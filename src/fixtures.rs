@@ -15,7 +15,7 @@ use std::time::{Duration, SystemTime};
 
 use crate::config;
 use crate::policy::Policy;
-use crate::snapshot::{ClientAddr, Snapshot, Walsender, WalsenderId};
+use crate::snapshot::{ClientAddr, Snapshot, WalState, Walsender, WalsenderId};
 use crate::units::{ByteSize, Lsn};
 
 /// The server's WAL position in [`snapshot`], which [`walsender`] has flushed.
@@ -39,7 +39,7 @@ pub fn walsender(pid: i32, app: &str) -> Walsender {
         application_name: app.to_string(),
         user: Some("replicator".to_string()),
         client_addr: ClientAddr::Ip("10.1.2.3".parse().expect("an address")),
-        state: Some("streaming".to_string()),
+        state: Some(WalState::Streaming),
         sync_state: Some("async".to_string()),
         flush_lsn: Some(LSN),
         write_lag: None,

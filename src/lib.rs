@@ -9,14 +9,18 @@
 //!   file, sslmode, host lists and `target_session_attrs`.
 //! - [`condition`]: the table of conditions rules judge, and a rule's thresholds.
 //! - [`policy`]: rules, matchers and conditions (pure data and matching).
-//! - [`snapshot`]: the poll query and the rows it yields ([`snapshot::Walsender`]).
+//! - [`snapshot`]: what a poll sees ([`snapshot::Walsender`], [`snapshot::Snapshot`]), driver-free.
+//! - [`poller`]: the poll statement run with tokio-postgres, its rows decoded into a snapshot.
 //! - [`clocks`]: what is judged, real now and on one clock (stale lags, silence, skew).
 //! - [`roles`]: each walsender's role from first sight, for a role dropped while it streams.
 //! - [`engine`]: pure decisions from (policy, snapshot, memory, now).
 //! - [`actions`]: the safe cancel/terminate statements and their outcomes.
 //! - [`sql`]: every SQL statement, with the version-dependent choices.
 //! - [`syncrep`]: `synchronous_standby_names` parsing for the quorum guard.
+//! - [`session`]: the database session — connect over host lists, session setup, why connecting failed.
 //! - [`daemon`]: the loop — connect with backoff, tick, reload, shut down.
+//! - [`reload`]: what a reload changes, as a pure diff of two configs.
+//! - [`plan`]: `replwarden plan`, one poll decided and printed, nothing signalled.
 //! - [`logfmt`]: escaping of client- and config-chosen text in logs and printouts.
 //! - [`lockout`]: a server that refuses the daemon for want of a connection slot.
 //! - [`report`]: log events for decisions, and the `check`/`plan` printouts.
@@ -59,10 +63,14 @@ pub mod keys;
 pub mod lockout;
 pub mod logfmt;
 pub mod metrics;
+pub mod plan;
 pub mod policy;
+pub mod poller;
+pub mod reload;
 pub mod report;
 pub mod roles;
 pub mod service;
+pub mod session;
 pub mod slots;
 pub mod snapshot;
 pub mod sql;

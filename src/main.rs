@@ -118,7 +118,10 @@ fn main() -> ExitCode {
             for w in report::config_warnings(&config) {
                 eprintln!("replwarden: warning: {w}");
             }
-            match runtime.block_on(daemon::plan(&config, dry_run || config.daemon.dry_run)) {
+            match runtime.block_on(replwarden::plan::plan(
+                &config,
+                dry_run || config.daemon.dry_run,
+            )) {
                 Ok(text) => {
                     print!("{text}");
                     ExitCode::SUCCESS
@@ -142,7 +145,7 @@ fn main() -> ExitCode {
                 }
             };
             for w in &config.postgres.warnings {
-                tracing::warn!(config = %config.path.display(), "{w}");
+                tracing::warn!(config = %config.path.display(), warning = %w, "config warning");
             }
             for w in &config.warnings {
                 tracing::warn!(warning = %w, "config warning");

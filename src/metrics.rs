@@ -641,7 +641,7 @@ fn walsender_series(s: &mut State, snapshot: &Snapshot, round: Option<&Round>) {
         if let (Some(slot), Some(bytes)) = (&ws.slot_name, ws.retained_wal) {
             retained.push((with(&[("slot", slot)]), bytes.0 as f64));
         }
-        let state = ws.state.as_deref().unwrap_or_default();
+        let state = ws.state_text().unwrap_or_default();
         let sync_state = ws.sync_state.as_deref().unwrap_or_default();
         info.push((with(&[("state", state), ("sync_state", sync_state)]), 1.0));
     }

@@ -167,7 +167,7 @@ impl Matchers {
     pub fn matches(&self, ws: &Walsender) -> bool {
         glob_list_matches(&self.application_name, Some(&ws.application_name))
             && glob_list_matches(&self.user, ws.user.as_deref())
-            && glob_list_matches(&self.state, ws.state.as_deref())
+            && glob_list_matches(&self.state, ws.state_text())
             && glob_list_matches(&self.sync_state, ws.sync_state.as_deref())
             && match &self.client_addr {
                 None => true,

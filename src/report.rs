@@ -6,10 +6,12 @@ use std::fmt::Write as _;
 
 use crate::actions::Outcome;
 use crate::config::Config;
+use crate::conninfo::redacted_conninfo;
 use crate::engine::{evidence_line, Decision, Held, HoldReason, ReconnectLoop, Round};
 use crate::logfmt::{escape_text, quoted, token};
 use crate::policy::{Matchers, Policy, Rule};
 use crate::snapshot::{Preflight, Snapshot, Walsender};
+use crate::sql::quote_ident;
 use crate::units::fmt_duration;
 
 /// Logs one decision and its outcome as one event. Field names are stable:
@@ -33,7 +35,7 @@ pub fn log_decision(decision: &Decision, outcome: &Outcome) {
                 application_name = %ws.application_name,
                 user = ws.user.as_deref().unwrap_or("NULL"),
                 client_addr = %ws.client_addr,
-                state = ws.state.as_deref().unwrap_or("NULL"),
+                state = ws.state_text().unwrap_or("NULL"),
                 sync_state = ws.sync_state.as_deref().unwrap_or("NULL"),
                 measured = %evidence_line(&decision.evidence),
                 detail,
@@ -184,42 +186,6 @@ pub fn config_warnings(config: &Config) -> Vec<String> {
     let pg = config.postgres.warnings.iter().map(|w| escape_text(w));
     let rules = config.warnings.iter().map(|w| escape_text(&w.to_string()));
     pg.chain(rules).collect()
-}
-
-/// The connection target without any password.
-pub fn redacted_conninfo(c: &tokio_postgres::Config) -> String {
-    let hosts: Vec<String> = c
-        .get_hosts()
-        .iter()
-        .map(|h| match h {
-            tokio_postgres::config::Host::Tcp(name) => name.clone(),
-            tokio_postgres::config::Host::Unix(path) => path.display().to_string(),
-        })
-        .collect();
-    let ports: Vec<String> = c.get_ports().iter().map(|p| p.to_string()).collect();
-    let mut out = format!(
-        "host={} port={}",
-        if hosts.is_empty() {
-            "(default)".into()
-        } else {
-            hosts.join(",")
-        },
-        if ports.is_empty() {
-            "5432".into()
-        } else {
-            ports.join(",")
-        }
-    );
-    if let Some(db) = c.get_dbname() {
-        out += &format!(" dbname={db}");
-    }
-    if let Some(user) = c.get_user() {
-        out += &format!(" user={user}");
-    }
-    if c.get_password().is_some() {
-        out += " password=<hidden>";
-    }
-    out
 }
 
 fn opt<T: ToString>(v: &Option<T>) -> String {
@@ -391,7 +357,7 @@ pub fn plan(
                 .as_deref()
                 .map_or_else(|| crate::roles::shown(None).to_string(), token),
             ws.client_addr,
-            token(ws.state.as_deref().unwrap_or("NULL")),
+            token(ws.state_text().unwrap_or("NULL")),
             token(ws.sync_state.as_deref().unwrap_or("NULL")),
         );
         let _ = writeln!(out, "  {}", measured(ws));
@@ -459,23 +425,6 @@ pub fn privilege_advice(snapshot: &Snapshot) -> String {
         pids = snapshot.hidden,
         ident = quote_ident(&snapshot.role),
     )
-}
-
-/// A role name as SQL needs it: bare when that is unambiguous, else quoted.
-pub fn quote_ident(name: &str) -> String {
-    let plain = !name.is_empty()
-        && name
-            .chars()
-            .next()
-            .is_some_and(|c| c.is_ascii_lowercase() || c == '_')
-        && name
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
-    if plain {
-        name.to_string()
-    } else {
-        format!("\"{}\"", name.replace('"', "\"\""))
-    }
 }
 
 /// Severity of a preflight finding.

@@ -79,7 +79,7 @@ mod tests {
             application_name: format!("app{pid}"),
             user: user.map(str::to_string),
             client_addr: ClientAddr::Local,
-            state: Some("streaming".to_string()),
+            state: Some("streaming".into()),
             sync_state: Some("async".to_string()),
             ..nulled(walsender(pid, ""))
         }

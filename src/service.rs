@@ -1,6 +1,6 @@
 //! The systemd side of the daemon (`Type=notify`): READY once enforcing,
-//! RELOADING/READY around a reload, STOPPING on the way out, STATUS lines,
-//! and watchdog pings. Without `$NOTIFY_SOCKET` every call does nothing.
+//! RELOADING/READY around a reload, STOPPING on the way out, STATUS lines
+//! (and their text), and watchdog pings. Without `$NOTIFY_SOCKET` every call does nothing.
 
 use std::time::Duration;
 
@@ -95,5 +95,49 @@ pub async fn next_tick(ticker: &mut Option<Interval>) {
             t.tick().await;
         }
         None => std::future::pending().await,
+    }
+}
+
+/// The status line while connecting (a lock-out has its own:
+/// [`crate::lockout::status`]).
+pub fn status_waiting(target: &str, attempt: u32) -> String {
+    format!("waiting for PostgreSQL at {target} (attempt {attempt})")
+}
+
+/// The status line after each good poll.
+pub fn status_polling(dry_run: bool, walsenders: usize, rules: usize, in_recovery: bool) -> String {
+    format!(
+        "{} {walsenders} walsender(s) with {rules} rule(s){}",
+        if dry_run {
+            "watching (dry run)"
+        } else {
+            "enforcing on"
+        },
+        if in_recovery {
+            " (standby: cascading walsenders)"
+        } else {
+            ""
+        },
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_lines_say_what_the_daemon_does() {
+        assert_eq!(
+            status_polling(false, 3, 2, false),
+            "enforcing on 3 walsender(s) with 2 rule(s)"
+        );
+        assert_eq!(
+            status_polling(true, 1, 4, true),
+            "watching (dry run) 1 walsender(s) with 4 rule(s) (standby: cascading walsenders)"
+        );
+        assert_eq!(
+            status_waiting("host=db port=5432", 3),
+            "waiting for PostgreSQL at host=db port=5432 (attempt 3)"
+        );
     }
 }

@@ -1,5 +1,6 @@
 //! Every SQL statement replwarden sends, in one place, with the choices that
-//! depend on the server's major version.
+//! depend on the server's major version, and the quoting of names in the
+//! SQL it prints as advice.
 
 /// The oldest major supported: `pg_stat_replication.reply_time` (12) and
 /// slot `wal_status` (13) are relied upon, and 12 is out of support.
@@ -18,7 +19,7 @@ impl ServerVersion {
 /// The poll query. It returns the raw columns (positions as `pg_lsn`,
 /// lags as `interval`, times as `timestamptz`) and the server's
 /// `statement_timestamp()`; distances and ages are worked out by the
-/// client (`snapshot.rs`): numeric `pg_wal_lsn_diff` and
+/// client (`poller.rs`): numeric `pg_wal_lsn_diff` and
 /// `extract(epoch …)` on every row made the 500-walsender poll ~30 % dearer.
 ///
 /// It returns what `pg_stat_replication` shows, but does not read the
@@ -124,6 +125,22 @@ SELECT current_user::text AS role,
                  WHERE su.rolsuper), '{}') AS superuser_walsenders
 FROM pg_roles r WHERE r.rolname = current_user";
 
+/// Sent once per session, before anything else: the server's own bound on
+/// every statement and lock wait (`statement_timeout`, at least 1 ms: 0
+/// would mean none), and no transaction left idle.
+pub fn session_setup(statement_timeout: std::time::Duration) -> String {
+    format!(
+        "SET statement_timeout = {}; SET lock_timeout = {0}; SET idle_in_transaction_session_timeout = '60s'",
+        statement_timeout.as_millis().max(1)
+    )
+}
+
+/// The server's version (number and text) and whether
+/// `target_session_attrs` accepts it: in recovery, read-only by default.
+pub const SERVER_STATE: &str =
+    "SELECT current_setting('server_version_num'), current_setting('server_version'), \
+     pg_is_in_recovery(), current_setting('default_transaction_read_only')::bool";
+
 /// Which server process the session is on: a restart, crash or failover
 /// changes it.
 pub const SERVER_IDENTITY: &str = "SELECT pg_postmaster_start_time()::text || ' ' || \
@@ -210,3 +227,42 @@ SELECT CASE WHEN NOT s.active AND NOT s.temporary AND s.restart_lsn IS NOT DISTI
        s.active, s.restart_lsn
 FROM pg_replication_slots s WHERE s.slot_name = $1"
 );
+/// A role name as SQL needs it: bare when that is unambiguous, else quoted.
+pub fn quote_ident(name: &str) -> String {
+    let plain = !name.is_empty()
+        && name
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_lowercase() || c == '_')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    if plain {
+        name.to_string()
+    } else {
+        format!("\"{}\"", name.replace('"', "\"\""))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn the_session_timeout_is_never_zero() {
+        assert_eq!(
+            session_setup(Duration::from_micros(10)),
+            "SET statement_timeout = 1; SET lock_timeout = 1; SET idle_in_transaction_session_timeout = '60s'"
+        );
+        assert!(session_setup(Duration::from_secs(5)).starts_with("SET statement_timeout = 5000;"));
+    }
+
+    #[test]
+    fn names_are_quoted_only_when_needed() {
+        assert_eq!(quote_ident("replwarden"), "replwarden");
+        assert_eq!(quote_ident("Ops"), "\"Ops\"");
+        assert_eq!(quote_ident("a\"b"), "\"a\"\"b\"");
+        assert_eq!(quote_ident(""), "\"\"");
+    }
+}

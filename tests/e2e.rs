@@ -275,7 +275,12 @@ fn dry_run_plan_and_a_blind_role_signal_nothing() {
     // A role without pg_monitor sees NULL columns: loud error, no action.
     primary.sql("CREATE ROLE blind LOGIN; GRANT pg_signal_backend TO blind");
     let daemon = Daemon::start(&config(&primary, "blind", "200ms", block), &[]);
-    let e = daemon.wait_message("GRANT pg_monitor TO blind;", Duration::from_secs(10));
+    let e = daemon.wait_for("the privilege advice", Duration::from_secs(10), |e| {
+        e["message"] == "the role cannot read every walsender's row: acting on nothing"
+            && e["advice"]
+                .as_str()
+                .is_some_and(|a| a.contains("GRANT pg_monitor TO blind;"))
+    });
     assert_eq!(e["level"], "ERROR");
     std::thread::sleep(Duration::from_secs(1));
     assert!(daemon.actions().is_empty(), "{}", daemon.dump());

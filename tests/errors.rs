@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use replwarden::{config, daemon, errors::error_chain};
+use replwarden::{config, errors::error_chain, session};
 
 /// A loopback port nothing listens on (taken from the kernel, then freed).
 fn closed_port() -> u16 {
@@ -23,7 +23,7 @@ fn a_refused_connection_shows_its_cause_once() {
         .enable_all()
         .build()
         .unwrap();
-    let Err(e) = runtime.block_on(daemon::connect(&config.postgres)) else {
+    let Err(e) = runtime.block_on(session::connect(&config.postgres)) else {
         panic!("connected to 127.0.0.1:{port}, where nothing listens");
     };
     assert_eq!(e.to_string(), "cannot connect", "the cause is the source's");

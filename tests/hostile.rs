@@ -305,11 +305,16 @@ fn hostile_names_cannot_forge_log_fields_lines_or_plan_lines() {
     let preflight = lines
         .iter()
         .filter_map(|l| parse_line(l))
-        .find(|l| l.message.starts_with("walsenders of superuser roles"))
+        .find(|l| l.message == "privilege preflight warning")
         .unwrap_or_else(|| panic!("no preflight warning:\n{all}"));
-    assert!(preflight.message.contains(SUPERUSER_APP), "{all}");
     let keys: Vec<&str> = preflight.fields.iter().map(|(k, _)| k.as_str()).collect();
-    assert_eq!(keys, ["role", "event"], "{all}");
+    assert_eq!(keys, ["role", "event", "finding"], "{all}");
+    let finding = &preflight.fields[2].1;
+    assert!(
+        finding.starts_with("walsenders of superuser roles"),
+        "{all}"
+    );
+    assert!(finding.contains(SUPERUSER_APP), "{all}");
     let by_app = events
         .iter()
         .find(|e| e["application_name"] == FORGED_FIELDS)

@@ -36,7 +36,7 @@ use replwarden::config;
 use replwarden::engine::{self, Cause, Delivery, Memory, Round, Verdict};
 use replwarden::fixtures;
 use replwarden::policy::{Action, Policy};
-use replwarden::snapshot::{Snapshot, Walsender, WalsenderId};
+use replwarden::snapshot::{Snapshot, WalState, Walsender, WalsenderId};
 use replwarden::syncrep;
 use replwarden::units::{ByteSize, Lsn};
 
@@ -385,7 +385,7 @@ impl World {
             }
             Step::State(w, s) => {
                 if let Some(w) = self.pick(w) {
-                    w.state = STATES[s].map(String::from);
+                    w.state = STATES[s].map(WalState::from);
                 }
             }
             Step::Sync(w, s) => {
@@ -555,7 +555,7 @@ impl World {
                     matches!(
                         w.sync_state.as_deref(),
                         Some("sync" | "potential" | "quorum")
-                    ) && w.state.as_deref() == Some("streaming")
+                    ) && w.state == Some(WalState::Streaming)
                         && m.silence
                             .is_some_and(|s| s <= policy.sync_guard.healthy_reply_within)
                 })

@@ -22,7 +22,8 @@ use std::net::TcpStream;
 use std::time::Duration;
 
 use harness::{on_every_major, wait_until, Client, Cluster};
-use replwarden::snapshot::{Poller, Snapshot};
+use replwarden::poller::Poller;
+use replwarden::snapshot::Snapshot;
 use replwarden::sql::{OLDEST_MAJOR, POLL};
 
 /// A tokio-postgres session as `user`, with its own runtime.

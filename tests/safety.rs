@@ -183,37 +183,55 @@ fn the_preflight_names_missing_grants_and_superuser_walsenders() {
     primary.sql("CREATE ROLE weak LOGIN; GRANT pg_monitor TO weak");
     let _su = Client::receivewal_as(&primary, "su_client", "postgres");
     let su = primary.wait_streaming("su_client");
+    // Each finding is logged with a constant message, the problem and its
+    // fix in `finding`.
+    fn finding(text: &str) -> impl Fn(&Value) -> bool + '_ {
+        move |e| {
+            e["event"] == "preflight" && e["finding"].as_str().is_some_and(|f| f.contains(text))
+        }
+    }
+    let count = |d: &Daemon, text: &str| d.events().iter().filter(|e| finding(text)(e)).count();
     let daemon = Daemon::start(&config(&primary, "weak", "300ms", ""), &[]);
-    let missing = daemon.wait_message("lacks pg_signal_backend", Duration::from_secs(10));
+    let missing = daemon.wait_for(
+        "the missing grant",
+        Duration::from_secs(10),
+        finding("lacks pg_signal_backend"),
+    );
     assert_eq!(missing["level"], "ERROR");
-    assert!(missing["message"]
+    assert_eq!(missing["message"], "privilege preflight failed");
+    assert!(missing["finding"]
         .as_str()
         .unwrap()
         .contains("GRANT pg_signal_backend TO weak;"));
-    let supers = daemon.wait_message("walsenders of superuser roles", Duration::from_secs(5));
+    let supers = daemon.wait_for(
+        "the superuser walsenders",
+        Duration::from_secs(5),
+        finding("walsenders of superuser roles"),
+    );
     assert_eq!(supers["level"], "WARN");
+    assert_eq!(supers["message"], "privilege preflight warning");
     assert!(
-        supers["message"]
+        supers["finding"]
             .as_str()
             .unwrap()
             .contains(&format!("su_client (pid {}, role postgres)", su.pid)),
         "{supers}"
     );
-    assert_eq!(daemon.count_messages("lacks pg_monitor"), 0);
+    assert_eq!(count(&daemon, "lacks pg_monitor"), 0);
 
     primary.restart();
     wait_until(
         "the preflight to run again after the reconnect",
         Duration::from_secs(30),
-        || (daemon.count_messages("lacks pg_signal_backend") >= 2).then_some(()),
+        || (count(&daemon, "lacks pg_signal_backend") >= 2).then_some(()),
     );
 
     // The least-privileged role of config/setup.sql passes.
     let _su_again = primary.wait_streaming("su_client");
     let good = Daemon::start(&config(&primary, "replwarden", "300ms", ""), &[]);
     good.wait_message("privilege preflight passed", Duration::from_secs(10));
-    assert_eq!(good.count_messages("lacks"), 0);
-    assert_eq!(good.count_messages("walsenders of superuser roles"), 1);
+    assert_eq!(count(&good, "lacks"), 0);
+    assert_eq!(count(&good, "walsenders of superuser roles"), 1);
 }
 
 /// DESIGN fact 12: a walsender that cannot exit (its process stopped)

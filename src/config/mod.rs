@@ -260,7 +260,7 @@ pub fn settings_digest(config: &Config) -> String {
     use sha2::Digest;
     let text = format!(
         "{}\n{:?}\n{:?}\n{:?}\n{:?}\n{:?}",
-        crate::report::redacted_conninfo(&config.postgres.connect),
+        crate::conninfo::redacted_conninfo(&config.postgres.connect),
         config.postgres.verify,
         config.postgres.statement_timeout,
         config.daemon,

@@ -146,7 +146,7 @@ pub(super) fn matcher_evidence(rule: &Rule, ws: &Walsender) -> Vec<Evidence> {
         Some(&ws.application_name),
     );
     push("user", &m.user, ws.user.as_deref());
-    push("state", &m.state, ws.state.as_deref());
+    push("state", &m.state, ws.state_text());
     push("sync_state", &m.sync_state, ws.sync_state.as_deref());
     if m.client_addr.is_some() {
         out.push(Evidence {

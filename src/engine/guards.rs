@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use crate::clocks::Measures;
 use crate::policy::{Action, Limits, Policy};
-use crate::snapshot::{Snapshot, Walsender};
+use crate::snapshot::{Snapshot, WalState, Walsender};
 use crate::syncrep;
 
 use super::memory::{ClientHistory, ClientKey, Memory};
@@ -177,7 +177,7 @@ impl Quorum {
                     Some("sync" | "potential" | "quorum")
                 )
             })
-            .filter(|w| w.state.as_deref() == Some("streaming"))
+            .filter(|w| w.state == Some(WalState::Streaming))
             .map(|w| (w.id.pid, w.application_name.clone()))
             .collect();
         Quorum {

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use crate::clocks::{self, Measures, Observed};
 use crate::policy::{Action, Limits, Matchers, Policy, Rule};
-use crate::snapshot::{Snapshot, Walsender, WalsenderId};
+use crate::snapshot::{Snapshot, WalState, Walsender, WalsenderId};
 
 use super::guards::charge;
 use super::{Cause, Decision};
@@ -45,7 +45,7 @@ pub(super) struct Instance {
     /// The state last seen and since when it has been seen without a break
     /// (PostgreSQL keeps no state-change time; every walsender starts in
     /// `startup`, so a first sight in `startup` dates from its birth).
-    pub(super) state: Option<String>,
+    pub(super) state: Option<WalState>,
     pub(super) state_since: Instant,
     /// Its feedback across polls: replies, progress, first streaming.
     pub(super) observed: Observed,
@@ -62,7 +62,7 @@ pub(super) struct Instance {
     /// never do).
     pub(super) matches: Vec<usize>,
     pub(super) protected: bool,
-    pub(super) matched_on: Option<(Option<String>, Option<String>)>,
+    pub(super) matched_on: Option<(Option<WalState>, Option<String>)>,
 }
 
 #[derive(Clone, Copy, Debug, Default)]
@@ -279,7 +279,7 @@ impl Memory {
                 first_seen: now,
                 born,
                 state: ws.state.clone(),
-                state_since: if ws.state.as_deref() == Some("startup") {
+                state_since: if ws.state == Some(WalState::Startup) {
                     born
                 } else {
                     now

@@ -768,7 +768,7 @@ fn a_policy_edited_by_hand_cannot_panic_the_engine() {
     let mut second = p.rules[0].clone();
     second.name = "second".to_string();
     p.rules.push(second);
-    w.state = Some("catchup".to_string());
+    w.state = Some("catchup".into());
     let r = decide(&p, &snap(vec![w]), &mut m, t0 + Duration::from_secs(1));
     assert_eq!(acted(&r), [(1, "second", Action::Terminate)]);
 }
