@@ -2,6 +2,7 @@
 //! can never match what they say.
 
 use super::*;
+use crate::condition::Thresholds;
 
 impl Walker<'_> {
     pub(super) fn rules(&mut self, value: Option<&Value<'_>>) -> Option<Vec<Rule>> {
@@ -122,19 +123,7 @@ impl Walker<'_> {
 
         let matchers = self.matchers(table, key);
 
-        let mut conditions = Conditions::default();
-        for c in Sample::CONDITIONS {
-            let Some(v) = table.get(c.name) else {
-                continue;
-            };
-            let limit = match c.kind {
-                Kind::Duration => self.duration(v, &k(c.name)).map(Limit::Time),
-                Kind::Size => self.size(v, &k(c.name)).map(Limit::Bytes),
-            };
-            if let Some(limit) = limit {
-                conditions.set(c.name, limit);
-            }
-        }
+        let conditions: Conditions = self.thresholds(table, key);
 
         if self.errors.len() > errors_before {
             return None;
@@ -158,16 +147,11 @@ impl Walker<'_> {
             );
             return None;
         }
-        for (c, limit) in conditions.iter() {
-            if c.warn_zero && limit.is_zero() {
-                let span = table.get(c.name).map_or(value.span(), |v| v.span());
-                self.warning(
-                    span,
-                    &k(c.name),
-                    "\"0s\" holds for nearly every walsender: give the time it must last, or leave the condition out",
-                );
-            }
-        }
+        self.warn_zero(
+            (table, value, key),
+            &conditions,
+            "\"0s\" holds for nearly every walsender: give the time it must last, or leave the condition out",
+        );
         Some(Rule {
             name: name?,
             matchers,
@@ -176,6 +160,47 @@ impl Walker<'_> {
             action: action?,
             escalate_after: escalate_after.map(|(_, d)| d),
         })
+    }
+
+    /// The conditions of `S`'s table that a rule's `table` (at `key`)
+    /// gives, each read by its row's kind; an unreadable one is an error.
+    pub(super) fn thresholds<S: Subject>(
+        &mut self,
+        table: &DeTable<'_>,
+        key: &str,
+    ) -> Thresholds<S> {
+        let mut conditions = Thresholds::default();
+        for c in S::CONDITIONS {
+            let Some(v) = table.get(c.name) else {
+                continue;
+            };
+            let k = format!("{key}.{}", c.name);
+            let limit = match c.kind {
+                Kind::Duration => self.duration(v, &k).map(Limit::Time),
+                Kind::Size => self.size(v, &k).map(Limit::Bytes),
+            };
+            if let Some(limit) = limit {
+                conditions.set(c.name, limit);
+            }
+        }
+        conditions
+    }
+
+    /// Warns, with `why`, of each zero limit whose row is flagged
+    /// `warn_zero` (it holds for nearly every subject) in the rule `value`
+    /// (its `table`, at `key`).
+    pub(super) fn warn_zero<S: Subject>(
+        &mut self,
+        (table, value, key): (&DeTable<'_>, &Value<'_>, &str),
+        conditions: &Thresholds<S>,
+        why: &str,
+    ) {
+        for (c, limit) in conditions.iter() {
+            if c.warn_zero && limit.is_zero() {
+                let span = table.get(c.name).map_or(value.span(), |v| v.span());
+                self.warning(span, &format!("{key}.{}", c.name), why);
+            }
+        }
     }
 }
 

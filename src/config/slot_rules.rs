@@ -8,13 +8,13 @@ use std::time::Duration;
 use toml::de::{DeTable, DeValue};
 
 use super::{reversed_range, Value, Walker, MAX_RULES};
+use crate::condition::Subject;
 use crate::policy::{Glob, PatternList};
-use crate::slots::{
-    self, Kind, SlotAction, SlotConditions, SlotMatchers, SlotPolicy, SlotRule, CONDITIONS,
-};
+use crate::slots::{SlotAction, SlotConditions, SlotMatchers, SlotPolicy, SlotRule, SlotSample};
 
-/// The keys of a `[[slot_rule]]`.
-pub(super) const SLOT_RULE_KEYS: &[&str] = &[
+/// The keys of a `[[slot_rule]]` besides its conditions (see
+/// [`slot_rule_keys`]).
+const SLOT_RULE_KEYS: &[&str] = &[
     "name",
     "action",
     "grace",
@@ -23,9 +23,14 @@ pub(super) const SLOT_RULE_KEYS: &[&str] = &[
     "database",
     "plugin",
     "wal_status",
-    "inactive_for",
-    "retained_wal",
 ];
+
+/// Every key of a `[[slot_rule]]`: [`SLOT_RULE_KEYS`], then the condition
+/// names of [`SlotSample::CONDITIONS`].
+pub(super) fn slot_rule_keys() -> Vec<&'static str> {
+    let conditions = SlotSample::CONDITIONS.iter().map(|c| c.name);
+    SLOT_RULE_KEYS.iter().copied().chain(conditions).collect()
+}
 
 /// The key of a `[protect]` entry that protects slots (alone in its entry).
 pub(super) const PROTECT_SLOT_KEY: &str = "slot_name";
@@ -107,7 +112,7 @@ impl Walker<'_> {
 
     fn slot_rule(&mut self, value: &Value<'_>, key: &str) -> Option<SlotRule> {
         let table = self.table(value, key)?;
-        self.reject_unknown(table, key, SLOT_RULE_KEYS);
+        self.reject_unknown(table, key, &slot_rule_keys());
         let before = self.errors.len();
         let k = |name: &str| format!("{key}.{name}");
         let name = match table.get("name") {
@@ -154,19 +159,7 @@ impl Walker<'_> {
             plugin: self.slot_globs(table, key, "plugin", &[]),
             wal_status: self.slot_globs(table, key, "wal_status", WAL_STATUSES),
         };
-        let mut conditions = SlotConditions::default();
-        for c in CONDITIONS {
-            let Some(v) = table.get(c.name) else {
-                continue;
-            };
-            let parsed = match c.kind {
-                Kind::Duration => self.duration(v, &k(c.name)).map(slots::Value::Duration),
-                Kind::Size => self.size(v, &k(c.name)).map(slots::Value::Bytes),
-            };
-            if let Some(parsed) = parsed {
-                (c.set)(&mut conditions, parsed);
-            }
-        }
+        let conditions: SlotConditions = self.thresholds(table, key);
         if self.errors.len() > before {
             return None;
         }
@@ -179,14 +172,11 @@ impl Walker<'_> {
             );
             return None;
         }
-        if conditions.inactive_for.is_some_and(|d| d.is_zero()) {
-            let span = table.get("inactive_for").map_or(value.span(), |v| v.span());
-            self.warning(
-                span,
-                &k("inactive_for"),
-                "\"0s\" holds for every inactive slot as soon as it is seen inactive",
-            );
-        }
+        self.warn_zero(
+            (table, value, key),
+            &conditions,
+            "\"0s\" holds for every inactive slot as soon as it is seen inactive",
+        );
         Some(SlotRule {
             name: name?,
             matchers,
@@ -271,6 +261,7 @@ mod tests {
     use std::path::Path;
     use std::time::Duration;
 
+    use crate::condition::Limit;
     use crate::slots::SlotAction;
     use crate::units::ByteSize;
 
@@ -291,8 +282,14 @@ mod tests {
         assert_eq!(slots.rules.len(), 1);
         let r = &slots.rules[0];
         assert_eq!(r.action, SlotAction::Drop);
-        assert_eq!(r.conditions.inactive_for, Some(Duration::from_secs(3600)));
-        assert_eq!(r.conditions.retained_wal, Some(ByteSize(20 << 30)));
+        assert_eq!(
+            r.conditions.get("inactive_for"),
+            Some(Limit::Time(Duration::from_secs(3600)))
+        );
+        assert_eq!(
+            r.conditions.get("retained_wal"),
+            Some(Limit::Bytes(ByteSize(20 << 30)))
+        );
         assert_eq!(
             r.matchers.slot_name.as_ref().unwrap().exclude[0].text,
             "patroni_*"
