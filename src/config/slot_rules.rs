@@ -3,11 +3,10 @@
 //! error at once, each naming its key (`slot_rule[2].inactive_for`).
 
 use std::collections::HashSet;
-use std::time::Duration;
 
 use toml::de::{DeTable, DeValue};
 
-use super::{reversed_range, Value, Walker, MAX_RULES};
+use super::{Value, Walker};
 use crate::condition::Subject;
 use crate::policy::{Glob, PatternList};
 use crate::slots::{SlotAction, SlotConditions, SlotMatchers, SlotPolicy, SlotRule, SlotSample};
@@ -52,25 +51,7 @@ impl Walker<'_> {
 
     fn slot_rules(&mut self, top: &DeTable<'_>) -> Option<Vec<SlotRule>> {
         let value = top.get("slot_rule")?;
-        let DeValue::Array(items) = value.get_ref() else {
-            self.error(
-                value.span(),
-                "slot_rule",
-                "expected an array of tables: write each slot rule under its own [[slot_rule]] header",
-            );
-            return None;
-        };
-        if items.len() > MAX_RULES {
-            self.error(
-                value.span(),
-                "slot_rule",
-                format!(
-                    "{} slot rules: at most {MAX_RULES} are allowed",
-                    items.len()
-                ),
-            );
-            return None;
-        }
+        let items = self.rule_items(value, ("slot_rule", "slot rule"), "")?;
         // Names are unique across [[rule]] and [[slot_rule]]: they share the
         // `rule` label of replwarden_actions_total.
         let mut names: HashSet<String> = match top.get("rule").map(|r| r.get_ref()) {
@@ -114,50 +95,19 @@ impl Walker<'_> {
         let table = self.table(value, key)?;
         self.reject_unknown(table, key, &slot_rule_keys());
         let before = self.errors.len();
-        let k = |name: &str| format!("{key}.{name}");
-        let name = match table.get("name") {
-            Some(v) => match self.string(v, &k("name")) {
-                Some("") => {
-                    self.error(v.span(), &k("name"), "must not be empty");
-                    None
-                }
-                other => other.map(str::to_string),
-            },
-            None => {
-                self.error(
-                    value.span(),
-                    &k("name"),
-                    "missing: every slot rule needs a unique name",
-                );
-                None
-            }
-        };
-        let action = match table.get("action") {
-            None => Some(SlotAction::Log),
-            Some(v) => match self.string(v, &k("action")) {
-                Some("log") => Some(SlotAction::Log),
-                Some("drop") => Some(SlotAction::Drop),
-                Some(other) => {
-                    self.error(
-                        v.span(),
-                        &k("action"),
-                        format!("unknown action {other:?}: use \"log\" or \"drop\""),
-                    );
-                    None
-                }
-                None => None,
-            },
-        };
-        let grace = match table.get("grace") {
-            Some(v) => self.duration(v, &k("grace")),
-            None => Some(Duration::ZERO),
-        };
+        let name = self.rule_name((table, value, key), "slot rule");
+        let action = self.rule_action(
+            table,
+            key,
+            &[("log", SlotAction::Log), ("drop", SlotAction::Drop)],
+        );
+        let grace = self.grace(table, key);
         let matchers = SlotMatchers {
-            slot_name: self.slot_globs(table, key, "slot_name", &[]),
-            slot_type: self.slot_globs(table, key, "slot_type", SLOT_TYPES),
-            database: self.slot_globs(table, key, "database", &[]),
-            plugin: self.slot_globs(table, key, "plugin", &[]),
-            wal_status: self.slot_globs(table, key, "wal_status", WAL_STATUSES),
+            slot_name: self.glob_list(table, key, "slot_name", &[]),
+            slot_type: self.glob_list(table, key, "slot_type", SLOT_TYPES),
+            database: self.glob_list(table, key, "database", &[]),
+            plugin: self.glob_list(table, key, "plugin", &[]),
+            wal_status: self.glob_list(table, key, "wal_status", WAL_STATUSES),
         };
         let conditions: SlotConditions = self.thresholds(table, key);
         if self.errors.len() > before {
@@ -183,32 +133,6 @@ impl Walker<'_> {
             conditions,
             grace: grace?,
             action: action?,
-        })
-    }
-
-    /// A glob matcher of a slot rule; a plain word must be one of `known`
-    /// when that is given.
-    fn slot_globs(
-        &mut self,
-        table: &DeTable<'_>,
-        key: &str,
-        name: &str,
-        known: &[&str],
-    ) -> Option<PatternList<Glob>> {
-        let v = table.get(name)?;
-        self.patterns(v, &format!("{key}.{name}"), |text| {
-            if let Some((from, to)) = reversed_range(text) {
-                return Err(format!(
-                    "{} has the range {from}-{to}, which is backwards and matches no character: write {to}-{from}",
-                    crate::logfmt::quoted(text)
-                ));
-            }
-            let glob = Glob::parse(text)?;
-            let literal = !text.contains(['*', '?', '[']);
-            if !known.is_empty() && literal && !known.contains(&text) {
-                return Err(format!("unknown {name} {text:?}: use one of {}", known.join(", ")));
-            }
-            Ok(glob)
         })
     }
 
@@ -248,7 +172,7 @@ impl Walker<'_> {
                 );
                 continue;
             }
-            if let Some(list) = self.slot_globs(table, &key, PROTECT_SLOT_KEY, &[]) {
+            if let Some(list) = self.glob_list(table, &key, PROTECT_SLOT_KEY, &[]) {
                 out.push(list);
             }
         }
