@@ -41,7 +41,7 @@ use std::time::{Duration, Instant, SystemTime};
 pub use crate::condition::SlotSample;
 use crate::condition::Thresholds;
 use crate::engine::Evidence;
-use crate::policy::{Glob, Limits, PatternList};
+use crate::policy::{glob_list_matches, Glob, Limits, PatternList};
 use crate::units::{ByteSize, Lsn};
 
 /// One row of `pg_replication_slots`, as slot rules need it. Columns a
@@ -126,20 +126,13 @@ pub struct SlotMatchers {
     pub wal_status: Option<PatternList<Glob>>,
 }
 
-fn glob_matches(list: &Option<PatternList<Glob>>, value: Option<&str>) -> bool {
-    match list {
-        None => true,
-        Some(list) => list.matches_with(|g| value.is_some_and(|v| g.pattern.matches(v))),
-    }
-}
-
 impl SlotMatchers {
     pub fn matches(&self, slot: &Slot) -> bool {
-        glob_matches(&self.slot_name, Some(&slot.name))
-            && glob_matches(&self.slot_type, Some(&slot.slot_type))
-            && glob_matches(&self.database, slot.database.as_deref())
-            && glob_matches(&self.plugin, slot.plugin.as_deref())
-            && glob_matches(&self.wal_status, slot.wal_status.as_deref())
+        glob_list_matches(&self.slot_name, Some(&slot.name))
+            && glob_list_matches(&self.slot_type, Some(&slot.slot_type))
+            && glob_list_matches(&self.database, slot.database.as_deref())
+            && glob_list_matches(&self.plugin, slot.plugin.as_deref())
+            && glob_list_matches(&self.wal_status, slot.wal_status.as_deref())
     }
 }
 
