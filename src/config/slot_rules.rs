@@ -114,11 +114,15 @@ impl Walker<'_> {
             return None;
         }
         if conditions.is_empty() {
+            let condition_names: Vec<&str> =
+                SlotSample::CONDITIONS.iter().map(|c| c.name).collect();
             self.error(
                 value.span(),
                 key,
-                "this slot rule has no condition, so it would act on every slot it matches at once; \
-                 give inactive_for or retained_wal",
+                format!(
+                    "this slot rule has no condition, so it would act on every slot it matches at once; give {}",
+                    condition_names.join(" or ")
+                ),
             );
             return None;
         }
@@ -248,7 +252,8 @@ mod tests {
             "slot_rule[2].inactive_for",
             "slot_rule[2].retained_wal",
             "slot_rule[2].slot_nam: unknown key (did you mean `slot_name`?)",
-            "slot_rule[3]: this slot rule has no condition",
+            "slot_rule[3]: this slot rule has no condition, so it would act on every slot it matches at once; \
+             give inactive_for or retained_wal",
             "protect.slot_name: an entry that protects slots takes no walsender matcher (it has user)",
         ] {
             assert!(e.contains(expected), "{expected:?} not in:\n{e}");
