@@ -34,13 +34,13 @@ pub mod pg;
 pub mod report;
 pub mod warden;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::fmt;
 use std::time::{Duration, Instant, SystemTime};
 
 pub use crate::condition::SlotSample;
 use crate::condition::Thresholds;
-use crate::engine::Evidence;
+use crate::engine::{Budget, Evidence};
 use crate::policy::{glob_list_matches, Glob, Limits, PatternList};
 use crate::units::{ByteSize, Lsn};
 
@@ -295,10 +295,9 @@ pub enum SlotDelivery {
 #[derive(Debug, Default)]
 pub struct SlotMemory {
     slots: HashMap<String, Tracked>,
-    /// When the drops of the current budget window were decided.
-    recent: VecDeque<Instant>,
-    /// Numbers the drops the budget defers, so they run in that order.
-    deferrals: u64,
+    /// The drops of the current budget window, and the queue of those it
+    /// deferred (a budget of its own, apart from the walsenders').
+    budget: Budget,
     /// The policy the per-rule memory is for, each rule's name and what
     /// tells an edit: an edited rule starts over.
     layout: Vec<(String, String)>,
@@ -362,7 +361,7 @@ impl SlotMemory {
         });
         state.deferred = None;
         if d.action == SlotAction::Drop {
-            self.recent.push_back(now);
+            self.budget.charge(now);
         }
         (failed && d.attempt > limits.max_retries).then_some(d.attempt)
     }
@@ -407,13 +406,7 @@ pub fn judge(
     dry_run: bool,
 ) -> SlotRound {
     memory.adopt(policy);
-    while memory
-        .recent
-        .front()
-        .is_some_and(|t| now.saturating_duration_since(*t) >= limits.per)
-    {
-        memory.recent.pop_front();
-    }
+    memory.budget.begin(now, limits);
     for t in memory.slots.values_mut() {
         t.seen = false;
     }
@@ -525,18 +518,18 @@ pub fn judge(
     memory.slots.retain(|_, t| t.seen);
 
     // Drops the budget deferred go first, in the order they were deferred.
-    candidates.sort_by_key(|(deferred, _)| deferred.map_or((1, 0), |seq| (0, seq)));
-    let mut spent = memory.recent.len();
+    candidates.sort_by_key(|(deferred, _)| Budget::order(*deferred));
+    let mut spent = memory.budget.spent();
     for (_, decision) in candidates {
         if decision.action == SlotAction::Drop {
             if spent >= limits.max_actions as usize {
+                let place = memory.budget.defer();
                 let state = memory
                     .slots
                     .get_mut(&decision.slot.name)
                     .and_then(|t| t.rules.get_mut(&decision.rule));
-                if let Some(state) = state.filter(|s| s.deferred.is_none()) {
-                    memory.deferrals += 1;
-                    state.deferred = Some(memory.deferrals);
+                if let Some(state) = state {
+                    state.deferred.get_or_insert(place);
                 }
                 round.deferred.push(Deferred {
                     decision,
