@@ -789,6 +789,31 @@ mod tests {
     }
 
     #[test]
+    fn plan_shows_how_each_rule_stands_with_its_evidence() {
+        let p = policy(vec![
+            SlotRule {
+                name: "patient".to_string(),
+                grace: 5 * MIN,
+                ..rule(SlotAction::Log, None, Some(1000))
+            },
+            SlotRule {
+                name: "now".to_string(),
+                ..rule(SlotAction::Drop, None, Some(1000))
+            },
+        ]);
+        let s = snap(vec![slot("old", false, 5000)]);
+        let mut m = SlotMemory::default();
+        let r = judge(&p, &Limits::default(), &s, &mut m, Instant::now(), true);
+        let text = report::plan(&p, &s, &r, true);
+        for line in [
+            "  slot_rule \"patient\" (log): retained_wal=4.9 KiB (> 1000 B); grace: 5m left\n",
+            "  slot_rule \"now\" (drop): retained_wal=4.9 KiB (> 1000 B); would drop now (dry run: logged only)\n",
+        ] {
+            assert!(text.contains(line), "{line:?} not in:\n{text}");
+        }
+    }
+
+    #[test]
     fn grace_must_pass_after_the_conditions_hold() {
         let mut r0 = rule(SlotAction::Log, Some(60), None);
         r0.grace = 5 * MIN;
