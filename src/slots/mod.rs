@@ -7,9 +7,9 @@
 //!   by column name and by major in [`pg`]) and the slot policy
 //!   ([`SlotPolicy`], [`SlotRule`]; parsed from the TOML by
 //!   `crate::config::slot_rules`);
-//! - the slot conditions: thresholds ([`SlotConditions`]) over the slot
-//!   table of [`crate::condition`] ([`SlotSample::CONDITIONS`]), read and
-//!   shown as walsender conditions are;
+//! - the slot conditions: thresholds ([`SlotConditions`]) over the table
+//!   of [`SlotSample`] in [`crate::condition`], read and shown as walsender
+//!   conditions are;
 //! - [`judge`], a pure function of (policy, slot snapshot, remembered
 //!   state, now) that returns what to do, with the budget and dry run as
 //!   for walsenders, unit-tested below on hand-built snapshots;
