@@ -7,9 +7,9 @@ use std::collections::HashSet;
 use toml::de::{DeTable, DeValue};
 
 use super::{Value, Walker};
-use crate::condition::Subject;
+use crate::condition::{SlotSample, Subject};
 use crate::policy::{Glob, PatternList};
-use crate::slots::{SlotAction, SlotConditions, SlotMatchers, SlotPolicy, SlotRule, SlotSample};
+use crate::slots::{SlotAction, SlotConditions, SlotMatchers, SlotPolicy, SlotRule};
 
 /// The keys of a `[[slot_rule]]` besides its conditions (see
 /// [`slot_rule_keys`]).

@@ -38,8 +38,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::time::{Duration, Instant, SystemTime};
 
-pub use crate::condition::SlotSample;
-use crate::condition::Thresholds;
+use crate::condition::{SlotSample, Thresholds};
 use crate::engine::{Budget, Evidence};
 use crate::policy::{glob_list_matches, Glob, Limits, PatternList};
 use crate::units::{ByteSize, Lsn};
