@@ -6,10 +6,11 @@
 //! adding a row (and its doc in [`crate::keys`]).
 //!
 //! A table belongs to a subject type through [`Subject`]: walsender rules
-//! judge a [`Sample`] and their table is [`Sample::CONDITIONS`]. Another
-//! kind of rule (replication slots) is another subject type with a table of
-//! its own, over the same [`Condition`], [`Thresholds`], [`Limit`] and
-//! [`Measured`].
+//! judge a [`Sample`] and their table is [`Sample::CONDITIONS`]; slot rules
+//! (`[[slot_rule]]`, see [`crate::slots`]) judge a [`SlotSample`] and their
+//! table is [`SlotSample::CONDITIONS`]. Both use the same [`Condition`],
+//! [`Thresholds`], [`Limit`] and [`Measured`], so the config loader, the
+//! evidence and the printouts treat them alike.
 
 use std::fmt;
 use std::time::Duration;
@@ -78,6 +79,22 @@ pub enum Measured {
     },
     /// `no_progress_for`: flushed all the server has.
     CaughtUp,
+}
+
+/// How a measured value shows in evidence and printouts: the value, `NULL`,
+/// the time lag shown but not judged, how long the flush position stalled,
+/// or `caught up`.
+impl fmt::Display for Measured {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Measured::Value(v) => v.fmt(f),
+            Measured::Null(_) => f.write_str("NULL"),
+            Measured::NotJudged(d, _) | Measured::Stalled { stalled: d, .. } => {
+                f.write_str(&fmt_duration(*d))
+            }
+            Measured::CaughtUp => f.write_str("caught up"),
+        }
+    }
 }
 
 /// One condition read off one subject: whether it holds, and what it saw.
@@ -318,6 +335,39 @@ impl Subject for Sample {
     ];
 }
 
+/// What one replication slot shows in one round, on the daemon's clock:
+/// what slot rules judge.
+#[derive(Clone, Copy, Debug)]
+pub struct SlotSample {
+    /// How long the daemon has seen it inactive; `None` while active.
+    pub inactive_for: Option<Duration>,
+    /// The server's WAL position minus its `restart_lsn`.
+    pub retained_wal: Option<ByteSize>,
+}
+
+impl Subject for SlotSample {
+    const CONDITIONS: &'static [Condition<SlotSample>] = &[
+        Condition {
+            name: "inactive_for",
+            kind: Kind::Duration,
+            warn_zero: true,
+            read: |s, l| above(s.inactive_for.map(Limit::Time), l, "active"),
+        },
+        Condition {
+            name: "retained_wal",
+            kind: Kind::Size,
+            warn_zero: false,
+            read: |s, l| {
+                above(
+                    s.retained_wal.map(Limit::Bytes),
+                    l,
+                    "no restart_lsn, or no server position",
+                )
+            },
+        },
+    ];
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -337,29 +387,58 @@ mod tests {
         assert_eq!(t.get("retained_wal"), None);
     }
 
-    #[test]
-    fn the_config_reads_every_condition_of_the_table_by_its_kind() {
-        let mut toml = String::from("[[rule]]\nname = \"all\"\n");
-        for c in Sample::CONDITIONS {
-            let value = match c.kind {
-                Kind::Duration => "\"5m\"",
-                Kind::Size => "\"1GB\"",
+    /// A rule of `section` giving every condition of `S`'s table, by its
+    /// kind, and what its thresholds should then print.
+    fn every_condition<S: Subject>(section: &str) -> (String, Vec<String>) {
+        let mut toml = format!("[[{section}]]\nname = \"all\"\n");
+        let mut expected = Vec::new();
+        for c in S::CONDITIONS {
+            let (value, shown) = match c.kind {
+                Kind::Duration => ("\"5m\"", "5m"),
+                Kind::Size => ("\"1GB\"", "1.0 GiB"),
             };
             toml += &format!("{} = {value}\n", c.name);
+            expected.push(format!("{} > {shown}", c.name));
         }
-        let policy = crate::fixtures::policy(&toml);
-        let read: Vec<String> = policy.rules[0]
-            .conditions
-            .iter()
+        (toml, expected)
+    }
+
+    fn shown<S: Subject>(t: &Thresholds<S>) -> Vec<String> {
+        t.iter()
             .map(|(c, limit)| format!("{} > {limit}", c.name))
-            .collect();
-        let table: Vec<String> = Sample::CONDITIONS
-            .iter()
-            .map(|c| match c.kind {
-                Kind::Duration => format!("{} > 5m", c.name),
-                Kind::Size => format!("{} > 1.0 GiB", c.name),
-            })
-            .collect();
-        assert_eq!(read, table);
+            .collect()
+    }
+
+    #[test]
+    fn the_config_reads_every_condition_of_the_table_by_its_kind() {
+        let (toml, expected) = every_condition::<Sample>("rule");
+        let policy = crate::fixtures::policy(&toml);
+        assert_eq!(shown(&policy.rules[0].conditions), expected);
+    }
+
+    #[test]
+    fn the_config_reads_every_slot_condition_of_the_slot_table_by_its_kind() {
+        let (toml, expected) = every_condition::<SlotSample>("slot_rule");
+        let policy = crate::fixtures::policy(&toml);
+        assert_eq!(shown(&policy.slots.rules[0].conditions), expected);
+    }
+
+    #[test]
+    fn a_measured_value_shows_as_evidence_does() {
+        let shown: Vec<String> = [
+            Measured::Value(Limit::Bytes(ByteSize(2048))),
+            Measured::Null("column not reported"),
+            Measured::NotJudged(Duration::from_secs(90), "stale"),
+            Measured::Stalled {
+                stalled: Duration::from_secs(60),
+                flush: Lsn(1),
+                current: Lsn(2),
+            },
+            Measured::CaughtUp,
+        ]
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+        assert_eq!(shown, ["2.0 KiB", "NULL", "1m 30s", "1m", "caught up"]);
     }
 }

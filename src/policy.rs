@@ -154,7 +154,9 @@ pub struct Matchers {
     pub sync_state: Option<PatternList<Glob>>,
 }
 
-fn glob_list_matches(list: &Option<PatternList<Glob>>, value: Option<&str>) -> bool {
+/// Whether a glob matcher (of a rule, or a slot rule) lets `value`
+/// through; no matcher (`None`) lets everything through.
+pub fn glob_list_matches(list: &Option<PatternList<Glob>>, value: Option<&str>) -> bool {
     match list {
         None => true,
         // A value the server did not give (NULL) matches no pattern; only a

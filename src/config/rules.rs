@@ -2,31 +2,18 @@
 //! can never match what they say.
 
 use super::*;
+use crate::condition::Thresholds;
 
 impl Walker<'_> {
     pub(super) fn rules(&mut self, value: Option<&Value<'_>>) -> Option<Vec<Rule>> {
         let Some(value) = value else {
             return Some(Vec::new());
         };
-        let DeValue::Array(items) = value.get_ref() else {
-            self.error(
-                value.span(),
-                "rule",
-                "expected an array of tables: write each rule under its own [[rule]] header",
-            );
-            return None;
-        };
-        if items.len() > MAX_RULES {
-            self.error(
-                value.span(),
-                "rule",
-                format!(
-                    "{} rules: at most {MAX_RULES} are allowed (every rule is matched against every walsender at every poll); merge rules with pattern lists",
-                    items.len()
-                ),
-            );
-            return None;
-        }
+        let items = self.rule_items(
+            value,
+            ("rule", "rule"),
+            " (every rule is matched against every walsender at every poll); merge rules with pattern lists",
+        )?;
         let mut rules = Vec::new();
         let mut ok = true;
         let mut seen_names: HashSet<&str> = HashSet::new();
@@ -64,46 +51,17 @@ impl Walker<'_> {
         let errors_before = self.errors.len();
         let k = |name: &str| format!("{key}.{name}");
 
-        let name = match table.get("name") {
-            Some(v) => match self.string(v, &k("name")) {
-                Some("") => {
-                    self.error(v.span(), &k("name"), "must not be empty");
-                    None
-                }
-                other => other.map(str::to_string),
-            },
-            None => {
-                self.error(
-                    value.span(),
-                    &k("name"),
-                    "missing: every rule needs a unique name",
-                );
-                None
-            }
-        };
-        let action = match table.get("action") {
-            None => Some(Action::Log),
-            Some(v) => {
-                match self.string(v, &k("action")) {
-                    Some("log") => Some(Action::Log),
-                    Some("cancel") => Some(Action::Cancel),
-                    Some("terminate") => Some(Action::Terminate),
-                    Some(other) => {
-                        self.error(
-                        v.span(),
-                        &k("action"),
-                        format!("unknown action {other:?}: use \"log\", \"cancel\" or \"terminate\""),
-                    );
-                        None
-                    }
-                    None => None,
-                }
-            }
-        };
-        let grace = match table.get("grace") {
-            Some(v) => self.duration(v, &k("grace")),
-            None => Some(Duration::ZERO),
-        };
+        let name = self.rule_name((table, value, key), "rule");
+        let action = self.rule_action(
+            table,
+            key,
+            &[
+                ("log", Action::Log),
+                ("cancel", Action::Cancel),
+                ("terminate", Action::Terminate),
+            ],
+        );
+        let grace = self.grace(table, key);
         let escalate_after = table.get("escalate_after").and_then(|v| {
             self.positive_duration(v, &k("escalate_after"))
                 .map(|d| (v, d))
@@ -122,19 +80,7 @@ impl Walker<'_> {
 
         let matchers = self.matchers(table, key);
 
-        let mut conditions = Conditions::default();
-        for c in Sample::CONDITIONS {
-            let Some(v) = table.get(c.name) else {
-                continue;
-            };
-            let limit = match c.kind {
-                Kind::Duration => self.duration(v, &k(c.name)).map(Limit::Time),
-                Kind::Size => self.size(v, &k(c.name)).map(Limit::Bytes),
-            };
-            if let Some(limit) = limit {
-                conditions.set(c.name, limit);
-            }
-        }
+        let conditions: Conditions = self.thresholds(table, key);
 
         if self.errors.len() > errors_before {
             return None;
@@ -158,16 +104,11 @@ impl Walker<'_> {
             );
             return None;
         }
-        for (c, limit) in conditions.iter() {
-            if c.warn_zero && limit.is_zero() {
-                let span = table.get(c.name).map_or(value.span(), |v| v.span());
-                self.warning(
-                    span,
-                    &k(c.name),
-                    "\"0s\" holds for nearly every walsender: give the time it must last, or leave the condition out",
-                );
-            }
-        }
+        self.warn_zero(
+            (table, value, key),
+            &conditions,
+            "\"0s\" holds for nearly every walsender: give the time it must last, or leave the condition out",
+        );
         Some(Rule {
             name: name?,
             matchers,
@@ -176,6 +117,143 @@ impl Walker<'_> {
             action: action?,
             escalate_after: escalate_after.map(|(_, d)| d),
         })
+    }
+
+    /// The entries of a `[[section]]` array (`noun`: `rule`, `slot rule`),
+    /// at most [`MAX_RULES`]; `why` follows the refusal of more.
+    pub(super) fn rule_items<'v, 'i>(
+        &mut self,
+        value: &'v Value<'i>,
+        (section, noun): (&str, &str),
+        why: &str,
+    ) -> Option<&'v [Value<'i>]> {
+        let DeValue::Array(items) = value.get_ref() else {
+            self.error(
+                value.span(),
+                section,
+                format!(
+                    "expected an array of tables: write each {noun} under its own [[{section}]] header"
+                ),
+            );
+            return None;
+        };
+        if items.len() > MAX_RULES {
+            self.error(
+                value.span(),
+                section,
+                format!(
+                    "{} {noun}s: at most {MAX_RULES} are allowed{why}",
+                    items.len()
+                ),
+            );
+            return None;
+        }
+        Some(items)
+    }
+
+    /// The required, non-empty `name` of the rule `value` (its `table`, at
+    /// `key`; `noun`: `rule`, `slot rule`).
+    pub(super) fn rule_name(
+        &mut self,
+        (table, value, key): (&DeTable<'_>, &Value<'_>, &str),
+        noun: &str,
+    ) -> Option<String> {
+        let k = format!("{key}.name");
+        match table.get("name") {
+            Some(v) => match self.string(v, &k) {
+                Some("") => {
+                    self.error(v.span(), &k, "must not be empty");
+                    None
+                }
+                other => other.map(str::to_string),
+            },
+            None => {
+                self.error(
+                    value.span(),
+                    &k,
+                    format!("missing: every {noun} needs a unique name"),
+                );
+                None
+            }
+        }
+    }
+
+    /// A rule's `action`: one of the words of `known`, the first when left
+    /// out.
+    pub(super) fn rule_action<A: Copy>(
+        &mut self,
+        table: &DeTable<'_>,
+        key: &str,
+        known: &[(&str, A)],
+    ) -> Option<A> {
+        let Some(v) = table.get("action") else {
+            return known.first().map(|(_, a)| *a);
+        };
+        let k = format!("{key}.action");
+        let word = self.string(v, &k)?;
+        if let Some((_, action)) = known.iter().find(|(w, _)| *w == word) {
+            return Some(*action);
+        }
+        let words: Vec<String> = known.iter().map(|(w, _)| format!("{w:?}")).collect();
+        let choice = match words.split_last() {
+            Some((last, rest)) if !rest.is_empty() => format!("{} or {last}", rest.join(", ")),
+            _ => words.concat(),
+        };
+        self.error(
+            v.span(),
+            &k,
+            format!("unknown action {word:?}: use {choice}"),
+        );
+        None
+    }
+
+    /// A rule's `grace`, `"0s"` when left out.
+    pub(super) fn grace(&mut self, table: &DeTable<'_>, key: &str) -> Option<Duration> {
+        match table.get("grace") {
+            Some(v) => self.duration(v, &format!("{key}.grace")),
+            None => Some(Duration::ZERO),
+        }
+    }
+
+    /// The conditions of `S`'s table that a rule's `table` (at `key`)
+    /// gives, each read by its row's kind; an unreadable one is an error.
+    pub(super) fn thresholds<S: Subject>(
+        &mut self,
+        table: &DeTable<'_>,
+        key: &str,
+    ) -> Thresholds<S> {
+        let mut conditions = Thresholds::default();
+        for c in S::CONDITIONS {
+            let Some(v) = table.get(c.name) else {
+                continue;
+            };
+            let k = format!("{key}.{}", c.name);
+            let limit = match c.kind {
+                Kind::Duration => self.duration(v, &k).map(Limit::Time),
+                Kind::Size => self.size(v, &k).map(Limit::Bytes),
+            };
+            if let Some(limit) = limit {
+                conditions.set(c.name, limit);
+            }
+        }
+        conditions
+    }
+
+    /// Warns, with `why`, of each zero limit whose row is flagged
+    /// `warn_zero` (it holds for nearly every subject) in the rule `value`
+    /// (its `table`, at `key`).
+    pub(super) fn warn_zero<S: Subject>(
+        &mut self,
+        (table, value, key): (&DeTable<'_>, &Value<'_>, &str),
+        conditions: &Thresholds<S>,
+        why: &str,
+    ) {
+        for (c, limit) in conditions.iter() {
+            if c.warn_zero && limit.is_zero() {
+                let span = table.get(c.name).map_or(value.span(), |v| v.span());
+                self.warning(span, &format!("{key}.{}", c.name), why);
+            }
+        }
     }
 }
 

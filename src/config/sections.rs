@@ -113,38 +113,41 @@ impl Walker<'_> {
     /// The matcher keys of a rule or a `[protect]` entry.
     pub(super) fn matchers(&mut self, table: &DeTable<'_>, key: &str) -> Matchers {
         let k = |name: &str| format!("{key}.{name}");
-        let glob_matcher = |w: &mut Self,
-                            name: &str,
-                            known: &[&str]|
-         -> Option<PatternList<Glob>> {
-            let v = table.get(name)?;
-            w.patterns(v, &k(name), |text| {
-                    if let Some((from, to)) = reversed_range(text) {
-                        return Err(format!(
-                            "{} has the range {from}-{to}, which is backwards and matches no character: write {to}-{from}",
-                            crate::logfmt::quoted(text)
-                        ));
-                    }
-                    let glob = Glob::parse(text)?;
-                    let literal = !text.contains(['*', '?', '[']);
-                    if !known.is_empty() && literal && !known.contains(&text) {
-                        return Err(format!(
-                            "unknown {name} {text:?}: use one of {}",
-                            known.join(", ")
-                        ));
-                    }
-                    Ok(glob)
-                })
-        };
         Matchers {
-            application_name: glob_matcher(self, "application_name", &[]),
-            user: glob_matcher(self, "user", &[]),
-            state: glob_matcher(self, "state", KNOWN_STATES),
-            sync_state: glob_matcher(self, "sync_state", KNOWN_SYNC_STATES),
+            application_name: self.glob_list(table, key, "application_name", &[]),
+            user: self.glob_list(table, key, "user", &[]),
+            state: self.glob_list(table, key, "state", KNOWN_STATES),
+            sync_state: self.glob_list(table, key, "sync_state", KNOWN_SYNC_STATES),
             client_addr: table
                 .get("client_addr")
                 .and_then(|v| self.patterns(v, &k("client_addr"), AddrPattern::parse)),
         }
+    }
+
+    /// The glob matcher `name` of a rule's or a `[protect]` entry's `table`
+    /// (at `key`); a plain word must be one of `known` when that is given.
+    pub(super) fn glob_list(
+        &mut self,
+        table: &DeTable<'_>,
+        key: &str,
+        name: &str,
+        known: &[&str],
+    ) -> Option<PatternList<Glob>> {
+        let v = table.get(name)?;
+        self.patterns(v, &format!("{key}.{name}"), |text| {
+            if let Some((from, to)) = reversed_range(text) {
+                return Err(format!(
+                    "{} has the range {from}-{to}, which is backwards and matches no character: write {to}-{from}",
+                    crate::logfmt::quoted(text)
+                ));
+            }
+            let glob = Glob::parse(text)?;
+            let literal = !text.contains(['*', '?', '[']);
+            if !known.is_empty() && literal && !known.contains(&text) {
+                return Err(format!("unknown {name} {text:?}: use one of {}", known.join(", ")));
+            }
+            Ok(glob)
+        })
     }
 
     /// `[protect]` (one table) or `[[protect]]` (several): walsenders no

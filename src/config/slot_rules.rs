@@ -3,18 +3,17 @@
 //! error at once, each naming its key (`slot_rule[2].inactive_for`).
 
 use std::collections::HashSet;
-use std::time::Duration;
 
 use toml::de::{DeTable, DeValue};
 
-use super::{reversed_range, Value, Walker, MAX_RULES};
+use super::{Value, Walker};
+use crate::condition::{SlotSample, Subject};
 use crate::policy::{Glob, PatternList};
-use crate::slots::{
-    self, Kind, SlotAction, SlotConditions, SlotMatchers, SlotPolicy, SlotRule, CONDITIONS,
-};
+use crate::slots::{SlotAction, SlotConditions, SlotMatchers, SlotPolicy, SlotRule};
 
-/// The keys of a `[[slot_rule]]`.
-pub(super) const SLOT_RULE_KEYS: &[&str] = &[
+/// The keys of a `[[slot_rule]]` besides its conditions (see
+/// [`slot_rule_keys`]).
+const SLOT_RULE_KEYS: &[&str] = &[
     "name",
     "action",
     "grace",
@@ -23,9 +22,14 @@ pub(super) const SLOT_RULE_KEYS: &[&str] = &[
     "database",
     "plugin",
     "wal_status",
-    "inactive_for",
-    "retained_wal",
 ];
+
+/// Every key of a `[[slot_rule]]`: [`SLOT_RULE_KEYS`], then the condition
+/// names of [`SlotSample::CONDITIONS`].
+pub(super) fn slot_rule_keys() -> Vec<&'static str> {
+    let conditions = SlotSample::CONDITIONS.iter().map(|c| c.name);
+    SLOT_RULE_KEYS.iter().copied().chain(conditions).collect()
+}
 
 /// The key of a `[protect]` entry that protects slots (alone in its entry).
 pub(super) const PROTECT_SLOT_KEY: &str = "slot_name";
@@ -47,25 +51,7 @@ impl Walker<'_> {
 
     fn slot_rules(&mut self, top: &DeTable<'_>) -> Option<Vec<SlotRule>> {
         let value = top.get("slot_rule")?;
-        let DeValue::Array(items) = value.get_ref() else {
-            self.error(
-                value.span(),
-                "slot_rule",
-                "expected an array of tables: write each slot rule under its own [[slot_rule]] header",
-            );
-            return None;
-        };
-        if items.len() > MAX_RULES {
-            self.error(
-                value.span(),
-                "slot_rule",
-                format!(
-                    "{} slot rules: at most {MAX_RULES} are allowed",
-                    items.len()
-                ),
-            );
-            return None;
-        }
+        let items = self.rule_items(value, ("slot_rule", "slot rule"), "")?;
         // Names are unique across [[rule]] and [[slot_rule]]: they share the
         // `rule` label of replwarden_actions_total.
         let mut names: HashSet<String> = match top.get("rule").map(|r| r.get_ref()) {
@@ -107,118 +93,50 @@ impl Walker<'_> {
 
     fn slot_rule(&mut self, value: &Value<'_>, key: &str) -> Option<SlotRule> {
         let table = self.table(value, key)?;
-        self.reject_unknown(table, key, SLOT_RULE_KEYS);
+        self.reject_unknown(table, key, &slot_rule_keys());
         let before = self.errors.len();
-        let k = |name: &str| format!("{key}.{name}");
-        let name = match table.get("name") {
-            Some(v) => match self.string(v, &k("name")) {
-                Some("") => {
-                    self.error(v.span(), &k("name"), "must not be empty");
-                    None
-                }
-                other => other.map(str::to_string),
-            },
-            None => {
-                self.error(
-                    value.span(),
-                    &k("name"),
-                    "missing: every slot rule needs a unique name",
-                );
-                None
-            }
-        };
-        let action = match table.get("action") {
-            None => Some(SlotAction::Log),
-            Some(v) => match self.string(v, &k("action")) {
-                Some("log") => Some(SlotAction::Log),
-                Some("drop") => Some(SlotAction::Drop),
-                Some(other) => {
-                    self.error(
-                        v.span(),
-                        &k("action"),
-                        format!("unknown action {other:?}: use \"log\" or \"drop\""),
-                    );
-                    None
-                }
-                None => None,
-            },
-        };
-        let grace = match table.get("grace") {
-            Some(v) => self.duration(v, &k("grace")),
-            None => Some(Duration::ZERO),
-        };
+        let name = self.rule_name((table, value, key), "slot rule");
+        let action = self.rule_action(
+            table,
+            key,
+            &[("log", SlotAction::Log), ("drop", SlotAction::Drop)],
+        );
+        let grace = self.grace(table, key);
         let matchers = SlotMatchers {
-            slot_name: self.slot_globs(table, key, "slot_name", &[]),
-            slot_type: self.slot_globs(table, key, "slot_type", SLOT_TYPES),
-            database: self.slot_globs(table, key, "database", &[]),
-            plugin: self.slot_globs(table, key, "plugin", &[]),
-            wal_status: self.slot_globs(table, key, "wal_status", WAL_STATUSES),
+            slot_name: self.glob_list(table, key, "slot_name", &[]),
+            slot_type: self.glob_list(table, key, "slot_type", SLOT_TYPES),
+            database: self.glob_list(table, key, "database", &[]),
+            plugin: self.glob_list(table, key, "plugin", &[]),
+            wal_status: self.glob_list(table, key, "wal_status", WAL_STATUSES),
         };
-        let mut conditions = SlotConditions::default();
-        for c in CONDITIONS {
-            let Some(v) = table.get(c.name) else {
-                continue;
-            };
-            let parsed = match c.kind {
-                Kind::Duration => self.duration(v, &k(c.name)).map(slots::Value::Duration),
-                Kind::Size => self.size(v, &k(c.name)).map(slots::Value::Bytes),
-            };
-            if let Some(parsed) = parsed {
-                (c.set)(&mut conditions, parsed);
-            }
-        }
+        let conditions: SlotConditions = self.thresholds(table, key);
         if self.errors.len() > before {
             return None;
         }
         if conditions.is_empty() {
+            let condition_names: Vec<&str> =
+                SlotSample::CONDITIONS.iter().map(|c| c.name).collect();
             self.error(
                 value.span(),
                 key,
-                "this slot rule has no condition, so it would act on every slot it matches at once; \
-                 give inactive_for or retained_wal",
+                format!(
+                    "this slot rule has no condition, so it would act on every slot it matches at once; give {}",
+                    condition_names.join(" or ")
+                ),
             );
             return None;
         }
-        if conditions.inactive_for.is_some_and(|d| d.is_zero()) {
-            let span = table.get("inactive_for").map_or(value.span(), |v| v.span());
-            self.warning(
-                span,
-                &k("inactive_for"),
-                "\"0s\" holds for every inactive slot as soon as it is seen inactive",
-            );
-        }
+        self.warn_zero(
+            (table, value, key),
+            &conditions,
+            "\"0s\" holds for every inactive slot as soon as it is seen inactive",
+        );
         Some(SlotRule {
             name: name?,
             matchers,
             conditions,
             grace: grace?,
             action: action?,
-        })
-    }
-
-    /// A glob matcher of a slot rule; a plain word must be one of `known`
-    /// when that is given.
-    fn slot_globs(
-        &mut self,
-        table: &DeTable<'_>,
-        key: &str,
-        name: &str,
-        known: &[&str],
-    ) -> Option<PatternList<Glob>> {
-        let v = table.get(name)?;
-        self.patterns(v, &format!("{key}.{name}"), |text| {
-            if let Some((from, to)) = reversed_range(text) {
-                return Err(format!(
-                    "{} has the range {from}-{to}, which is backwards and matches no character: write {to}-{from}",
-                    crate::logfmt::quoted(text)
-                ));
-            }
-            let glob = Glob::parse(text)?;
-            let literal = !text.contains(['*', '?', '[']);
-            if !known.is_empty() && literal && !known.contains(&text) {
-                return Err(format!("unknown {name} {text:?}: use one of {}", known.join(", ")));
-            }
-            Ok(glob)
         })
     }
 
@@ -258,7 +176,7 @@ impl Walker<'_> {
                 );
                 continue;
             }
-            if let Some(list) = self.slot_globs(table, &key, PROTECT_SLOT_KEY, &[]) {
+            if let Some(list) = self.glob_list(table, &key, PROTECT_SLOT_KEY, &[]) {
                 out.push(list);
             }
         }
@@ -271,6 +189,7 @@ mod tests {
     use std::path::Path;
     use std::time::Duration;
 
+    use crate::condition::Limit;
     use crate::slots::SlotAction;
     use crate::units::ByteSize;
 
@@ -291,8 +210,14 @@ mod tests {
         assert_eq!(slots.rules.len(), 1);
         let r = &slots.rules[0];
         assert_eq!(r.action, SlotAction::Drop);
-        assert_eq!(r.conditions.inactive_for, Some(Duration::from_secs(3600)));
-        assert_eq!(r.conditions.retained_wal, Some(ByteSize(20 << 30)));
+        assert_eq!(
+            r.conditions.get("inactive_for"),
+            Some(Limit::Time(Duration::from_secs(3600)))
+        );
+        assert_eq!(
+            r.conditions.get("retained_wal"),
+            Some(Limit::Bytes(ByteSize(20 << 30)))
+        );
         assert_eq!(
             r.matchers.slot_name.as_ref().unwrap().exclude[0].text,
             "patroni_*"
@@ -327,7 +252,8 @@ mod tests {
             "slot_rule[2].inactive_for",
             "slot_rule[2].retained_wal",
             "slot_rule[2].slot_nam: unknown key (did you mean `slot_name`?)",
-            "slot_rule[3]: this slot rule has no condition",
+            "slot_rule[3]: this slot rule has no condition, so it would act on every slot it matches at once; \
+             give inactive_for or retained_wal",
             "protect.slot_name: an entry that protects slots takes no walsender matcher (it has user)",
         ] {
             assert!(e.contains(expected), "{expected:?} not in:\n{e}");

@@ -72,7 +72,7 @@ pub fn accepted_keys() -> Vec<String> {
                 "sync_guard" => SYNC_GUARD_KEYS.to_vec(),
                 "metrics" => METRICS_KEYS.to_vec(),
                 "rule" => rule_keys(),
-                "slot_rule" => super::slot_rules::SLOT_RULE_KEYS.to_vec(),
+                "slot_rule" => super::slot_rules::slot_rule_keys(),
                 _ => vec!["*"],
             };
             keys.into_iter().map(move |k| format!("{section}.{k}"))

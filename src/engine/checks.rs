@@ -225,7 +225,7 @@ impl Checks<'_> {
                 },
                 (measured, limit) => Evidence {
                     name: c.name,
-                    measured: show(measured),
+                    measured: measured.to_string(),
                     against: format!("> {limit}"),
                 },
             });
@@ -255,22 +255,12 @@ impl Checks<'_> {
                         format!("{} {} ({why})", c.name, fmt_duration(shown))
                     }
                     (measured, limit) => {
-                        format!("{} {} <= {limit}", c.name, show(measured))
+                        format!("{} {measured} <= {limit}", c.name)
                     }
                 });
             }
             true
         });
         out
-    }
-}
-
-fn show(m: Measured) -> String {
-    match m {
-        Measured::Value(v) => v.to_string(),
-        Measured::Null(_) => "NULL".to_string(),
-        Measured::NotJudged(d, _) => fmt_duration(d),
-        Measured::Stalled { stalled, .. } => fmt_duration(stalled),
-        Measured::CaughtUp => "caught up".to_string(),
     }
 }

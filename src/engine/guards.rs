@@ -1,7 +1,7 @@
 //! The safety guards a candidate action passes before it is decided: the
 //! synchronous quorum, the reconnect-loop backoff and the action budget.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use crate::clocks::Measures;
@@ -11,6 +11,54 @@ use crate::syncrep;
 
 use super::memory::{ClientHistory, ClientKey, Memory};
 use super::{Cause, Decision, HoldReason, ReconnectLoop};
+
+/// The action budget (`[limits] max_actions` per `per`) of one kind of
+/// action: walsender signals in [`Memory`], slot drops in
+/// [`crate::slots::SlotMemory`], each its own. What it holds back is
+/// deferred, never dropped, and runs first, in the order it was deferred.
+#[derive(Debug, Default)]
+pub struct Budget {
+    /// When the actions of the current window were decided.
+    recent: VecDeque<Instant>,
+    /// Numbers the actions the budget defers, so they run in that order.
+    deferrals: u64,
+}
+
+impl Budget {
+    /// Forgets the actions out of the window ending at `now`.
+    pub fn begin(&mut self, now: Instant, limits: &Limits) {
+        while self
+            .recent
+            .front()
+            .is_some_and(|t| now.saturating_duration_since(*t) >= limits.per)
+        {
+            self.recent.pop_front();
+        }
+    }
+
+    /// The actions charged in the current window.
+    pub fn spent(&self) -> usize {
+        self.recent.len()
+    }
+
+    /// Charges an action decided at `at`.
+    pub fn charge(&mut self, at: Instant) {
+        self.recent.push_back(at);
+    }
+
+    /// A new place in the queue of deferred actions, for an action not yet
+    /// in it (one already there keeps its place).
+    pub fn defer(&mut self) -> u64 {
+        self.deferrals += 1;
+        self.deferrals
+    }
+
+    /// Sorts candidates by this key: the deferred ones (their place in the
+    /// queue) first, in the order they were deferred, then the others.
+    pub fn order(deferred: Option<u64>) -> (u8, u64) {
+        deferred.map_or((1, 0), |place| (0, place))
+    }
+}
 
 /// The client's history once `d` is carried out on an instance first seen
 /// at `first_seen`, or `None` when it does not change: only an action on a
@@ -132,7 +180,7 @@ pub(super) fn guard(
             }
         }
     }
-    let spent = memory.recent.len().saturating_add(pass.spent);
+    let spent = memory.budget.spent().saturating_add(pass.spent);
     (spent >= limits.max_actions as usize).then_some(HoldReason::Budget {
         max_actions: limits.max_actions,
         per: limits.per,

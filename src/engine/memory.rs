@@ -1,7 +1,7 @@
 //! What the engine remembers between polls: per process instance, per rule
 //! on it, and per client; and how a reload re-lays it.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::fmt;
 use std::time::{Duration, Instant};
 
@@ -9,15 +9,16 @@ use crate::clocks::{self, Measures, Observed};
 use crate::policy::{Action, Limits, Matchers, Policy, Rule};
 use crate::snapshot::{Snapshot, WalState, Walsender, WalsenderId};
 
-use super::guards::charge;
+use super::guards::{charge, Budget};
 use super::{Cause, Decision};
 
 /// What the engine remembers between polls.
 #[derive(Debug, Default)]
 pub struct Memory {
     pub(super) instances: HashMap<WalsenderId, Instance>,
-    /// When the cancels/terminates of the current budget window were decided.
-    pub(super) recent: VecDeque<Instant>,
+    /// The cancels/terminates of the current budget window, and the queue
+    /// of those it deferred.
+    pub(super) budget: Budget,
     /// Clients acted on, for reconnect-loop backoff.
     pub(super) clients: HashMap<ClientKey, ClientHistory>,
     /// The rules and protections the per-instance vectors are laid out for:
@@ -32,8 +33,6 @@ pub struct Memory {
     /// Whether decisions are carried out in a dry run (see
     /// [`Memory::set_dry_run`]): a simulated action counts as done only then.
     pub(super) dry_run: bool,
-    /// Numbers the candidates the budget defers, so they run in that order.
-    pub(super) deferrals: u64,
 }
 
 /// Per process instance.
@@ -228,7 +227,7 @@ impl Memory {
         });
         mem.deferred = None;
         if decision.action != Action::Log {
-            self.recent.push_back(decision.decided_at);
+            self.budget.charge(decision.decided_at);
             let key = ClientKey::of(&decision.walsender);
             if let Some(h) = charge(self.clients.get(&key), decision, first_seen) {
                 self.clients.insert(key, h);
@@ -247,13 +246,7 @@ impl Memory {
         let forget_after = limits.reconnect_backoff_max.saturating_mul(2);
         self.clients
             .retain(|_, h| now.saturating_duration_since(h.last) <= forget_after);
-        while self
-            .recent
-            .front()
-            .is_some_and(|t| now.saturating_duration_since(*t) >= limits.per)
-        {
-            self.recent.pop_front();
-        }
+        self.budget.begin(now, limits);
         self.last_round_at
             .replace(now)
             .map(|at| now.saturating_duration_since(at))

@@ -37,6 +37,7 @@ mod tests;
 
 pub use checks::{evidence_line, Evidence};
 use checks::{judge, Checks};
+pub use guards::Budget;
 use guards::{guard, Pass, Quorum};
 pub use memory::{ClientKey, Delivery, Memory};
 use memory::{Instance, RuleMemory};
@@ -420,7 +421,7 @@ fn pass_guards(
     round: &mut Round,
     now: Instant,
 ) {
-    candidates.sort_by_key(|c| c.deferred.map_or((1, 0), |seq| (0, seq)));
+    candidates.sort_by_key(|c| Budget::order(c.deferred));
     let mut quorum = Quorum::new(policy, snapshot, &round.measures);
     let mut pass = Pass {
         spent: 0,
@@ -436,12 +437,9 @@ fn pass_guards(
                 round.verdicts[v].2 = Verdict::Held(reason.clone());
             }
             if matches!(reason, HoldReason::Budget { .. }) {
-                let seq = memory.deferrals + 1;
+                let place = memory.budget.defer();
                 if let Some(mem) = memory.rule_memory(&decision) {
-                    if mem.deferred.is_none() {
-                        mem.deferred = Some(seq);
-                        memory.deferrals = seq;
-                    }
+                    mem.deferred.get_or_insert(place);
                 }
             }
             round.held.push(Held { decision, reason });

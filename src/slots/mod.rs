@@ -7,8 +7,9 @@
 //!   by column name and by major in [`pg`]) and the slot policy
 //!   ([`SlotPolicy`], [`SlotRule`]; parsed from the TOML by
 //!   `crate::config::slot_rules`);
-//! - the slot conditions as a small table ([`CONDITIONS`]: name, kind of
-//!   value, accessor, display unit);
+//! - the slot conditions: thresholds ([`SlotConditions`]) over the table
+//!   of [`SlotSample`] in [`crate::condition`], read and shown as walsender
+//!   conditions are;
 //! - [`judge`], a pure function of (policy, slot snapshot, remembered
 //!   state, now) that returns what to do, with the budget and dry run as
 //!   for walsenders, unit-tested below on hand-built snapshots;
@@ -33,12 +34,14 @@ pub mod pg;
 pub mod report;
 pub mod warden;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::fmt;
 use std::time::{Duration, Instant, SystemTime};
 
-use crate::policy::{Glob, Limits, PatternList};
-use crate::units::{fmt_duration, ByteSize, Lsn};
+use crate::condition::{SlotSample, Thresholds};
+use crate::engine::{Budget, Evidence};
+use crate::policy::{glob_list_matches, Glob, Limits, PatternList};
+use crate::units::{ByteSize, Lsn};
 
 /// One row of `pg_replication_slots`, as slot rules need it. Columns a
 /// major does not have read as their neutral value (`synced` false before
@@ -122,29 +125,19 @@ pub struct SlotMatchers {
     pub wal_status: Option<PatternList<Glob>>,
 }
 
-fn glob_matches(list: &Option<PatternList<Glob>>, value: Option<&str>) -> bool {
-    match list {
-        None => true,
-        Some(list) => list.matches_with(|g| value.is_some_and(|v| g.pattern.matches(v))),
-    }
-}
-
 impl SlotMatchers {
     pub fn matches(&self, slot: &Slot) -> bool {
-        glob_matches(&self.slot_name, Some(&slot.name))
-            && glob_matches(&self.slot_type, Some(&slot.slot_type))
-            && glob_matches(&self.database, slot.database.as_deref())
-            && glob_matches(&self.plugin, slot.plugin.as_deref())
-            && glob_matches(&self.wal_status, slot.wal_status.as_deref())
+        glob_list_matches(&self.slot_name, Some(&slot.name))
+            && glob_list_matches(&self.slot_type, Some(&slot.slot_type))
+            && glob_list_matches(&self.database, slot.database.as_deref())
+            && glob_list_matches(&self.plugin, slot.plugin.as_deref())
+            && glob_list_matches(&self.wal_status, slot.wal_status.as_deref())
     }
 }
 
-/// The thresholds of a slot rule; `None`: not part of the rule.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct SlotConditions {
-    pub inactive_for: Option<Duration>,
-    pub retained_wal: Option<ByteSize>,
-}
+/// What must hold, all together, for a slot rule to act: thresholds over
+/// the slot conditions of [`crate::condition`].
+pub type SlotConditions = Thresholds<SlotSample>;
 
 /// One `[[slot_rule]]`.
 #[derive(Clone, Debug)]
@@ -168,105 +161,21 @@ pub struct SlotPolicy {
     pub protect: Vec<PatternList<Glob>>,
 }
 
-/// A value a slot condition measures or is given.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Value {
-    Duration(Duration),
-    Bytes(ByteSize),
-}
-
-impl fmt::Display for Value {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Value::Duration(d) => f.write_str(&fmt_duration(*d)),
-            Value::Bytes(b) => b.fmt(f),
-        }
-    }
-}
-
-/// The kind of value a condition takes in the config file.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Kind {
-    /// A duration string (`"1h"`).
-    Duration,
-    /// A size string (`"20GB"`).
-    Size,
-}
-
-/// What is known of a slot at one poll: the row, and how long the daemon
-/// has seen it inactive.
-#[derive(Clone, Copy, Debug)]
-pub struct Measured<'a> {
-    pub slot: &'a Slot,
-    pub inactive_for: Option<Duration>,
-}
-
-/// A slot condition: holds when the measured value is greater than the
-/// rule's threshold; a value not known (`None`) never holds.
-pub struct Condition {
-    /// The config key.
-    pub name: &'static str,
-    pub kind: Kind,
-    /// The measured value.
-    pub measure: fn(&Measured<'_>) -> Option<Value>,
-    /// The rule's threshold.
-    pub threshold: fn(&SlotConditions) -> Option<Value>,
-    /// Sets the threshold from the config (a value of `kind`).
-    pub set: fn(&mut SlotConditions, Value),
-    /// How the value is shown (`plan`, the log's `measured`).
-    pub unit: &'static str,
-}
-
-/// Every slot condition, in the order they are shown.
-pub const CONDITIONS: &[Condition] = &[
-    Condition {
-        name: "inactive_for",
-        kind: Kind::Duration,
-        measure: |m| m.inactive_for.map(Value::Duration),
-        threshold: |c| c.inactive_for.map(Value::Duration),
-        set: |c, v| {
-            if let Value::Duration(d) = v {
-                c.inactive_for = Some(d);
-            }
-        },
-        unit: "duration",
-    },
-    Condition {
-        name: "retained_wal",
-        kind: Kind::Size,
-        measure: |m| m.slot.retained_wal.map(Value::Bytes),
-        threshold: |c| c.retained_wal.map(Value::Bytes),
-        set: |c, v| {
-            if let Value::Bytes(b) = v {
-                c.retained_wal = Some(b);
-            }
-        },
-        unit: "bytes",
-    },
-];
-
-impl SlotConditions {
-    pub fn is_empty(&self) -> bool {
-        *self == SlotConditions::default()
-    }
-
-    /// `None` when some condition does not hold; else the evidence
-    /// (`inactive_for=2h (> 1h), retained_wal=21.0 GiB (> 20.0 GiB)`).
-    fn holds(&self, m: &Measured<'_>) -> Option<String> {
-        let mut evidence = Vec::new();
-        for c in CONDITIONS {
-            let Some(threshold) = (c.threshold)(self) else {
-                continue;
-            };
-            match (c.measure)(m) {
-                Some(v) if v > threshold => {
-                    evidence.push(format!("{}={v} (> {threshold})", c.name))
-                }
-                _ => return None,
-            }
-        }
-        Some(evidence.join(", "))
-    }
+/// `None` when some condition does not hold for `sample`; else the
+/// evidence (`inactive_for=2h (> 1h), retained_wal=21.0 GiB (> 20.0 GiB)`),
+/// in table order.
+fn breach(conditions: &SlotConditions, sample: &SlotSample) -> Option<Vec<Evidence>> {
+    conditions
+        .iter()
+        .map(|(c, limit)| {
+            let reading = (c.read)(sample, limit);
+            reading.holds.then(|| Evidence {
+                name: c.name,
+                measured: reading.measured.to_string(),
+                against: format!("> {limit}"),
+            })
+        })
+        .collect()
 }
 
 /// Why a slot is never acted on, whatever a rule says.
@@ -319,7 +228,7 @@ pub struct SlotDecision {
     pub slot: Slot,
     pub inactive_for: Option<Duration>,
     /// The conditions that held, with their thresholds.
-    pub evidence: String,
+    pub evidence: Vec<Evidence>,
     /// 1 for the first attempt, more for a retry of a failed drop.
     pub attempt: u32,
 }
@@ -335,11 +244,11 @@ pub enum SlotVerdict {
     /// The conditions hold; the grace has this much left.
     Grace {
         left: Duration,
-        evidence: String,
+        evidence: Vec<Evidence>,
     },
     /// Acted on now (or deferred by the budget).
     Acts {
-        evidence: String,
+        evidence: Vec<Evidence>,
     },
     /// Already acted on while this breach lasts.
     Done,
@@ -385,10 +294,9 @@ pub enum SlotDelivery {
 #[derive(Debug, Default)]
 pub struct SlotMemory {
     slots: HashMap<String, Tracked>,
-    /// When the drops of the current budget window were decided.
-    recent: VecDeque<Instant>,
-    /// Numbers the drops the budget defers, so they run in that order.
-    deferrals: u64,
+    /// The drops of the current budget window, and the queue of those it
+    /// deferred (a budget of its own, apart from the walsenders').
+    budget: Budget,
     /// The policy the per-rule memory is for, each rule's name and what
     /// tells an edit: an edited rule starts over.
     layout: Vec<(String, String)>,
@@ -452,7 +360,7 @@ impl SlotMemory {
         });
         state.deferred = None;
         if d.action == SlotAction::Drop {
-            self.recent.push_back(now);
+            self.budget.charge(now);
         }
         (failed && d.attempt > limits.max_retries).then_some(d.attempt)
     }
@@ -497,13 +405,7 @@ pub fn judge(
     dry_run: bool,
 ) -> SlotRound {
     memory.adopt(policy);
-    while memory
-        .recent
-        .front()
-        .is_some_and(|t| now.saturating_duration_since(*t) >= limits.per)
-    {
-        memory.recent.pop_front();
-    }
+    memory.budget.begin(now, limits);
     for t in memory.slots.values_mut() {
         t.seen = false;
     }
@@ -542,7 +444,10 @@ pub fn judge(
         t.server_inactive_since = slot.inactive_since;
         let inactive_for = t.inactive_since.map(|s| now.saturating_duration_since(s));
         round.inactive_for.push(inactive_for);
-        let measured = Measured { slot, inactive_for };
+        let sample = SlotSample {
+            inactive_for,
+            retained_wal: slot.retained_wal,
+        };
         let protection = policy.protection(slot);
         for (ri, rule) in policy.rules.iter().enumerate() {
             if !rule.matchers.matches(slot) {
@@ -560,7 +465,7 @@ pub fn judge(
             let evidence = if rule.action == SlotAction::Drop && slot.active {
                 None
             } else {
-                rule.conditions.holds(&measured)
+                breach(&rule.conditions, &sample)
             };
             let Some(evidence) = evidence else {
                 *state = RuleState::default();
@@ -612,18 +517,18 @@ pub fn judge(
     memory.slots.retain(|_, t| t.seen);
 
     // Drops the budget deferred go first, in the order they were deferred.
-    candidates.sort_by_key(|(deferred, _)| deferred.map_or((1, 0), |seq| (0, seq)));
-    let mut spent = memory.recent.len();
+    candidates.sort_by_key(|(deferred, _)| Budget::order(*deferred));
+    let mut spent = memory.budget.spent();
     for (_, decision) in candidates {
         if decision.action == SlotAction::Drop {
             if spent >= limits.max_actions as usize {
+                let place = memory.budget.defer();
                 let state = memory
                     .slots
                     .get_mut(&decision.slot.name)
                     .and_then(|t| t.rules.get_mut(&decision.rule));
-                if let Some(state) = state.filter(|s| s.deferred.is_none()) {
-                    memory.deferrals += 1;
-                    state.deferred = Some(memory.deferrals);
+                if let Some(state) = state {
+                    state.deferred.get_or_insert(place);
                 }
                 round.deferred.push(Deferred {
                     decision,
@@ -642,6 +547,7 @@ pub fn judge(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::condition::Limit;
 
     fn slot(name: &str, active: bool, retained: u64) -> Slot {
         Slot {
@@ -674,17 +580,21 @@ mod tests {
         }
     }
 
-    fn rule(action: SlotAction, inactive_for: u64, retained: Option<u64>) -> SlotRule {
+    fn rule(action: SlotAction, inactive_for: Option<u64>, retained: Option<u64>) -> SlotRule {
+        let mut conditions = SlotConditions::default();
+        if let Some(secs) = inactive_for {
+            conditions.set("inactive_for", Limit::Time(Duration::from_secs(secs)));
+        }
+        if let Some(bytes) = retained {
+            conditions.set("retained_wal", Limit::Bytes(ByteSize(bytes)));
+        }
         SlotRule {
             name: "abandoned".to_string(),
             matchers: SlotMatchers {
                 slot_name: Some(glob_list(&["*", "!patroni_*"])),
                 ..SlotMatchers::default()
             },
-            conditions: SlotConditions {
-                inactive_for: Some(Duration::from_secs(inactive_for)),
-                retained_wal: retained.map(ByteSize),
-            },
+            conditions,
             grace: Duration::ZERO,
             action,
         }
@@ -709,7 +619,7 @@ mod tests {
 
     #[test]
     fn an_inactive_slot_is_dropped_once_inactive_for_is_exceeded() {
-        let p = policy(vec![rule(SlotAction::Drop, 600, Some(1000))]);
+        let p = policy(vec![rule(SlotAction::Drop, Some(600), Some(1000))]);
         let s = snap(vec![slot("old", false, 5000)]);
         let (limits, mut m, t0) = (Limits::default(), SlotMemory::default(), Instant::now());
         assert!(judge(&p, &limits, &s, &mut m, t0, false)
@@ -726,7 +636,7 @@ mod tests {
         );
         assert_eq!(d.inactive_for, Some(11 * MIN));
         assert_eq!(
-            d.evidence,
+            crate::engine::evidence_line(&d.evidence),
             "inactive_for=11m (> 10m), retained_wal=4.9 KiB (> 1000 B)"
         );
         // Recorded done: not repeated while the breach lasts.
@@ -737,7 +647,7 @@ mod tests {
 
     #[test]
     fn an_active_slot_is_never_dropped_and_use_restarts_the_clock() {
-        let p = policy(vec![rule(SlotAction::Drop, 60, None)]);
+        let p = policy(vec![rule(SlotAction::Drop, Some(60), None)]);
         let (limits, mut m, t0) = (Limits::default(), SlotMemory::default(), Instant::now());
         let active = snap(vec![slot("s", true, 5000)]);
         judge(
@@ -769,7 +679,7 @@ mod tests {
 
     #[test]
     fn a_moved_restart_lsn_or_inactive_since_means_the_slot_was_used() {
-        let p = policy(vec![rule(SlotAction::Drop, 60, None)]);
+        let p = policy(vec![rule(SlotAction::Drop, Some(60), None)]);
         let (limits, mut m, t0) = (Limits::default(), SlotMemory::default(), Instant::now());
         let mut s = slot("s", false, 5000);
         judge(&p, &limits, &snap(vec![s.clone()]), &mut m, t0, false);
@@ -803,9 +713,7 @@ mod tests {
 
     #[test]
     fn a_slot_kept_because_a_client_used_it_is_judged_afresh() {
-        let mut r0 = rule(SlotAction::Drop, 0, Some(1000));
-        r0.conditions.inactive_for = None;
-        let p = policy(vec![r0]);
+        let p = policy(vec![rule(SlotAction::Drop, None, Some(1000))]);
         let (limits, mut m, t0) = (Limits::default(), SlotMemory::default(), Instant::now());
         let mut s = slot("s", false, 5000);
         let r = judge(&p, &limits, &snap(vec![s.clone()]), &mut m, t0, false);
@@ -825,7 +733,7 @@ mod tests {
 
     #[test]
     fn on_17_a_slot_first_seen_counts_from_inactive_since() {
-        let p = policy(vec![rule(SlotAction::Drop, 3600, None)]);
+        let p = policy(vec![rule(SlotAction::Drop, Some(3600), None)]);
         // Far enough from the start of the monotonic clock to subtract 2 h.
         let t0 = Instant::now() + Duration::from_secs(3 * 3600);
         let (limits, mut m) = (Limits::default(), SlotMemory::default());
@@ -839,7 +747,7 @@ mod tests {
 
     #[test]
     fn protected_temporary_synced_and_excluded_slots_are_never_judged() {
-        let mut p = policy(vec![rule(SlotAction::Drop, 0, None)]);
+        let mut p = policy(vec![rule(SlotAction::Drop, Some(0), None)]);
         p.protect = vec![glob_list(&["barman*"])];
         let mut temp = slot("temp", false, 5000);
         temp.temporary = true;
@@ -880,8 +788,33 @@ mod tests {
     }
 
     #[test]
+    fn plan_shows_how_each_rule_stands_with_its_evidence() {
+        let p = policy(vec![
+            SlotRule {
+                name: "patient".to_string(),
+                grace: 5 * MIN,
+                ..rule(SlotAction::Log, None, Some(1000))
+            },
+            SlotRule {
+                name: "now".to_string(),
+                ..rule(SlotAction::Drop, None, Some(1000))
+            },
+        ]);
+        let s = snap(vec![slot("old", false, 5000)]);
+        let mut m = SlotMemory::default();
+        let r = judge(&p, &Limits::default(), &s, &mut m, Instant::now(), true);
+        let text = report::plan(&p, &s, &r, true);
+        for line in [
+            "  slot_rule \"patient\" (log): retained_wal=4.9 KiB (> 1000 B); grace: 5m left\n",
+            "  slot_rule \"now\" (drop): retained_wal=4.9 KiB (> 1000 B); would drop now (dry run: logged only)\n",
+        ] {
+            assert!(text.contains(line), "{line:?} not in:\n{text}");
+        }
+    }
+
+    #[test]
     fn grace_must_pass_after_the_conditions_hold() {
-        let mut r0 = rule(SlotAction::Log, 60, None);
+        let mut r0 = rule(SlotAction::Log, Some(60), None);
         r0.grace = 5 * MIN;
         let p = policy(vec![r0]);
         let s = snap(vec![slot("s", false, 1)]);
@@ -898,7 +831,7 @@ mod tests {
 
     #[test]
     fn the_budget_defers_drops_in_order_and_never_loses_them() {
-        let p = policy(vec![rule(SlotAction::Drop, 0, None)]);
+        let p = policy(vec![rule(SlotAction::Drop, Some(0), None)]);
         let limits = Limits {
             max_actions: 2,
             ..Limits::default()
@@ -930,7 +863,7 @@ mod tests {
 
     #[test]
     fn a_dry_run_is_done_only_while_it_lasts_and_failures_are_retried() {
-        let p = policy(vec![rule(SlotAction::Drop, 0, None)]);
+        let p = policy(vec![rule(SlotAction::Drop, Some(0), None)]);
         let s = snap(vec![slot("s", false, 1)]);
         let limits = Limits {
             max_retries: 1,
@@ -986,7 +919,7 @@ mod tests {
 
     #[test]
     fn an_unknown_value_never_holds_and_an_edited_rule_starts_over() {
-        let p = policy(vec![rule(SlotAction::Drop, 0, Some(1))]);
+        let p = policy(vec![rule(SlotAction::Drop, Some(0), Some(1))]);
         let mut lost = slot("lost", false, 1);
         lost.retained_wal = None;
         let (limits, mut m, t0) = (Limits::default(), SlotMemory::default(), Instant::now());
@@ -994,7 +927,7 @@ mod tests {
         let r = judge(&p, &limits, &snap(vec![lost]), &mut m, t0 + MIN, false);
         assert_eq!(r.verdicts[0].2, SlotVerdict::NotBreached);
 
-        let mut logged = policy(vec![rule(SlotAction::Log, 0, None)]);
+        let mut logged = policy(vec![rule(SlotAction::Log, Some(0), None)]);
         let s = snap(vec![slot("s", false, 1)]);
         judge(&logged, &limits, &s, &mut m, t0, false);
         let r = judge(&logged, &limits, &s, &mut m, t0 + MIN, false);
@@ -1002,7 +935,9 @@ mod tests {
         assert!(judge(&logged, &limits, &s, &mut m, t0 + 2 * MIN, false)
             .decisions
             .is_empty());
-        logged.rules[0].conditions.inactive_for = Some(Duration::from_secs(1));
+        logged.rules[0]
+            .conditions
+            .set("inactive_for", Limit::Time(Duration::from_secs(1)));
         let r = judge(&logged, &limits, &s, &mut m, t0 + 3 * MIN, false);
         assert_eq!(r.decisions.len(), 1, "the edited rule judges afresh");
     }

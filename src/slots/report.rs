@@ -6,6 +6,7 @@ use std::fmt::Write as _;
 
 use super::pg::SlotOutcome;
 use super::{Deferred, SlotDecision, SlotPolicy, SlotRound, SlotSnapshot, SlotVerdict};
+use crate::engine::evidence_line;
 use crate::logfmt::{quoted, token};
 use crate::units::fmt_duration;
 
@@ -38,7 +39,7 @@ pub fn log_decision(d: &SlotDecision, outcome: &SlotOutcome) {
                 retained_wal_bytes = slot.retained_wal.map(|b| b.0),
                 inactive_for = %inactive_for,
                 inactive_seconds = d.inactive_for.map(|i| i.as_secs()),
-                measured = %d.evidence,
+                measured = %evidence_line(&d.evidence),
                 detail,
                 $message
             )
@@ -152,7 +153,11 @@ pub fn plan(
                 SlotVerdict::Active => "kept: active (a drop never cuts off a client)".to_string(),
                 SlotVerdict::NotBreached => "conditions do not hold".to_string(),
                 SlotVerdict::Grace { left, evidence } => {
-                    format!("{evidence}; grace: {} left", fmt_duration(*left))
+                    format!(
+                        "{}; grace: {} left",
+                        evidence_line(evidence),
+                        fmt_duration(*left)
+                    )
                 }
                 SlotVerdict::Acts { evidence } => {
                     let deferred = round
@@ -165,7 +170,7 @@ pub fn plan(
                         (_, _, true) => "would drop now (dry run: logged only)".to_string(),
                         (_, _, false) => "would drop now".to_string(),
                     };
-                    format!("{evidence}; {now}")
+                    format!("{}; {now}", evidence_line(evidence))
                 }
                 SlotVerdict::Done => "already acted on".to_string(),
             };
@@ -203,9 +208,10 @@ pub fn check_summary(policy: &SlotPolicy) -> String {
         .into_iter()
         .filter_map(|(name, list)| Some(format!("{name} in [{}]", globs(list.as_ref()?))))
         .collect();
-        let when: Vec<String> = super::CONDITIONS
+        let when: Vec<String> = rule
+            .conditions
             .iter()
-            .filter_map(|c| Some(format!("{} > {}", c.name, (c.threshold)(&rule.conditions)?)))
+            .map(|(c, limit)| format!("{} > {limit}", c.name))
             .collect();
         let _ = writeln!(
             out,
