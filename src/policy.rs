@@ -75,14 +75,39 @@ pub struct Glob {
     pub pattern: glob::Pattern,
 }
 
+/// Why a matcher's pattern was refused; the config loader shows it with its
+/// cause (`crate::errors::error_chain`) at the pattern's file:line:col.
+#[derive(Debug, thiserror::Error)]
+pub enum PatternError {
+    #[error("{text:?} is not a valid glob pattern")]
+    Glob {
+        text: String,
+        #[source]
+        cause: glob::PatternError,
+    },
+    #[error("{} has the range {from}-{to}, which is backwards and matches no character: write {to}-{from}", crate::logfmt::quoted(.text))]
+    ReversedRange { text: String, from: char, to: char },
+    #[error("unknown {matcher} {text:?}: use one of {}", .known.join(", "))]
+    Unknown {
+        matcher: String,
+        text: String,
+        known: &'static [&'static str],
+    },
+    #[error("{text:?} is not a CIDR, an IP address or \"local\" (e.g. \"10.0.0.0/8\", \"::1\", \"local\")")]
+    Addr { text: String },
+}
+
 impl Glob {
-    pub fn parse(text: &str) -> Result<Glob, String> {
+    pub fn parse(text: &str) -> Result<Glob, PatternError> {
         glob::Pattern::new(text)
             .map(|pattern| Glob {
                 text: text.to_string(),
                 pattern,
             })
-            .map_err(|e| format!("{text:?} is not a valid glob pattern: {e}"))
+            .map_err(|cause| PatternError::Glob {
+                text: text.to_string(),
+                cause,
+            })
     }
 }
 
@@ -112,7 +137,7 @@ pub enum AddrPattern {
 
 impl AddrPattern {
     /// `"local"`, a CIDR (`"10.0.0.0/8"`, `"fd00::/8"`) or a single address.
-    pub fn parse(text: &str) -> Result<AddrPattern, String> {
+    pub fn parse(text: &str) -> Result<AddrPattern, PatternError> {
         if text == "local" {
             return Ok(AddrPattern::Local);
         }
@@ -121,8 +146,8 @@ impl AddrPattern {
         }
         text.parse::<IpAddr>()
             .map(|ip| AddrPattern::Net(IpNet::from(ip)))
-            .map_err(|_| {
-                format!("{text:?} is not a CIDR, an IP address or \"local\" (e.g. \"10.0.0.0/8\", \"::1\", \"local\")")
+            .map_err(|_| PatternError::Addr {
+                text: text.to_string(),
             })
     }
 

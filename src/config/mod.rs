@@ -14,7 +14,8 @@ use toml::Spanned;
 
 use crate::condition::{Kind, Limit, Sample, Subject};
 use crate::policy::{
-    Action, AddrPattern, Conditions, Glob, Limits, Matchers, PatternList, Policy, Rule, SyncGuard,
+    Action, AddrPattern, Conditions, Glob, Limits, Matchers, PatternError, PatternList, Policy,
+    Rule, SyncGuard,
 };
 use crate::units::{parse_duration, parse_size, ByteSize};
 

@@ -131,20 +131,25 @@ impl Walker<'_> {
         table: &DeTable<'_>,
         key: &str,
         name: &str,
-        known: &[&str],
+        known: &'static [&'static str],
     ) -> Option<PatternList<Glob>> {
         let v = table.get(name)?;
         self.patterns(v, &format!("{key}.{name}"), |text| {
             if let Some((from, to)) = reversed_range(text) {
-                return Err(format!(
-                    "{} has the range {from}-{to}, which is backwards and matches no character: write {to}-{from}",
-                    crate::logfmt::quoted(text)
-                ));
+                return Err(PatternError::ReversedRange {
+                    text: text.to_string(),
+                    from,
+                    to,
+                });
             }
             let glob = Glob::parse(text)?;
             let literal = !text.contains(['*', '?', '[']);
             if !known.is_empty() && literal && !known.contains(&text) {
-                return Err(format!("unknown {name} {text:?}: use one of {}", known.join(", ")));
+                return Err(PatternError::Unknown {
+                    matcher: name.to_string(),
+                    text: text.to_string(),
+                    known,
+                });
             }
             Ok(glob)
         })

@@ -302,7 +302,7 @@ impl Walker<'_> {
         &mut self,
         value: &Value<'_>,
         key: &str,
-        parse: impl Fn(&str) -> Result<P, String>,
+        parse: impl Fn(&str) -> Result<P, PatternError>,
     ) -> Option<PatternList<P>> {
         let items: Vec<&Value<'_>> = match value.get_ref() {
             DeValue::String(_) => vec![value],
@@ -356,7 +356,7 @@ impl Walker<'_> {
                     }
                 }
                 Err(e) => {
-                    self.error(item.span(), &item_key, e);
+                    self.error(item.span(), &item_key, crate::errors::error_chain(&e));
                     ok = false;
                 }
             }
