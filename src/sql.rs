@@ -42,10 +42,11 @@ impl ServerVersion {
 /// The same two functions as the view's, so the same privileges and the
 /// same NULLs for a role without `pg_monitor`. The role name (the view
 /// joins `pg_authid`, which only a superuser may read) comes from
-/// `pg_get_userbyid()`, a lookup in the backend's role cache: a join of
-/// `pg_roles` cost 0.045 ms at every poll whatever the number of
-/// walsenders (a hash of a scan of `pg_authid`), the cache 0.017 ms for
-/// ten (BENCHMARKS.md). For a role that no longer exists (dropped while
+/// `pg_get_userbyid()`, a lookup in the backend's role cache, rather than
+/// a join of `pg_roles` (a hash of a scan of `pg_authid` at every poll
+/// whatever the number of walsenders: 0.045 ms beside the lookups alone,
+/// the cache 0.017 ms for ten; in the whole poll 0.008 ms saved of 0.25,
+/// BENCHMARKS.md). For a role that no longer exists (dropped while
 /// its walsender streams) that function answers `unknown (OID=n)`, where
 /// the view shows NULL; only then is `pg_roles` asked, which gives NULL
 /// (or the name, for a role really named so).
