@@ -614,13 +614,24 @@ fn execution_ms(rt: &tokio::runtime::Runtime, client: &tokio_postgres::Client, s
         .expect("an Execution Time line")
 }
 
+/// Pieces of the poll, run on their own: the walsender array joined with
+/// each walsender's identity by pid (what the poll cannot do without), and
+/// the poll's choice between reading by pid and one pass (backend ids, at
+/// most ten per walsender; includes the floor).
+const LOOKUPS: &str =
+    "SELECT w.pid, a.backend_start, a.usesysid, a.application_name, a.client_addr \
+     FROM pg_stat_get_wal_senders() w CROSS JOIN LATERAL pg_stat_get_activity(w.pid) a";
+const CHOICE: &str = "WITH w AS MATERIALIZED (SELECT pid FROM pg_stat_get_wal_senders()) \
+     SELECT count(*) >= 10 * (SELECT count(*) FROM w) AS by_pid \
+     FROM (SELECT pg_stat_get_backend_idset() LIMIT 10 * (SELECT count(*) FROM w)) b";
+
 /// The poll against client connections: 10, 100 and 1,000 idle clients
 /// with 10 walsenders, beside `pg_stat_replication` and the floor, all
 /// measured in the same run, each statement on its own session, rounds
 /// interleaved.
 fn connections() {
     println!("## Poll cost against client connections\n");
-    println!("10 idle walsenders; N idle client connections over TCP (each has run `SELECT 1`, as a pooled application connection has). Each statement on its own session, measured in interleaved rounds in the same run: server execution from `EXPLAIN (ANALYZE, TIMING OFF)`, median of 41; round trip from the client (prepared, rows fetched), median of 300; server CPU per statement from the backend's /proc times over those 300. *floor*: `SELECT pg_stat_get_backend_pid(1)`, which does nothing but the copy of every backend's status entry that the first read of activity in a transaction makes (`pgstat_read_current_status`), so any statement reading activity pays it. *walsender array*: `SELECT * FROM pg_stat_get_wal_senders()`, which reads no activity.\\n");
+    println!("10 idle walsenders; N idle client connections over TCP (each has run `SELECT 1`, as a pooled application connection has). Each statement on its own session, measured in interleaved rounds in the same run: server execution from `EXPLAIN (ANALYZE, TIMING OFF)`, median of 41; round trip from the client (prepared, rows fetched), median of 300; server CPU per statement from the backend's /proc times over those 300. *floor*: `SELECT pg_stat_get_backend_pid(1)`, which does nothing but the copy of every backend's status entry that the first read of activity in a transaction makes (`pgstat_read_current_status`), so any statement reading activity pays it. *walsender array*: `SELECT * FROM pg_stat_get_wal_senders()`, which reads no activity. *part*: pieces of the poll on their own (the identity lookups by pid; the choice between by pid and one pass).\n");
     println!("| client connections | statement | server execution (median) | round trip median | round trip p99 | server CPU per statement | ratio to pg_stat_replication (execution) |");
     println!("|---|---|---|---|---|---|---|");
     let primary = Cluster::primary("primary");
@@ -633,9 +644,11 @@ fn connections() {
         .enable_all()
         .build()
         .unwrap();
-    let statements: [(&str, &str); 4] = [
+    let statements: [(&str, &str); 6] = [
         ("`pg_stat_replication`", "SELECT * FROM pg_stat_replication"),
         ("replwarden's poll", replwarden::sql::POLL),
+        ("part: identity lookups by pid", LOOKUPS),
+        ("part: the choice (`few`)", CHOICE),
         ("floor (status copy)", "SELECT pg_stat_get_backend_pid(1)"),
         ("walsender array", "SELECT * FROM pg_stat_get_wal_senders()"),
     ];
