@@ -2,8 +2,9 @@
 //! they show, and where the rule stands.
 
 use std::fmt;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
+use crate::basebackup::{streamed_text, Backup, NO_PROGRESS_ROW};
 use crate::condition::{Limit, Measured, Sample};
 use crate::policy::{Action, Conditions, Glob, PatternList, Rule};
 use crate::snapshot::Walsender;
@@ -223,6 +224,11 @@ impl Checks<'_> {
                     ),
                     against: format!(">= {}", fmt_duration(limit)),
                 },
+                (Measured::Backup { backup, stalled }, Limit::Time(limit)) => Evidence {
+                    name: c.name,
+                    measured: backup_text(backup, stalled),
+                    against: format!(">= {}", fmt_duration(limit)),
+                },
                 (measured, limit) => Evidence {
                     name: c.name,
                     measured: show(measured),
@@ -244,6 +250,13 @@ impl Checks<'_> {
                         fmt_duration(stalled),
                         fmt_duration(limit)
                     ),
+                    (Measured::Backup { backup, stalled }, Limit::Time(limit)) => {
+                        format!(
+                            "no_progress_for: {} < {}",
+                            backup_text(backup, stalled),
+                            fmt_duration(limit)
+                        )
+                    }
                     (Measured::CaughtUp, _) => {
                         "no_progress_for: flushed all the server has".to_string()
                     }
@@ -272,5 +285,31 @@ fn show(m: Measured) -> String {
         Measured::NotJudged(d, _) => fmt_duration(d),
         Measured::Stalled { stalled, .. } => fmt_duration(stalled),
         Measured::CaughtUp => "caught up".to_string(),
+        Measured::Backup { backup, stalled } => backup_text(backup, stalled),
+    }
+}
+
+/// A base backup as `no_progress_for` saw it: `base backup streaming
+/// database files, 5.0 MiB of 1.0 GiB, unchanged for 12s`.
+fn backup_text(backup: Backup, stalled: Duration) -> String {
+    match backup {
+        Backup::NoProgress => format!("base backup: {NO_PROGRESS_ROW}"),
+        Backup::Progress {
+            phase,
+            streamed,
+            total,
+        } if phase.judged() => format!(
+            "base backup {phase}, {}, unchanged for {}",
+            streamed_text(streamed, total),
+            fmt_duration(stalled)
+        ),
+        Backup::Progress {
+            phase,
+            streamed,
+            total,
+        } => format!(
+            "base backup {phase}, {}: bytes do not move in this phase, not judged",
+            streamed_text(streamed, total)
+        ),
     }
 }
