@@ -814,7 +814,7 @@ mod tests {
         assert_eq!(
             whys(&r),
             [format!(
-                "conditions not met: no_progress_for: base backup: {NO_PROGRESS_ROW} < 30s"
+                "conditions not met: no_progress_for: base backup: {NO_PROGRESS_ROW}"
             )]
         );
         // A spread checkpoint, the size estimate: minutes without a byte.

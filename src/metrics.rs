@@ -156,6 +156,24 @@ pub const SLOT_INACTIVE_SECONDS: Def = gauge(
     "How long each replication slot has been inactive, as slot rules' inactive_for counts it (0 while active).",
 );
 
+// Base backups (issue 19, from pg_stat_progress_basebackup: crate::basebackup).
+pub const BASEBACKUP_STREAMED_BYTES: Def = gauge(
+    "replwarden_basebackup_streamed_bytes",
+    "Bytes each walsender in state backup has streamed (backup_streamed), while its progress row is readable.",
+);
+pub const BASEBACKUP_TOTAL_BYTES: Def = gauge(
+    "replwarden_basebackup_total_bytes",
+    "The estimated size of each base backup (backup_total; absent without an estimate).",
+);
+pub const BASEBACKUP_PHASE: Def = gauge(
+    "replwarden_basebackup_phase",
+    "1 per walsender in state backup with a progress row, with its phase.",
+);
+pub const BASEBACKUP_STALLED_SECONDS: Def = gauge(
+    "replwarden_basebackup_stalled_seconds",
+    "How long each base backup has streamed no byte in a phase that sends bytes, as no_progress_for counts it (0 in a phase where bytes do not move by design).",
+);
+
 /// Every family, in exposition order.
 pub const FAMILIES: &[&Def] = &[
     &LAG_SECONDS,
@@ -181,6 +199,10 @@ pub const FAMILIES: &[&Def] = &[
     &SLOT_ACTIVE,
     &SLOT_WAL_STATUS,
     &SLOT_INACTIVE_SECONDS,
+    &BASEBACKUP_STREAMED_BYTES,
+    &BASEBACKUP_TOTAL_BYTES,
+    &BASEBACKUP_PHASE,
+    &BASEBACKUP_STALLED_SECONDS,
 ];
 
 /// The upper bounds of the poll duration buckets: 0.5 ms doubling to 4.096 s.
@@ -440,6 +462,7 @@ impl Metrics {
             s.set(&WALSENDERS, vec![], snapshot.walsenders.len() as f64);
             s.set(&HIDDEN_WALSENDERS, vec![], snapshot.hidden.len() as f64);
             walsender_series(s, snapshot, round);
+            basebackup_series(s, snapshot, round);
             if let Some(round) = round {
                 for (name, n) in rule_names.iter().zip(&round.matches) {
                     s.set(
@@ -651,6 +674,56 @@ fn walsender_series(s: &mut State, snapshot: &Snapshot, round: Option<&Round>) {
     s.replace(&REPLY_CLOCK_SKEW_SECONDS, skew);
     s.replace(&RETAINED_WAL_BYTES, retained);
     s.replace(&WALSENDER_INFO, info);
+}
+
+/// The base backup families, per walsender in `backup` with a progress row
+/// (labels as for every walsender series).
+fn basebackup_series(s: &mut State, snapshot: &Snapshot, round: Option<&Round>) {
+    use crate::basebackup::Backup;
+    let backups: Vec<(usize, Backup, Duration)> = round
+        .map(|r| {
+            r.measures
+                .iter()
+                .enumerate()
+                .filter_map(|(wi, m)| m.backup.map(|b| (wi, b, m.stalled)))
+                .collect()
+        })
+        .unwrap_or_default();
+    let (mut streamed_bytes, mut total_bytes, mut phases, mut stalled_seconds) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    if !backups.is_empty() {
+        let labels = walsender_labels(snapshot);
+        for (wi, backup, stalled) in backups {
+            let (
+                Backup::Progress {
+                    phase,
+                    streamed,
+                    total,
+                },
+                Some(who),
+            ) = (backup, labels.get(wi))
+            else {
+                continue;
+            };
+            streamed_bytes.push((who.clone(), streamed.0 as f64));
+            if let Some(total) = total {
+                total_bytes.push((who.clone(), total.0 as f64));
+            }
+            let mut with_phase = who.clone();
+            with_phase.push(("phase", phase.to_string()));
+            phases.push((with_phase, 1.0));
+            let stalled = if phase.judged() {
+                stalled
+            } else {
+                Duration::ZERO
+            };
+            stalled_seconds.push((who.clone(), seconds(stalled)));
+        }
+    }
+    s.replace(&BASEBACKUP_STREAMED_BYTES, streamed_bytes);
+    s.replace(&BASEBACKUP_TOTAL_BYTES, total_bytes);
+    s.replace(&BASEBACKUP_PHASE, phases);
+    s.replace(&BASEBACKUP_STALLED_SECONDS, stalled_seconds);
 }
 
 /// A duration in seconds, correctly rounded (`Duration::as_secs_f64` adds

@@ -250,13 +250,14 @@ impl Checks<'_> {
                         fmt_duration(stalled),
                         fmt_duration(limit)
                     ),
-                    (Measured::Backup { backup, stalled }, Limit::Time(limit)) => {
-                        format!(
+                    (Measured::Backup { backup, stalled }, Limit::Time(limit)) => match backup {
+                        Backup::Progress { phase, .. } if phase.judged() => format!(
                             "no_progress_for: {} < {}",
                             backup_text(backup, stalled),
                             fmt_duration(limit)
-                        )
-                    }
+                        ),
+                        _ => format!("no_progress_for: {}", backup_text(backup, stalled)),
+                    },
                     (Measured::CaughtUp, _) => {
                         "no_progress_for: flushed all the server has".to_string()
                     }
