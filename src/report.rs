@@ -364,7 +364,11 @@ pub fn plan(
         if let Some(m) = round.measures.get(wi) {
             let _ = writeln!(out, "  {}", reply_clock(m, ws, snapshot));
             if let Some(backup) = m.backup {
-                let _ = writeln!(out, "  {}", crate::basebackup::plan_line(backup, m.stalled));
+                let _ = writeln!(
+                    out,
+                    "  {}",
+                    crate::basebackup::plan_line(backup, m.stalled, snapshot.basebackup(ws.id))
+                );
             }
         }
         if let Some(line) = round.measures.get(wi).and_then(unjudged_lags) {

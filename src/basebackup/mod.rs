@@ -137,8 +137,13 @@ pub fn streamed_text(streamed: ByteSize, total: Option<ByteSize>) -> String {
     }
 }
 
-/// The `plan` line of a walsender in `backup`.
-pub fn plan_line(backup: Backup, stalled: std::time::Duration) -> String {
+/// The `plan` line of a walsender in `backup`, with its progress row's
+/// tablespace counts when read.
+pub fn plan_line(
+    backup: Backup,
+    stalled: std::time::Duration,
+    row: Option<&BackupProgress>,
+) -> String {
     match backup {
         Backup::NoProgress => format!("base backup: {NO_PROGRESS_ROW}"),
         Backup::Progress {
@@ -151,8 +156,15 @@ pub fn plan_line(backup: Backup, stalled: std::time::Duration) -> String {
             } else {
                 "bytes do not move in this phase: no_progress_for not judged".to_string()
             };
+            let tablespaces = match row.map(|r| (r.tablespaces_streamed, r.tablespaces_total)) {
+                // Counted from the start of streaming (0 of 0 before).
+                Some((Some(done), Some(all))) if all > 0 => {
+                    format!("; tablespaces {done} of {all}")
+                }
+                _ => String::new(),
+            };
             format!(
-                "base backup: phase {phase}; streamed {}; {clock}",
+                "base backup: phase {phase}; streamed {}{tablespaces}; {clock}",
                 streamed_text(streamed, total)
             )
         }
@@ -178,5 +190,41 @@ mod tests {
             [BackupPhase::StreamingFiles, BackupPhase::TransferringWal]
         );
         assert!(!BackupPhase::Unknown.judged());
+    }
+
+    #[test]
+    fn plan_says_what_is_judged_and_why_not() {
+        let id = WalsenderId {
+            pid: 7,
+            backend_start: std::time::UNIX_EPOCH,
+        };
+        let row = |phase, tablespaces_total| BackupProgress {
+            id,
+            phase,
+            total: Some(ByteSize(1 << 30)),
+            streamed: ByteSize(5 << 20),
+            tablespaces_total: Some(tablespaces_total),
+            tablespaces_streamed: Some(0),
+        };
+        let progress = |phase| Backup::Progress {
+            phase,
+            streamed: ByteSize(5 << 20),
+            total: Some(ByteSize(1 << 30)),
+        };
+        let three = std::time::Duration::from_secs(3);
+        let streaming = row(BackupPhase::StreamingFiles, 2);
+        assert_eq!(
+            plan_line(progress(BackupPhase::StreamingFiles), three, Some(&streaming)),
+            "base backup: phase streaming database files; streamed 5.0 MiB of 1.0 GiB; tablespaces 0 of 2; bytes unchanged for 3s"
+        );
+        let waiting = row(BackupPhase::WaitingForCheckpoint, 0);
+        assert_eq!(
+            plan_line(progress(BackupPhase::WaitingForCheckpoint), three, Some(&waiting)),
+            "base backup: phase waiting for checkpoint to finish; streamed 5.0 MiB of 1.0 GiB; bytes do not move in this phase: no_progress_for not judged"
+        );
+        assert_eq!(
+            plan_line(Backup::NoProgress, three, None),
+            format!("base backup: {NO_PROGRESS_ROW}")
+        );
     }
 }
