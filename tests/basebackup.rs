@@ -124,9 +124,19 @@ fn a_throttled_backup_through_a_spread_checkpoint_is_never_stalled() {
         metrics.contains("replwarden_basebackup_phase{application_name=\"bb_throttled\",client_addr=\"127.0.0.1\",user=\"replicator\",ordinal=\"0\",phase=\"streaming database files\"} 1"),
         "{metrics}"
     );
+    // Bytes as the server counts them: never ahead of what it shows after
+    // the scrape.
+    let streamed: f64 = metrics
+        .lines()
+        .find(|l| {
+            l.starts_with("replwarden_basebackup_streamed_bytes{application_name=\"bb_throttled\"")
+        })
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no streamed bytes for bb_throttled:\n{metrics}"));
+    let (_, server) = progress(&primary, "bb_throttled").expect("still backing up");
     assert!(
-        metrics.contains("replwarden_basebackup_streamed_bytes{application_name=\"bb_throttled\""),
-        "{metrics}"
+        streamed > 0.0 && streamed <= server as f64,
+        "{streamed} vs {server}"
     );
     assert!(
         metrics.contains("replwarden_basebackup_stalled_seconds{application_name=\"bb_throttled\""),
