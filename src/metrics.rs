@@ -712,11 +712,7 @@ fn basebackup_series(s: &mut State, snapshot: &Snapshot, round: Option<&Round>) 
             let mut with_phase = who.clone();
             with_phase.push(("phase", phase.to_string()));
             phases.push((with_phase, 1.0));
-            let stalled = if phase.judged() {
-                stalled
-            } else {
-                Duration::ZERO
-            };
+            // The stall clock stands at 0 in a phase that is not judged.
             stalled_seconds.push((who.clone(), seconds(stalled)));
         }
     }

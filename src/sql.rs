@@ -227,6 +227,7 @@ SELECT CASE WHEN NOT s.active AND NOT s.temporary AND s.restart_lsn IS NOT DISTI
        s.active, s.restart_lsn
 FROM pg_replication_slots s WHERE s.slot_name = $1"
 );
+
 /// The progress of base backups (13+), read only in polls that saw a
 /// walsender in state `backup` (`crate::basebackup::pg`). `backend_start`
 /// comes from the same statement, so from the same activity snapshot as the

@@ -27,12 +27,12 @@ pub async fn read(client: &Client, snapshot: &mut Snapshot) -> Result<(), tokio_
             pid: row.try_get("pid")?,
             backend_start: row.try_get::<_, SystemTime>("backend_start")?,
         };
-        let bytes = |n: Option<i64>| n.map(|n| ByteSize(u64::try_from(n).unwrap_or(0)));
+        let bytes = |n: i64| ByteSize(u64::try_from(n).unwrap_or(0));
         found.push(BackupProgress {
             id,
             phase: BackupPhase::from(row.try_get::<_, &str>("phase")?),
-            total: bytes(row.try_get("backup_total")?),
-            streamed: bytes(row.try_get("backup_streamed")?).unwrap_or(ByteSize(0)),
+            total: row.try_get::<_, Option<i64>>("backup_total")?.map(bytes),
+            streamed: bytes(row.try_get("backup_streamed")?),
             tablespaces_total: row.try_get("tablespaces_total")?,
             tablespaces_streamed: row.try_get("tablespaces_streamed")?,
         });
