@@ -25,6 +25,11 @@
 //! - **Progress only while there is WAL to make it with**: the stall clock
 //!   restarts whenever the client's position moves or has reached the
 //!   server's WAL position.
+//! - **A base backup's progress is its bytes**: a walsender in `backup`
+//!   has no position; its stall clock restarts at every poll that sees its
+//!   phase or `backup_streamed` change, or sees it in a phase where bytes
+//!   do not move by design, or without a progress row
+//!   ([`crate::basebackup`] says which phases are judged).
 //! - **Clients that control their own feedback**: a streaming walsender
 //!   that never replied, or confirms no position at all, counts from when
 //!   it was first seen streaming (silence, progress, byte lags from the
@@ -36,6 +41,7 @@
 
 use std::time::{Duration, Instant, SystemTime};
 
+use crate::basebackup::{Backup, BackupPhase};
 use crate::snapshot::{Snapshot, WalState, Walsender};
 use crate::units::{ByteSize, Lsn};
 
@@ -149,6 +155,10 @@ pub struct Measures {
     /// The client confirms no position: `progress` and `lag_bytes` count
     /// from when it was first seen streaming.
     pub confirms_nothing: bool,
+    /// In state `backup`: its progress, which `no_progress_for` then judges
+    /// (`stalled` is how long its phase and bytes have not changed in a
+    /// phase that is judged; `progress` is `None`).
+    pub backup: Option<Backup>,
 }
 
 impl Measures {
@@ -179,6 +189,8 @@ pub struct Observed {
     /// caught up.
     progress: Option<Lsn>,
     progress_since: Instant,
+    /// In `backup`: the phase and `backup_streamed` last seen.
+    backup: Option<(BackupPhase, ByteSize)>,
     /// Per write/flush/replay: the lag value shown at the last poll that saw
     /// the position at the server's WAL position (PostgreSQL keeps it);
     /// cleared once a reply has refreshed it.
@@ -196,6 +208,7 @@ impl Observed {
             streaming_since: None,
             progress: None,
             progress_since: now,
+            backup: None,
             kept: [None; 3],
         }
     }
@@ -279,13 +292,42 @@ impl Observed {
         ];
 
         // Progress: the stall clock runs only while the server has WAL
-        // beyond the watched position.
-        let progress = anchor.or(ws.flush_lsn);
-        let caught_up = match (progress, current) {
-            (Some(p), Some(c)) => p >= c,
-            _ => true,
+        // beyond the watched position; for a base backup, only while in a
+        // phase that sends bytes and they do not change.
+        let backup = (ws.state == Some(WalState::Backup)).then(|| {
+            snapshot
+                .basebackup(ws.id)
+                .map_or(Backup::NoProgress, |p| Backup::Progress {
+                    phase: p.phase,
+                    streamed: p.streamed,
+                    total: p.total,
+                })
+        });
+        let progress = match backup {
+            Some(_) => None,
+            None => anchor.or(ws.flush_lsn),
         };
-        if self.fresh || progress != self.progress || caught_up {
+        let restart = match backup {
+            Some(Backup::Progress {
+                phase, streamed, ..
+            }) => {
+                let moved = self.backup != Some((phase, streamed));
+                self.backup = Some((phase, streamed));
+                moved || !phase.judged()
+            }
+            Some(Backup::NoProgress) => {
+                self.backup = None;
+                true
+            }
+            None => {
+                let caught_up = match (progress, current) {
+                    (Some(p), Some(c)) => p >= c,
+                    _ => true,
+                };
+                progress != self.progress || caught_up
+            }
+        };
+        if self.fresh || restart {
             self.progress = progress;
             self.progress_since = now;
         }
@@ -301,6 +343,7 @@ impl Observed {
             lag_bytes,
             lags,
             confirms_nothing,
+            backup,
         }
     }
 }
@@ -326,6 +369,7 @@ pub fn skew_text(seconds: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::basebackup::BackupProgress;
     use crate::engine::{Delivery, Memory, Round, Verdict};
     use crate::fixtures::{at, policy, snapshot, walsender};
     use crate::policy::{Action, Policy};
@@ -717,5 +761,155 @@ mod tests {
         );
         let r = poll(&mut m, 121, 0x3001000);
         assert_eq!(acted(&r), [(1, "silent".to_string(), Action::Terminate)]);
+    }
+
+    /// A `pg_basebackup` walsender: in `backup`, no positions, no replies.
+    fn backup_walsender(pid: i32) -> Walsender {
+        Walsender {
+            state: Some(WalState::Backup),
+            flush_lsn: None,
+            write_lag_bytes: None,
+            flush_lag_bytes: None,
+            replay_lag_bytes: None,
+            reply_time: None,
+            reply_age: None,
+            ..standby(pid, "pg_basebackup")
+        }
+    }
+
+    fn progress(ws: &Walsender, phase: BackupPhase, streamed: u64) -> BackupProgress {
+        BackupProgress {
+            id: ws.id,
+            phase,
+            total: Some(ByteSize(1 << 30)),
+            streamed: ByteSize(streamed),
+            tablespaces_total: Some(1),
+            tablespaces_streamed: Some(0),
+        }
+    }
+
+    #[test]
+    fn a_base_backup_is_stalled_only_when_its_bytes_stand_still_in_a_phase_that_sends_them() {
+        use crate::basebackup::NO_PROGRESS_ROW;
+        let p = policy(
+            "[[rule]]\nname = \"stuck-backup\"\nno_progress_for = \"30s\"\naction = \"terminate\"\n",
+        );
+        let t0 = Instant::now();
+        let mut m = Memory::default();
+        let ws = backup_walsender(1);
+        let mut secs = 0;
+        let mut poll = |m: &mut Memory, row: Option<BackupProgress>| {
+            let mut s = snap(T0 + secs, vec![ws.clone()]);
+            s.basebackups = row.into_iter().collect();
+            let r = explain(&p, &s, m, t0 + Duration::from_secs(secs));
+            secs += 10;
+            r
+        };
+        // No progress row yet: never judged, and said so.
+        for _ in 0..6 {
+            let r = poll(&mut m, None);
+            assert!(r.decisions.is_empty(), "{:?}", whys(&r));
+        }
+        let r = poll(&mut m, None);
+        assert_eq!(
+            whys(&r),
+            [format!(
+                "conditions not met: no_progress_for: base backup: {NO_PROGRESS_ROW}"
+            )]
+        );
+        // A spread checkpoint, the size estimate: minutes without a byte.
+        for phase in [
+            BackupPhase::Initializing,
+            BackupPhase::WaitingForCheckpoint,
+            BackupPhase::EstimatingSize,
+        ] {
+            for _ in 0..30 {
+                let r = poll(&mut m, Some(progress(&ws, phase, 0)));
+                assert!(r.decisions.is_empty(), "{phase}: {:?}", whys(&r));
+            }
+        }
+        // Streaming, throttled: a little every poll, for ten minutes.
+        let mut streamed = 0;
+        for _ in 0..60 {
+            streamed += 200_000;
+            let r = poll(
+                &mut m,
+                Some(progress(&ws, BackupPhase::StreamingFiles, streamed)),
+            );
+            assert!(r.decisions.is_empty(), "{:?}", whys(&r));
+        }
+        // The end-of-backup wait for archive_command: minutes, no bytes.
+        for _ in 0..30 {
+            let r = poll(
+                &mut m,
+                Some(progress(&ws, BackupPhase::WaitingForWalArchiving, streamed)),
+            );
+            assert!(r.decisions.is_empty(), "{:?}", whys(&r));
+        }
+        // A phase from a newer server is never judged.
+        for _ in 0..10 {
+            let r = poll(&mut m, Some(progress(&ws, BackupPhase::Unknown, streamed)));
+            assert!(r.decisions.is_empty(), "{:?}", whys(&r));
+        }
+        // Transferring WAL (-X fetch), then the client stops reading: the
+        // clock counts from the poll that saw the phase change.
+        let r = poll(
+            &mut m,
+            Some(progress(&ws, BackupPhase::TransferringWal, streamed)),
+        );
+        assert!(r.decisions.is_empty());
+        for _ in 0..2 {
+            let r = poll(
+                &mut m,
+                Some(progress(&ws, BackupPhase::TransferringWal, streamed)),
+            );
+            assert!(r.decisions.is_empty(), "{:?}", whys(&r));
+        }
+        let r = poll(
+            &mut m,
+            Some(progress(&ws, BackupPhase::TransferringWal, streamed)),
+        );
+        assert_eq!(
+            acted(&r),
+            [(1, "stuck-backup".to_string(), Action::Terminate)]
+        );
+        assert_eq!(
+            crate::engine::evidence_line(&r.decisions[0].evidence),
+            "no_progress_for=base backup transferring wal files, 11.4 MiB of 1.0 GiB, unchanged for 30s (>= 30s)"
+        );
+    }
+
+    #[test]
+    fn a_stalled_backup_is_caught_and_a_reused_pid_lends_no_progress() {
+        let p = policy(
+            "[[rule]]\nname = \"stuck-backup\"\nno_progress_for = \"30s\"\naction = \"terminate\"\n",
+        );
+        let t0 = Instant::now();
+        let mut m = Memory::default();
+        let ws = backup_walsender(1);
+        // A row of another process that had the same pid.
+        let mut other = progress(&ws, BackupPhase::StreamingFiles, 5 << 20);
+        other.id.backend_start = at(T0 - 10);
+        for i in 0..10 {
+            let mut s = snap(T0 + 10 * i, vec![ws.clone()]);
+            s.basebackups = vec![other.clone()];
+            let r = explain(&p, &s, &mut m, t0 + Duration::from_secs(10 * i));
+            assert!(r.decisions.is_empty(), "{:?}", whys(&r));
+            assert_eq!(r.measures[0].backup, Some(Backup::NoProgress));
+        }
+        // Its own row: streaming, then the client stops reading at 5.7 MB.
+        let mut caught = None;
+        for i in 10..30 {
+            let streamed = (i - 10).min(5) * 1_200_000;
+            let mut s = snap(T0 + 10 * i, vec![ws.clone()]);
+            s.basebackups = vec![progress(&ws, BackupPhase::StreamingFiles, streamed)];
+            let r = explain(&p, &s, &mut m, t0 + Duration::from_secs(10 * i));
+            if !r.decisions.is_empty() {
+                caught = Some(i);
+                break;
+            }
+        }
+        // Last moved at poll 15 (150 s): 30 s later.
+        assert_eq!(caught, Some(18));
     }
 }

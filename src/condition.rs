@@ -15,6 +15,7 @@
 use std::fmt;
 use std::time::Duration;
 
+use crate::basebackup::Backup;
 use crate::clocks::{LagKind, Measures, TimeLag};
 use crate::units::{fmt_duration, ByteSize, Lsn};
 
@@ -79,6 +80,10 @@ pub enum Measured {
     },
     /// `no_progress_for`: flushed all the server has.
     CaughtUp,
+    /// `no_progress_for` on a walsender in `backup`: its progress and how
+    /// long its phase and bytes have not changed in a phase that is judged
+    /// (see [`crate::basebackup`]).
+    Backup { backup: Backup, stalled: Duration },
 }
 
 /// How a measured value shows in evidence and printouts: the value, `NULL`,
@@ -93,6 +98,9 @@ impl fmt::Display for Measured {
                 f.write_str(&fmt_duration(*d))
             }
             Measured::CaughtUp => f.write_str("caught up"),
+            Measured::Backup { backup, stalled } => {
+                f.write_str(&crate::basebackup::backup_text(*backup, *stalled))
+            }
         }
     }
 }
@@ -253,8 +261,17 @@ fn bytes_behind(s: &Sample, kind: LagKind, limit: Limit) -> Reading {
 }
 
 /// The flush position has not moved for `limit` while the server had WAL
-/// beyond it.
+/// beyond it; for a base backup, no bytes were streamed for `limit` in a
+/// phase that sends them.
 fn no_progress(s: &Sample, limit: Limit) -> Reading {
+    if let Some(backup) = s.measures.backup {
+        let stalled = s.measures.stalled;
+        let judged = matches!(backup, Backup::Progress { phase, .. } if phase.judged());
+        return Reading {
+            holds: judged && Limit::Time(stalled) >= limit,
+            measured: Measured::Backup { backup, stalled },
+        };
+    }
     let measured = match (s.measures.progress, s.current_lsn) {
         (Some(flush), Some(current)) if flush < current => Measured::Stalled {
             stalled: s.measures.stalled,

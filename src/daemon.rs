@@ -591,7 +591,18 @@ impl Daemon {
             .postgres
             .statement_timeout
             .saturating_add(CLIENT_MARGIN);
-        let mut snapshot = match bounded(bound, session.poller.poll(&session.client)).await {
+        let read = async {
+            let mut snapshot = bounded(bound, session.poller.poll(&session.client)).await?;
+            // Base backup progress: its own statement, sent only when a
+            // walsender is in `backup` (crate::basebackup).
+            bounded(
+                bound,
+                crate::basebackup::pg::read(&session.client, &mut snapshot),
+            )
+            .await?;
+            Ok(snapshot)
+        };
+        let mut snapshot = match read.await {
             Ok(s) => s,
             Err(e) => {
                 // Unseen: no condition is known to hold on through this.

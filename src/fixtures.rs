@@ -91,6 +91,7 @@ pub fn snapshot(walsenders: Vec<Walsender>) -> Snapshot {
         synchronous_standby_names: String::new(),
         walsenders,
         hidden: vec![],
+        basebackups: vec![],
     }
 }
 

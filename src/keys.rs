@@ -86,7 +86,7 @@ pub const KEYS: &[Key] = &[
     key("rule", "in_state_for", "-", "Condition: in its current state continuously for this long."),
     key("rule", "no_reply_for", "-", "Condition: the standby's last reply (reply_time) is older than this."),
     key("rule", "no_progress_for", "-",
-        "Condition: flush_lsn has not moved for this long while the server has WAL beyond it."),
+        "Condition: flush_lsn has not moved for this long while the server has WAL beyond it; on a walsender in state backup, no byte streamed (pg_stat_progress_basebackup) for this long, in the phases that send bytes only."),
     // [[slot_rule]] (issue 19): see crate::slots.
     key("slot_rule", "name", "-",
         "Required; unique among [[rule]] and [[slot_rule]] names; appears in every log line about the slot rule."),

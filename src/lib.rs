@@ -11,6 +11,7 @@
 //! - [`policy`]: rules, matchers and conditions (pure data and matching).
 //! - [`snapshot`]: what a poll sees ([`snapshot::Walsender`], [`snapshot::Snapshot`]), driver-free.
 //! - [`poller`]: the poll statement run with tokio-postgres, its rows decoded into a snapshot.
+//! - [`basebackup`]: base backups judged by their progress (`pg_stat_progress_basebackup`), phase by phase.
 //! - [`clocks`]: what is judged, real now and on one clock (stale lags, silence, skew).
 //! - [`roles`]: each walsender's role from first sight, for a role dropped while it streams.
 //! - [`engine`]: pure decisions from (policy, snapshot, memory, now).
@@ -50,6 +51,7 @@
 
 pub mod actions;
 pub mod advice;
+pub mod basebackup;
 pub mod clocks;
 pub mod condition;
 pub mod config;

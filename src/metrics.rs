@@ -34,6 +34,7 @@ use tokio::net::TcpListener;
 use tokio::task::{AbortHandle, JoinSet};
 
 use crate::actions::Outcome;
+use crate::basebackup::Backup;
 use crate::engine::{Decision, HoldReason, Round};
 use crate::policy::{Action, Policy};
 use crate::snapshot::{Snapshot, WalsenderId};
@@ -157,6 +158,24 @@ pub const SLOT_INACTIVE_SECONDS: Def = gauge(
     "How long each replication slot has been inactive, as slot rules' inactive_for counts it (0 while active).",
 );
 
+// Base backups (issue 19, from pg_stat_progress_basebackup: crate::basebackup).
+pub const BASEBACKUP_STREAMED_BYTES: Def = gauge(
+    "replwarden_basebackup_streamed_bytes",
+    "Bytes each walsender in state backup has streamed (backup_streamed), while its progress row is readable.",
+);
+pub const BASEBACKUP_TOTAL_BYTES: Def = gauge(
+    "replwarden_basebackup_total_bytes",
+    "The estimated size of each base backup (backup_total; absent without an estimate).",
+);
+pub const BASEBACKUP_PHASE: Def = gauge(
+    "replwarden_basebackup_phase",
+    "1 per walsender in state backup with a progress row, with its phase.",
+);
+pub const BASEBACKUP_STALLED_SECONDS: Def = gauge(
+    "replwarden_basebackup_stalled_seconds",
+    "How long each base backup has streamed no byte in a phase that sends bytes, as no_progress_for counts it (0 in a phase where bytes do not move by design).",
+);
+
 /// Every family, in exposition order.
 pub const FAMILIES: &[&Def] = &[
     &LAG_SECONDS,
@@ -182,6 +201,10 @@ pub const FAMILIES: &[&Def] = &[
     &SLOT_ACTIVE,
     &SLOT_WAL_STATUS,
     &SLOT_INACTIVE_SECONDS,
+    &BASEBACKUP_STREAMED_BYTES,
+    &BASEBACKUP_TOTAL_BYTES,
+    &BASEBACKUP_PHASE,
+    &BASEBACKUP_STALLED_SECONDS,
 ];
 
 /// The upper bounds of the poll duration buckets: 0.5 ms doubling to 4.096 s.
@@ -209,12 +232,22 @@ pub struct State {
     /// The (walsender, rule) pairs held at the last poll: a pair held now
     /// and not then starts a hold episode.
     held: HashSet<(WalsenderId, String)>,
-    /// The last poll's walsenders and, for each, the silence and clock
-    /// skew the engine measured: the per-walsender families are made from
-    /// them when the endpoint is scraped, not at every poll (making them
-    /// at every poll was most of the daemon's CPU per poll).
+    /// The last poll's walsenders and, for each, what the engine measured
+    /// of it: the per-walsender families are made from them when the
+    /// endpoint is scraped, not at every poll (making them at every poll
+    /// was most of the daemon's CPU per poll).
     last_poll: Snapshot,
-    last_measures: Vec<(Option<Duration>, Option<f64>)>,
+    last_measures: Vec<LastMeasure>,
+}
+
+/// What the engine measured of one walsender at the last poll, as the
+/// per-walsender families show it.
+#[derive(Debug, Default)]
+struct LastMeasure {
+    silence: Option<Duration>,
+    skew_seconds: Option<f64>,
+    /// A base backup's progress and how long its bytes have not moved.
+    backup: Option<(Backup, Duration)>,
 }
 
 impl State {
@@ -454,7 +487,11 @@ impl Metrics {
                 .map(|r| {
                     r.measures
                         .iter()
-                        .map(|m| (m.silence, m.skew_seconds))
+                        .map(|m| LastMeasure {
+                            silence: m.silence,
+                            skew_seconds: m.skew_seconds,
+                            backup: m.backup.map(|b| (b, m.stalled)),
+                        })
                         .collect()
                 })
                 .unwrap_or_default();
@@ -631,6 +668,7 @@ fn walsender_series(s: &mut State) {
     let mut skew = Vec::new();
     let mut retained = Vec::new();
     let mut info = Vec::new();
+    let mut backups = Vec::new();
     for (wi, (ws, who)) in snapshot
         .walsenders
         .iter()
@@ -655,12 +693,15 @@ fn walsender_series(s: &mut State) {
             }
         }
         // Silence and skew as the engine measures them (one clock).
-        if let Some((silence, skew_seconds)) = s.last_measures.get(wi) {
-            if let Some(silence) = silence {
-                reply_age.push((who.clone(), seconds(*silence)));
+        if let Some(m) = s.last_measures.get(wi) {
+            if let Some(silence) = m.silence {
+                reply_age.push((who.clone(), seconds(silence)));
             }
-            if let Some(seconds) = skew_seconds {
-                skew.push((who.clone(), *seconds));
+            if let Some(seconds) = m.skew_seconds {
+                skew.push((who.clone(), seconds));
+            }
+            if let Some(backup) = m.backup {
+                backups.push((who.clone(), backup));
             }
         }
         if let (Some(slot), Some(bytes)) = (&ws.slot_name, ws.retained_wal) {
@@ -676,7 +717,38 @@ fn walsender_series(s: &mut State) {
     s.replace(&REPLY_CLOCK_SKEW_SECONDS, skew);
     s.replace(&RETAINED_WAL_BYTES, retained);
     s.replace(&WALSENDER_INFO, info);
+    basebackup_series(s, backups);
     s.last_poll = snapshot;
+}
+
+/// The base backup families, per walsender in `backup` with a progress row
+/// (labels as for every walsender series).
+fn basebackup_series(s: &mut State, backups: Vec<(Labels, (Backup, Duration))>) {
+    let (mut streamed_bytes, mut total_bytes, mut phases, mut stalled_seconds) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for (who, (backup, stalled)) in backups {
+        let Backup::Progress {
+            phase,
+            streamed,
+            total,
+        } = backup
+        else {
+            continue;
+        };
+        streamed_bytes.push((who.clone(), streamed.0 as f64));
+        if let Some(total) = total {
+            total_bytes.push((who.clone(), total.0 as f64));
+        }
+        let mut with_phase = who.clone();
+        with_phase.push(("phase", phase.to_string()));
+        phases.push((with_phase, 1.0));
+        // The stall clock stands at 0 in a phase that is not judged.
+        stalled_seconds.push((who, seconds(stalled)));
+    }
+    s.replace(&BASEBACKUP_STREAMED_BYTES, streamed_bytes);
+    s.replace(&BASEBACKUP_TOTAL_BYTES, total_bytes);
+    s.replace(&BASEBACKUP_PHASE, phases);
+    s.replace(&BASEBACKUP_STALLED_SECONDS, stalled_seconds);
 }
 
 /// A duration in seconds, correctly rounded (`Duration::as_secs_f64` adds

@@ -11,9 +11,12 @@ use crate::session::{connect, ConnectError};
 /// `replwarden plan`: one poll with a fresh memory, printed; signals nothing.
 pub async fn plan(config: &Config, dry_run: bool) -> Result<String, PlanError> {
     let session = connect(&config.postgres).await?;
-    let snapshot = session
+    let mut snapshot = session
         .poller
         .poll(&session.client)
+        .await
+        .map_err(PlanError::Poll)?;
+    crate::basebackup::pg::read(&session.client, &mut snapshot)
         .await
         .map_err(PlanError::Poll)?;
     let round = engine::explain(

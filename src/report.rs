@@ -363,6 +363,13 @@ pub fn plan(
         let _ = writeln!(out, "  {}", measured(ws));
         if let Some(m) = round.measures.get(wi) {
             let _ = writeln!(out, "  {}", reply_clock(m, ws, snapshot));
+            if let Some(backup) = m.backup {
+                let _ = writeln!(
+                    out,
+                    "  {}",
+                    crate::basebackup::plan_line(backup, m.stalled, snapshot.basebackup(ws.id))
+                );
+            }
         }
         if let Some(line) = round.measures.get(wi).and_then(unjudged_lags) {
             let _ = writeln!(out, "  {line}");

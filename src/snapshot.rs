@@ -161,6 +161,16 @@ pub struct Snapshot {
     /// user and application_name are visible. The daemon acts on nothing
     /// while this is non-zero.
     pub hidden: Vec<i32>,
+    /// The progress of the walsenders in `backup` (read only when there is
+    /// one: [`crate::basebackup::pg::read`]).
+    pub basebackups: Vec<crate::basebackup::BackupProgress>,
+}
+
+impl Snapshot {
+    /// The base backup progress of that process instance, if read.
+    pub fn basebackup(&self, id: WalsenderId) -> Option<&crate::basebackup::BackupProgress> {
+        self.basebackups.iter().find(|p| p.id == id)
+    }
 }
 
 /// What the daemon's role may do on this server, checked at every connect.

@@ -237,6 +237,22 @@ SELECT CASE WHEN NOT s.active AND NOT s.temporary AND s.restart_lsn IS NOT DISTI
        s.active, s.restart_lsn
 FROM pg_replication_slots s WHERE s.slot_name = $1"
 );
+
+/// The progress of base backups (13+), read only in polls that saw a
+/// walsender in state `backup` (`crate::basebackup::pg`). `backend_start`
+/// comes from the same statement, so from the same activity snapshot as the
+/// progress row: the daemon lends a row only to the walsender with that
+/// pid *and* `backend_start`, so a pid reused between the poll and this
+/// read lends its progress to no one. Rows the role may not read (no
+/// `pg_monitor`: NULL columns) are left out; their walsenders are not
+/// judged. The view and its columns are the same on 13-18.
+pub const BASEBACKUP_PROGRESS: &str = "\
+SELECT p.pid, a.backend_start, p.phase, p.backup_total, p.backup_streamed,
+       p.tablespaces_total, p.tablespaces_streamed
+FROM pg_stat_progress_basebackup p
+CROSS JOIN LATERAL pg_stat_get_activity(p.pid) a
+WHERE p.phase IS NOT NULL AND p.backup_streamed IS NOT NULL AND a.backend_start IS NOT NULL";
+
 /// A role name as SQL needs it: bare when that is unambiguous, else quoted.
 pub fn quote_ident(name: &str) -> String {
     let plain = !name.is_empty()

@@ -186,6 +186,8 @@ fn prometheus_answers_every_panel_and_alert_of_a_real_run() {
     let _victim = Client::receivewal(&primary, "victim");
     primary.wait_streaming("victim");
     let _pump = Client::wal_pump(&primary);
+    // A base backup streaming at 32 kB/s, with an estimated total.
+    let _backup = Client::base_backup(&primary, "nightly_backup", 32, true, true);
     let port = free_port();
     let config = format!(
         "[postgres]\nconninfo = \"{}\"\n[daemon]\ninterval = \"500ms\"\n[metrics]\nlisten = \"127.0.0.1:{port}\"\n\

@@ -4,6 +4,7 @@
 use std::fmt;
 use std::time::Instant;
 
+use crate::basebackup::{backup_text, Backup};
 use crate::condition::{Limit, Measured, Sample};
 use crate::policy::{Action, Conditions, Glob, PatternList, Rule};
 use crate::snapshot::Walsender;
@@ -223,6 +224,11 @@ impl Checks<'_> {
                     ),
                     against: format!(">= {}", fmt_duration(limit)),
                 },
+                (Measured::Backup { backup, stalled }, Limit::Time(limit)) => Evidence {
+                    name: c.name,
+                    measured: backup_text(backup, stalled),
+                    against: format!(">= {}", fmt_duration(limit)),
+                },
                 (measured, limit) => Evidence {
                     name: c.name,
                     measured: measured.to_string(),
@@ -244,6 +250,14 @@ impl Checks<'_> {
                         fmt_duration(stalled),
                         fmt_duration(limit)
                     ),
+                    (Measured::Backup { backup, stalled }, Limit::Time(limit)) => match backup {
+                        Backup::Progress { phase, .. } if phase.judged() => format!(
+                            "no_progress_for: {} < {}",
+                            backup_text(backup, stalled),
+                            fmt_duration(limit)
+                        ),
+                        _ => format!("no_progress_for: {}", backup_text(backup, stalled)),
+                    },
                     (Measured::CaughtUp, _) => {
                         "no_progress_for: flushed all the server has".to_string()
                     }

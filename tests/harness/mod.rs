@@ -1021,3 +1021,46 @@ pub fn http_get(port: u16, path: &str) -> String {
     stream.read_to_string(&mut response).unwrap();
     response
 }
+
+/// Base backups taken by `psql` sending `BASE_BACKUP` over a replication
+/// connection (the one `pg_basebackup` shipped refuses newer servers), the
+/// archive thrown away. SIGSTOP to [`Client::pid`] makes it stop reading.
+impl Client {
+    /// `max_rate_kb` as `pg_basebackup --max-rate`; `fast` for an immediate
+    /// start-of-backup checkpoint, else a spread one; `estimate` for a
+    /// `backup_total` (`PROGRESS`).
+    pub fn base_backup(
+        upstream: &Cluster,
+        application_name: &str,
+        max_rate_kb: u32,
+        fast: bool,
+        estimate: bool,
+    ) -> Client {
+        // 15 has the option list; 13 and 14 only the old syntax.
+        let command = if upstream.major() >= 15 {
+            let mut options = vec![format!("MAX_RATE {max_rate_kb}")];
+            if fast {
+                options.push("CHECKPOINT 'fast'".to_string());
+            }
+            if estimate {
+                options.push("PROGRESS".to_string());
+            }
+            format!("BASE_BACKUP ({})", options.join(", "))
+        } else {
+            format!(
+                "BASE_BACKUP{}{} MAX_RATE {max_rate_kb}",
+                if estimate { " PROGRESS" } else { "" },
+                if fast { " FAST" } else { "" }
+            )
+        };
+        let dir = scratch(application_name);
+        let mut c = Command::new(bin("psql"));
+        c.arg(format!(
+            "host=127.0.0.1 port={} user=replicator replication=true application_name={application_name}",
+            upstream.port
+        ))
+        .args(["-X", "-q", "-o", "/dev/null", "-c", &command])
+        .stdin(Stdio::null());
+        Client::spawn(c, dir, "psql BASE_BACKUP")
+    }
+}
