@@ -246,22 +246,24 @@ fn cpu_ticks(pid: i32) -> u64 {
 }
 
 fn ticks_to_ms(t: u64) -> f64 {
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    use nix::unistd::{sysconf, SysconfVar};
+    let hz = sysconf(SysconfVar::CLK_TCK).unwrap().unwrap() as f64;
     t as f64 * 1000.0 / hz
 }
 
 fn self_cpu_ms() -> f64 {
-    let mut r: libc::rusage = unsafe { std::mem::zeroed() };
-    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut r) };
-    (r.ru_utime.tv_sec as f64 + r.ru_stime.tv_sec as f64) * 1000.0
-        + (r.ru_utime.tv_usec as f64 + r.ru_stime.tv_usec as f64) / 1000.0
+    cpu_ms(nix::sys::resource::UsageWho::RUSAGE_SELF)
 }
 
 fn children_cpu_ms() -> f64 {
-    let mut r: libc::rusage = unsafe { std::mem::zeroed() };
-    unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut r) };
-    (r.ru_utime.tv_sec as f64 + r.ru_stime.tv_sec as f64) * 1000.0
-        + (r.ru_utime.tv_usec as f64 + r.ru_stime.tv_usec as f64) / 1000.0
+    cpu_ms(nix::sys::resource::UsageWho::RUSAGE_CHILDREN)
+}
+
+/// User plus system CPU time of `who`, in milliseconds.
+fn cpu_ms(who: nix::sys::resource::UsageWho) -> f64 {
+    let r = nix::sys::resource::getrusage(who).unwrap();
+    let ms = |t: nix::sys::time::TimeVal| t.tv_sec() as f64 * 1000.0 + t.tv_usec() as f64 / 1000.0;
+    ms(r.user_time()) + ms(r.system_time())
 }
 
 /// Room for 500 walsenders (each `append_conf` restates the harness's

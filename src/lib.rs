@@ -34,11 +34,10 @@
 //!
 //! `main.rs` is a thin command-line shell over this library.
 
-// The shipped code (see also Cargo.toml's [lints]): no unsafe code; numbers
+// The shipped code (Cargo.toml's [lints] forbids unsafe code everywhere): numbers
 // from the server (LSNs, lags, pids) never wrap or truncate silently in a
 // cast, and a clock stepping back never panics a subtraction. (Unit tests
 // build their instants and fixtures by hand, so they are exempt.)
-#![forbid(unsafe_code)]
 #![cfg_attr(
     not(test),
     deny(

@@ -2,9 +2,6 @@
 //! (the journal, text or JSON) and signals, and hands over to the library.
 //! Exit codes are documented in `--help`.
 
-// As the library (src/lib.rs): the shipped code has no unsafe code.
-#![forbid(unsafe_code)]
-
 mod cli;
 
 use std::io::IsTerminal;

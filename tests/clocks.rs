@@ -29,7 +29,7 @@ impl Receiver {
         args: &[&str],
         clock_offset: Option<&str>,
     ) -> Receiver {
-        let root = unsafe { libc::geteuid() } == 0;
+        let root = nix::unistd::geteuid().is_root();
         let dir = std::env::temp_dir().join(format!("rw-clocks-{}-{name}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(dir.join("wal")).expect("receiver folder");

@@ -17,7 +17,7 @@ use harness::{config, free_port, plan, wait_until, Client, Cluster, Daemon};
 use serde_json::Value;
 
 fn as_root() -> bool {
-    unsafe { libc::geteuid() == 0 }
+    nix::unistd::geteuid().is_root()
 }
 
 /// `program` as the `postgres` user when root (the tools refuse root or
@@ -102,10 +102,9 @@ impl Running {
 
 impl Drop for Running {
     fn drop(&mut self) {
-        let pgid = self.child.id() as i32;
-        unsafe {
-            libc::kill(-pgid, libc::SIGTERM);
-        }
+        use nix::sys::signal::{killpg, Signal};
+        let pgid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let _ = killpg(pgid, Signal::SIGTERM);
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         while std::time::Instant::now() < deadline {
             if let Ok(Some(_)) = self.child.try_wait() {
@@ -113,9 +112,7 @@ impl Drop for Running {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        unsafe {
-            libc::kill(-pgid, libc::SIGKILL);
-        }
+        let _ = killpg(pgid, Signal::SIGKILL);
         let _ = self.child.wait();
     }
 }

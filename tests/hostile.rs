@@ -429,8 +429,7 @@ fn no_part_of_a_password_appears_when_the_conninfo_is_bad() {
 fn a_fifo_as_the_config_is_refused_not_waited_on() {
     let scratch = Scratch::new("fifo");
     let fifo = scratch.0.join("replwarden.toml");
-    let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
-    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
     for (code, output) in check_and_run(&fifo) {
         assert_eq!(code, Some(78), "{output}");
         assert!(
@@ -447,22 +446,16 @@ fn cpu_time(pid: i32) -> Duration {
     let after = &stat[stat.rfind(')').expect("stat format") + 2..];
     let fields: Vec<&str> = after.split_whitespace().collect();
     let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
-    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
+    let per_second = clock_ticks_per_second();
     Duration::from_millis(ticks * 1000 / per_second)
 }
 
 #[test]
 fn idle_connections_under_a_low_fd_limit_do_not_spin_the_daemon() {
     // This test opens hundreds of sockets: lift its own soft limit.
-    unsafe {
-        let mut limit = libc::rlimit {
-            rlim_cur: 0,
-            rlim_max: 0,
-        };
-        libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit);
-        limit.rlim_cur = limit.rlim_max.min(4096);
-        libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
-    }
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let (_, hard) = getrlimit(Resource::RLIMIT_NOFILE).unwrap();
+    setrlimit(Resource::RLIMIT_NOFILE, hard.min(4096), hard).unwrap();
     let primary = Cluster::primary("fdlimit");
     let port = free_port();
     let scratch = Scratch::new("fdlimit");
@@ -637,4 +630,11 @@ fn check_prints_one_line_per_error_whatever_the_file_holds() {
         "{err}"
     );
     assert!(!err.contains(['\u{1b}', '\u{202e}']), "{err}");
+}
+
+/// `_SC_CLK_TCK`: the unit of the CPU times in `/proc/<pid>/stat`.
+fn clock_ticks_per_second() -> u64 {
+    use nix::unistd::{sysconf, SysconfVar};
+    let ticks = sysconf(SysconfVar::CLK_TCK).unwrap().unwrap();
+    u64::try_from(ticks).unwrap()
 }

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use harness::{config, Client, Cluster};
 
 fn is_root() -> bool {
-    unsafe { libc::geteuid() == 0 }
+    nix::unistd::geteuid().is_root()
 }
 
 /// One journal entry: `NAME=value\n`, or `NAME\n` + 64-bit little-endian

@@ -252,7 +252,7 @@ fn shipped_files(deb: &Path) -> Vec<PathBuf> {
 /// the conffile, which `dpkg -P` removes too.
 #[test]
 fn the_package_installs_and_plans_against_a_debian_cluster() {
-    if unsafe { libc::geteuid() } != 0 {
+    if !nix::unistd::geteuid().is_root() {
         eprintln!(
             "the_package_installs_and_plans_against_a_debian_cluster: skipped, needs root (dpkg -i, pg_createcluster); CI runs it as root"
         );

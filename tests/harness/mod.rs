@@ -57,7 +57,7 @@ fn binaries() -> &'static Binaries {
                 }
             }
         };
-        let as_postgres = unsafe { libc::geteuid() } == 0;
+        let as_postgres = nix::unistd::geteuid().is_root();
         Binaries { bin, as_postgres }
     })
 }
@@ -238,9 +238,8 @@ pub fn free_port() -> u16 {
 
 /// Sends `signal` to `pid`, ignoring a process that is already gone.
 pub fn kill(pid: i32, signal: i32) {
-    unsafe {
-        libc::kill(pid, signal);
-    }
+    let signal = nix::sys::signal::Signal::try_from(signal).expect("a signal number");
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), signal);
 }
 
 /// Polls `check` every 100 ms until it returns `Some` or `timeout` passes.
