@@ -328,7 +328,10 @@ fn cost_and_classic(cost: bool, classic: bool) {
         // TIMING OFF: per-node timing reads the clock twice per row and node,
         // which on 500 rows inflates the very figure being measured.
         rt.block_on(poller.poll(&client)).unwrap();
-        let explain = format!("EXPLAIN (ANALYZE, TIMING OFF) {}", poll_text(&poller));
+        let explain = format!(
+            "EXPLAIN (ANALYZE, TIMING OFF) {}",
+            with_count(poll_text(&poller), n)
+        );
         let mut exec = Vec::new();
         let mut view = Vec::new();
         for _ in 0..50 {
@@ -623,6 +626,13 @@ fn poll_text(poller: &Poller) -> &'static str {
     }
 }
 
+/// A poll statement as the Poller runs it after a poll of `walsenders`:
+/// its parameter (how far to count backends) in the text, so that it can
+/// be EXPLAINed and run like the statements beside it.
+fn with_count(sql: &str, walsenders: usize) -> String {
+    sql.replace("$1", &Way::backends_to_count(walsenders).to_string())
+}
+
 /// A piece of the poll, run on its own: the walsender array joined with
 /// each walsender's identity by pid (what the poll cannot do without).
 const LOOKUPS: &str =
@@ -699,7 +709,7 @@ fn connections() {
             }
         }
         rt.block_on(poller.poll(&chooser)).unwrap();
-        let chosen = poll_text(&poller);
+        let chosen = with_count(poll_text(&poller), 10);
         let view = stats(exec[0].clone()).0;
         for (i, (name, sql)) in statements.iter().enumerate() {
             let name = if *sql == chosen {

@@ -10,7 +10,7 @@
 
 use std::fmt;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime};
 
 use tokio_postgres::row::RowIndex;
@@ -40,12 +40,23 @@ impl Way {
     /// dearer). Both ways return the same rows; only the cost differs, so
     /// a choice made on counts one poll old is never wrong, at worst dearer
     /// for one poll.
+    ///
+    /// `backends` may be counted only up to [`Way::backends_to_count`]
+    /// of the same poll's walsenders.
     pub fn next(walsenders: usize, backends: usize) -> Way {
         if backends >= walsenders.saturating_mul(10) {
             Way::ByPid
         } else {
             Way::OnePass
         }
+    }
+
+    /// How far to count backends, with `walsenders` seen by the last poll:
+    /// far enough to tell whether there are ten per walsender (if the
+    /// walsenders grow meanwhile, a short count reads one pass for one
+    /// poll).
+    pub fn backends_to_count(walsenders: usize) -> i64 {
+        i64::try_from(walsenders.max(1).saturating_mul(10)).unwrap_or(i64::MAX)
     }
 }
 
@@ -58,6 +69,8 @@ pub struct Poller {
     /// `Cell`, so that a `&Poller` can be held across an `.await` by a
     /// future that must be `Send`.
     by_pid_next: AtomicBool,
+    /// The walsenders the last poll saw.
+    walsenders: AtomicUsize,
 }
 
 impl Poller {
@@ -70,6 +83,7 @@ impl Poller {
             // The usual case; a first poll of many walsenders among few
             // backends pays for a wrong guess once.
             by_pid_next: AtomicBool::new(true),
+            walsenders: AtomicUsize::new(0),
         })
     }
 
@@ -99,9 +113,11 @@ impl Poller {
             Way::ByPid => &self.by_pid,
             Way::OnePass => &self.one_pass,
         };
-        let rows = client.query(statement, &[]).await?;
+        let count = Way::backends_to_count(self.walsenders.load(Ordering::Relaxed));
+        let rows = client.query(statement, &[&count]).await?;
         let (snapshot, backends) = from_rows(&rows, columns)?;
         let walsenders = snapshot.walsenders.len() + snapshot.hidden.len();
+        self.walsenders.store(walsenders, Ordering::Relaxed);
         self.by_pid_next.store(
             Way::next(walsenders, backends) == Way::ByPid,
             Ordering::Relaxed,
@@ -346,6 +362,10 @@ mod tests {
         assert_eq!(Way::next(10, 100), Way::ByPid);
         assert_eq!(Way::next(10, 99), Way::OnePass);
         assert_eq!(Way::next(500, 520), Way::OnePass);
+        for walsenders in [0, 1, 10, 500] {
+            let counted = usize::try_from(Way::backends_to_count(walsenders)).unwrap();
+            assert_eq!(Way::next(walsenders, counted), Way::ByPid, "{walsenders}");
+        }
     }
 
     #[test]

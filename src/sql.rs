@@ -42,8 +42,13 @@ impl ServerVersion {
 /// much as the ten lookups (BENCHMARKS.md). What grows with connections
 /// either way is the copy of every backend's status entry that the first
 /// read of activity in a transaction makes: the floor. `backends` (the
-/// number of backends in that copy) is returned for the client's next
-/// choice.
+/// number of backends in that copy, counted up to `$1`, a `bigint`) is
+/// returned for the client's next choice: the ids come one at a time
+/// (`pg_stat_get_backend_idset()` in a select list, under `LIMIT`), so
+/// counting them costs about 45 ns each, and the client asks for no more
+/// than ten per walsender (a full count, 1,016 backends, was 0.06 ms of a
+/// 0.24 ms poll; the cumulative statistics' `numbackends` per database
+/// 0.035 ms).
 ///
 /// The same two functions as the view's, so the same privileges and the
 /// same NULLs for a role without `pg_monitor`. The role name (the view
@@ -94,7 +99,7 @@ r AS (
 )
 SELECT pos.in_recovery, pos.current_lsn, pos.now, current_user::text AS role,
        current_setting('synchronous_standby_names') AS synchronous_standby_names,
-       (SELECT count(*) FROM pg_stat_get_backend_idset()) AS backends,
+       (SELECT count(*) FROM (SELECT pg_stat_get_backend_idset() LIMIT $1) b) AS backends,
        r.pid, r.backend_start,
        CASE WHEN pg_get_userbyid(r.usesysid) <> format('unknown (OID=%s)', r.usesysid)
             THEN pg_get_userbyid(r.usesysid)::text
