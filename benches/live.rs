@@ -658,13 +658,12 @@ fn connections() {
         .enable_all()
         .build()
         .unwrap();
+    let by_pid = with_count(replwarden::sql::POLL_BY_PID, 10);
+    let one_pass = with_count(replwarden::sql::POLL_ONE_PASS, 10);
     let statements: [(&str, &str); 6] = [
         ("`pg_stat_replication`", "SELECT * FROM pg_stat_replication"),
-        ("replwarden's poll, by pid", replwarden::sql::POLL_BY_PID),
-        (
-            "replwarden's poll, one pass",
-            replwarden::sql::POLL_ONE_PASS,
-        ),
+        ("replwarden's poll, by pid", &by_pid),
+        ("replwarden's poll, one pass", &one_pass),
         ("part: identity lookups by pid", LOOKUPS),
         ("floor (status copy)", "SELECT pg_stat_get_backend_pid(1)"),
         ("walsender array", "SELECT * FROM pg_stat_get_wal_senders()"),
