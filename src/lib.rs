@@ -75,4 +75,5 @@ pub mod slots;
 pub mod snapshot;
 pub mod sql;
 pub mod syncrep;
+pub mod ticker;
 pub mod units;
