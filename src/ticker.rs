@@ -67,7 +67,13 @@ impl Ticker {
                 };
                 // Reads the number of expirations: one or more is a tick.
                 match ready.try_io(|fd| fd.get_ref().0.wait().map_err(io::Error::from)) {
-                    Ok(_) => return,
+                    Ok(_) => {
+                        // Read to empty: the next tick waits for the next
+                        // expiry (its own wake-up), not for a read that
+                        // fails first.
+                        ready.clear_ready();
+                        return;
+                    }
                     Err(_would_block) => continue,
                 }
             },
