@@ -19,7 +19,7 @@ use std::thread;
 use std::time::{Duration, Instant, SystemTime};
 
 use harness::{wait_until, Client, Cluster, Daemon};
-use replwarden::poller::Poller;
+use replwarden::poller::{Poller, Way};
 
 fn main() {
     let only: Vec<String> = std::env::args()
@@ -329,7 +329,11 @@ fn cost_and_classic(cost: bool, classic: bool) {
         }
         // TIMING OFF: per-node timing reads the clock twice per row and node,
         // which on 500 rows inflates the very figure being measured.
-        let explain = format!("EXPLAIN (ANALYZE, TIMING OFF) {}", replwarden::sql::POLL);
+        rt.block_on(poller.poll(&client)).unwrap();
+        let explain = format!(
+            "EXPLAIN (ANALYZE, TIMING OFF) {}",
+            with_count(poll_text(&poller), n)
+        );
         let mut exec = Vec::new();
         let mut view = Vec::new();
         for _ in 0..50 {
@@ -616,16 +620,26 @@ fn execution_ms(rt: &tokio::runtime::Runtime, client: &tokio_postgres::Client, s
         .expect("an Execution Time line")
 }
 
-/// Pieces of the poll, run on their own: the walsender array joined with
-/// each walsender's identity by pid (what the poll cannot do without), and
-/// the poll's choice between reading by pid and one pass (backend ids, at
-/// most ten per walsender; includes the floor).
+/// The statement the Poller's next poll runs.
+fn poll_text(poller: &Poller) -> &'static str {
+    match poller.next_read() {
+        Way::ByPid => replwarden::sql::POLL_BY_PID,
+        Way::OnePass => replwarden::sql::POLL_ONE_PASS,
+    }
+}
+
+/// A poll statement as the Poller runs it after a poll of `walsenders`:
+/// its parameter (how far to count backends) in the text, so that it can
+/// be EXPLAINed and run like the statements beside it.
+fn with_count(sql: &str, walsenders: usize) -> String {
+    sql.replace("$1", &Way::backends_to_count(walsenders).to_string())
+}
+
+/// A piece of the poll, run on its own: the walsender array joined with
+/// each walsender's identity by pid (what the poll cannot do without).
 const LOOKUPS: &str =
     "SELECT w.pid, a.backend_start, a.usesysid, a.application_name, a.client_addr \
      FROM pg_stat_get_wal_senders() w CROSS JOIN LATERAL pg_stat_get_activity(w.pid) a";
-const CHOICE: &str = "WITH w AS MATERIALIZED (SELECT pid FROM pg_stat_get_wal_senders()) \
-     SELECT count(*) >= 10 * (SELECT count(*) FROM w) AS by_pid \
-     FROM (SELECT pg_stat_get_backend_idset() LIMIT 10 * (SELECT count(*) FROM w)) b";
 
 /// The poll against client connections: 10, 100 and 1,000 idle clients
 /// with 10 walsenders, beside `pg_stat_replication` and the floor, all
@@ -633,7 +647,7 @@ const CHOICE: &str = "WITH w AS MATERIALIZED (SELECT pid FROM pg_stat_get_wal_se
 /// interleaved.
 fn connections() {
     println!("## Poll cost against client connections\n");
-    println!("10 idle walsenders; N idle client connections over TCP (each has run `SELECT 1`, as a pooled application connection has). Each statement on its own session, measured in interleaved rounds in the same run: server execution from `EXPLAIN (ANALYZE, TIMING OFF)`, median of 41; round trip from the client (prepared, rows fetched), median of 300; server CPU per statement from the backend's /proc times over those 300. *floor*: `SELECT pg_stat_get_backend_pid(1)`, which does nothing but the copy of every backend's status entry that the first read of activity in a transaction makes (`pgstat_read_current_status`), so any statement reading activity pays it. *walsender array*: `SELECT * FROM pg_stat_get_wal_senders()`, which reads no activity. *part*: pieces of the poll on their own (the identity lookups by pid; the choice between by pid and one pass).\n");
+    println!("10 idle walsenders; N idle client connections over TCP (each has run `SELECT 1`, as a pooled application connection has). Each statement on its own session, measured in interleaved rounds in the same run: server execution from `EXPLAIN (ANALYZE, TIMING OFF)`, median of 41; round trip from the client (prepared, rows fetched), median of 300; server CPU per statement from the backend's /proc times over those 300. *floor*: `SELECT pg_stat_get_backend_pid(1)`, which does nothing but the copy of every backend's status entry that the first read of activity in a transaction makes (`pgstat_read_current_status`), so any statement reading activity pays it. *walsender array*: `SELECT * FROM pg_stat_get_wal_senders()`, which reads no activity. The poll is two prepared statements, by pid and one pass; the daemon runs one per poll, chosen from the last poll's walsender and backend counts, marked *(chosen)*. *part*: a piece of the poll on its own (the identity lookups by pid).\n");
     println!("| client connections | statement | server execution (median) | round trip median | round trip p99 | server CPU per statement | ratio to pg_stat_replication (execution) |");
     println!("|---|---|---|---|---|---|---|");
     let primary = Cluster::primary("primary");
@@ -646,16 +660,20 @@ fn connections() {
         .enable_all()
         .build()
         .unwrap();
+    let by_pid = with_count(replwarden::sql::POLL_BY_PID, 10);
+    let one_pass = with_count(replwarden::sql::POLL_ONE_PASS, 10);
     let statements: [(&str, &str); 6] = [
         ("`pg_stat_replication`", "SELECT * FROM pg_stat_replication"),
-        ("replwarden's poll", replwarden::sql::POLL),
+        ("replwarden's poll, by pid", &by_pid),
+        ("replwarden's poll, one pass", &one_pass),
         ("part: identity lookups by pid", LOOKUPS),
-        ("part: the choice (`few`)", CHOICE),
         ("floor (status copy)", "SELECT pg_stat_get_backend_pid(1)"),
         ("walsender array", "SELECT * FROM pg_stat_get_wal_senders()"),
     ];
     let sessions: Vec<(tokio_postgres::Client, i32)> =
         statements.iter().map(|_| session(&rt, &primary)).collect();
+    let chooser = session(&rt, &primary).0;
+    let poller = rt.block_on(Poller::prepare(&chooser)).unwrap();
     let mut clients = Vec::new();
     for n in [10, 100, 1000] {
         while clients.len() < n {
@@ -691,8 +709,15 @@ fn connections() {
                 cpu[i] += cpu_ticks(*backend) - before;
             }
         }
+        rt.block_on(poller.poll(&chooser)).unwrap();
+        let chosen = with_count(poll_text(&poller), 10);
         let view = stats(exec[0].clone()).0;
-        for (i, (name, _)) in statements.iter().enumerate() {
+        for (i, (name, sql)) in statements.iter().enumerate() {
+            let name = if *sql == chosen {
+                format!("{name} *(chosen)*")
+            } else {
+                name.to_string()
+            };
             let (e50, _, _) = stats(exec[i].clone());
             let (r50, r99, _) = stats(rtt[i].clone());
             let cpu = ticks_to_ms(cpu[i]) / 300.0;

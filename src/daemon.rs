@@ -14,7 +14,6 @@ use std::future::Future;
 use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc::UnboundedReceiver;
-use tokio::time::MissedTickBehavior;
 use tracing::{debug, error, info, info_span, warn, Instrument};
 
 use crate::actions::{is_connection_error, Outcome};
@@ -28,6 +27,7 @@ use crate::report::Severity;
 use crate::service::{next_tick, ping_watchdog, Service};
 use crate::session::{connect, ConnectError, Session, CLIENT_MARGIN};
 use crate::snapshot::Preflight;
+use crate::ticker::Ticker;
 
 /// What the outside world asks of the loop.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -456,8 +456,7 @@ impl Daemon {
     /// (`Next::Reconnect` or `Next::Stop`).
     async fn serve(&mut self, session: &Session, control: &mut UnboundedReceiver<Control>) -> Next {
         let mut interval = self.config.daemon.interval;
-        let mut ticker = tokio::time::interval(interval);
-        ticker.set_missed_tick_behavior(MissedTickBehavior::Skip);
+        let mut ticker = Ticker::new(interval);
         loop {
             let next = match self
                 .race(tick_or_wake(&mut ticker, self.wake_at), control)
@@ -475,8 +474,7 @@ impl Daemon {
             }
             if self.config.daemon.interval != interval {
                 interval = self.config.daemon.interval;
-                ticker = tokio::time::interval(interval);
-                ticker.set_missed_tick_behavior(MissedTickBehavior::Skip);
+                ticker = Ticker::new(interval);
             }
         }
     }
@@ -799,7 +797,7 @@ fn log_preflight(p: &Preflight) {
 }
 
 /// The next tick, or `wake` if that comes first.
-async fn tick_or_wake(ticker: &mut tokio::time::Interval, wake: Option<tokio::time::Instant>) {
+async fn tick_or_wake(ticker: &mut Ticker, wake: Option<tokio::time::Instant>) {
     match wake {
         Some(at) => tokio::select! {
             _ = ticker.tick() => {}

@@ -76,4 +76,5 @@ pub mod slots;
 pub mod snapshot;
 pub mod sql;
 pub mod syncrep;
+pub mod ticker;
 pub mod units;

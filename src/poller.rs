@@ -1,6 +1,8 @@
-//! Reads a [`Snapshot`] from the server: the poll statement ([`crate::sql::POLL`]),
-//! prepared once per connection and run in its own implicit transaction, and
-//! the decoding of its rows (tokio-postgres `FromSql`). The server returns raw
+//! Reads a [`Snapshot`] from the server: the poll statements
+//! ([`crate::sql::POLL_BY_PID`], [`crate::sql::POLL_ONE_PASS`]), both
+//! prepared once per connection, one of them run per poll in its own
+//! implicit transaction, chosen by the last poll's counts ([`Way`]); and
+//! the decoding of their rows (tokio-postgres `FromSql`). The server returns raw
 //! positions, intervals and times; byte distances and ages are worked out
 //! here, against the server's own clock and WAL position of the same
 //! statement. Also the preflight row ([`Preflight::read`]). The domain types
@@ -8,6 +10,7 @@
 
 use std::fmt;
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime};
 
 use tokio_postgres::row::RowIndex;
@@ -17,24 +20,109 @@ use tokio_postgres::{Client, Row, Statement};
 use crate::snapshot::{ClientAddr, Preflight, Snapshot, WalState, Walsender, WalsenderId};
 use crate::units::{ByteSize, Lsn};
 
-/// The poll statement, prepared once per connection.
+/// How a poll reads the walsenders' identity (see [`crate::sql::POLL_BY_PID`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Way {
+    /// One activity lookup per walsender: the cheap way when backends
+    /// outnumber walsenders (a few walsenders on a server with many client
+    /// connections, the usual case).
+    ByPid,
+    /// One pass over every backend, as `pg_stat_replication` does: the cheap
+    /// way with many walsenders among few backends.
+    OnePass,
+}
+
+impl Way {
+    /// The way for the next poll, from this poll's count of walsenders and
+    /// of backends: by pid when there are at least ten backends per
+    /// walsender (where one lookup per walsender costs less than a row per
+    /// backend; at 500 walsenders among 520 backends the lookups were 10×
+    /// dearer). Both ways return the same rows; only the cost differs, so
+    /// a choice made on counts one poll old is never wrong, at worst dearer
+    /// for one poll.
+    ///
+    /// `backends` may be counted only up to [`Way::backends_to_count`]
+    /// of the same poll's walsenders.
+    pub fn next(walsenders: usize, backends: usize) -> Way {
+        if backends >= walsenders.saturating_mul(10) {
+            Way::ByPid
+        } else {
+            Way::OnePass
+        }
+    }
+
+    /// How far to count backends, with `walsenders` seen by the last poll:
+    /// far enough to tell whether there are ten per walsender (if the
+    /// walsenders grow meanwhile, a short count reads one pass for one
+    /// poll).
+    pub fn backends_to_count(walsenders: usize) -> i64 {
+        i64::try_from(walsenders.max(1).saturating_mul(10)).unwrap_or(i64::MAX)
+    }
+}
+
+/// The poll statements, prepared once per connection, and the way the next
+/// poll will read.
 pub struct Poller {
-    statement: Statement,
-    columns: Columns,
+    by_pid: (Statement, Columns),
+    one_pass: (Statement, Columns),
+    /// The next poll reads by pid (else in one pass). An atomic, not a
+    /// `Cell`, so that a `&Poller` can be held across an `.await` by a
+    /// future that must be `Send`.
+    by_pid_next: AtomicBool,
+    /// The walsenders the last poll saw.
+    walsenders: AtomicUsize,
 }
 
 impl Poller {
     pub async fn prepare(client: &Client) -> Result<Poller, tokio_postgres::Error> {
-        let statement = client.prepare(crate::sql::POLL).await?;
-        let columns = Columns::of(&statement);
-        Ok(Poller { statement, columns })
+        let by_pid = client.prepare(crate::sql::POLL_BY_PID).await?;
+        let one_pass = client.prepare(crate::sql::POLL_ONE_PASS).await?;
+        Ok(Poller {
+            by_pid: (by_pid.clone(), Columns::of(&by_pid)),
+            one_pass: (one_pass.clone(), Columns::of(&one_pass)),
+            // The usual case; a first poll of many walsenders among few
+            // backends pays for a wrong guess once.
+            by_pid_next: AtomicBool::new(true),
+            walsenders: AtomicUsize::new(0),
+        })
+    }
+
+    /// How the next [`Poller::poll`] will read.
+    pub fn next_read(&self) -> Way {
+        if self.by_pid_next.load(Ordering::Relaxed) {
+            Way::ByPid
+        } else {
+            Way::OnePass
+        }
     }
 
     /// Runs the poll query once (one implicit transaction: a fresh
-    /// activity snapshot every time).
+    /// activity snapshot every time), the way the last poll's counts chose.
     pub async fn poll(&self, client: &Client) -> Result<Snapshot, tokio_postgres::Error> {
-        let rows = client.query(&self.statement, &[]).await?;
-        from_rows(&rows, &self.columns)
+        self.poll_reading(client, self.next_read()).await
+    }
+
+    /// Runs the poll query once, the given way, and chooses the next way
+    /// from what it read.
+    pub async fn poll_reading(
+        &self,
+        client: &Client,
+        read: Way,
+    ) -> Result<Snapshot, tokio_postgres::Error> {
+        let (statement, columns) = match read {
+            Way::ByPid => &self.by_pid,
+            Way::OnePass => &self.one_pass,
+        };
+        let count = Way::backends_to_count(self.walsenders.load(Ordering::Relaxed));
+        let rows = client.query(statement, &[&count]).await?;
+        let (snapshot, backends) = from_rows(&rows, columns)?;
+        let walsenders = snapshot.walsenders.len() + snapshot.hidden.len();
+        self.walsenders.store(walsenders, Ordering::Relaxed);
+        self.by_pid_next.store(
+            Way::next(walsenders, backends) == Way::ByPid,
+            Ordering::Relaxed,
+        );
+        Ok(snapshot)
     }
 }
 
@@ -48,6 +136,7 @@ struct Columns {
     now: usize,
     role: usize,
     synchronous_standby_names: usize,
+    backends: usize,
     pid: usize,
     backend_start: usize,
     usename: usize,
@@ -67,7 +156,7 @@ struct Columns {
 }
 
 impl Columns {
-    /// Panics if [`crate::sql::POLL`] lacks a column: both are constants of
+    /// Panics if a poll statement lacks a column: both are constants of
     /// this build, and every test that polls would show it.
     fn of(statement: &Statement) -> Columns {
         let names: Vec<&str> = statement.columns().iter().map(|c| c.name()).collect();
@@ -75,7 +164,7 @@ impl Columns {
             names
                 .iter()
                 .position(|n| *n == name)
-                .unwrap_or_else(|| panic!("sql::POLL returns no column {name}"))
+                .unwrap_or_else(|| panic!("the poll statement returns no column {name}"))
         };
         Columns {
             in_recovery: at("in_recovery"),
@@ -83,6 +172,7 @@ impl Columns {
             now: at("now"),
             role: at("role"),
             synchronous_standby_names: at("synchronous_standby_names"),
+            backends: at("backends"),
             pid: at("pid"),
             backend_start: at("backend_start"),
             usename: at("usename"),
@@ -165,10 +255,13 @@ fn lag<I: RowIndex + fmt::Display>(
     Ok(row.try_get::<_, Option<Interval>>(column)?.map(|i| i.0))
 }
 
-fn from_rows(rows: &[Row], c: &Columns) -> Result<Snapshot, tokio_postgres::Error> {
+/// The snapshot, and the number of backends the server had.
+fn from_rows(rows: &[Row], c: &Columns) -> Result<(Snapshot, usize), tokio_postgres::Error> {
     let mut snapshot = Snapshot::default();
+    let mut backends = 0;
     // The server's values are the same on every row.
     if let Some(row) = rows.first() {
+        backends = usize::try_from(row.try_get::<_, i64>(c.backends)?).unwrap_or(0);
         snapshot.in_recovery = row.try_get(c.in_recovery)?;
         snapshot.current_lsn = lsn(row, c.current_lsn)?;
         snapshot.role = row.try_get(c.role)?;
@@ -218,7 +311,7 @@ fn from_rows(rows: &[Row], c: &Columns) -> Result<Snapshot, tokio_postgres::Erro
     }
     // In pid order, as the plan and the logs show them.
     snapshot.walsenders.sort_unstable_by_key(|w| w.id.pid);
-    Ok(snapshot)
+    Ok((snapshot, backends))
 }
 
 impl Preflight {
@@ -256,6 +349,23 @@ mod tests {
             "a clock step back reads as no lag"
         );
         assert!(Interval::from_sql(&Type::INTERVAL, &[0; 8]).is_err());
+    }
+
+    #[test]
+    fn reads_by_pid_with_ten_backends_per_walsender() {
+        assert_eq!(
+            Way::next(0, 0),
+            Way::ByPid,
+            "no walsender: nothing to look up"
+        );
+        assert_eq!(Way::next(10, 1000), Way::ByPid);
+        assert_eq!(Way::next(10, 100), Way::ByPid);
+        assert_eq!(Way::next(10, 99), Way::OnePass);
+        assert_eq!(Way::next(500, 520), Way::OnePass);
+        for walsenders in [0, 1, 10, 500] {
+            let counted = usize::try_from(Way::backends_to_count(walsenders)).unwrap();
+            assert_eq!(Way::next(walsenders, counted), Way::ByPid, "{walsenders}");
+        }
     }
 
     #[test]

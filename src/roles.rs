@@ -7,16 +7,19 @@
 //! role it was seen with; a walsender whose role was gone before the daemon
 //! first saw it has no name to go by, and is reported.
 
-use std::collections::{HashMap, HashSet};
+use rustc_hash::{FxHashMap, FxHashSet};
 
 use crate::snapshot::{Snapshot, WalsenderId};
 
-/// The role of every walsender seen, by process instance.
+/// The role of every walsender seen, by process instance. The sets are
+/// keyed by `(pid, backend_start)`, which the server assigns, not a
+/// client: a fast hasher (SipHash was a tenth of the daemon's
+/// instructions per poll, BENCHMARKS.md).
 #[derive(Debug, Default)]
 pub struct Roles {
-    known: HashMap<WalsenderId, String>,
+    known: FxHashMap<WalsenderId, String>,
     /// Instances already reported as having lost their role.
-    reported: HashSet<WalsenderId>,
+    reported: FxHashSet<WalsenderId>,
 }
 
 /// A walsender seen without its role for the first time.
@@ -36,7 +39,7 @@ impl Roles {
     /// `usename` unless its role is gone: rows the daemon's role may not
     /// read are in `Snapshot::hidden`, not here).
     pub fn fill(&mut self, snapshot: &mut Snapshot) -> Vec<Dropped> {
-        let present: HashSet<WalsenderId> = snapshot.walsenders.iter().map(|ws| ws.id).collect();
+        let present: FxHashSet<WalsenderId> = snapshot.walsenders.iter().map(|ws| ws.id).collect();
         self.known.retain(|id, _| present.contains(id));
         self.reported.retain(|id| present.contains(id));
         let mut news = Vec::new();

@@ -16,41 +16,49 @@ impl ServerVersion {
     }
 }
 
-/// The poll query. It returns the raw columns (positions as `pg_lsn`,
-/// lags as `interval`, times as `timestamptz`) and the server's
-/// `statement_timestamp()`; distances and ages are worked out by the
-/// client (`poller.rs`): numeric `pg_wal_lsn_diff` and
-/// `extract(epoch …)` on every row made the 500-walsender poll ~30 % dearer.
+/// The poll, in two statements that return the same columns and exactly
+/// what `pg_stat_replication` shows: [`POLL_BY_PID`] and
+/// [`POLL_ONE_PASS`]. The client picks one at every poll from the last
+/// poll's counts (`crate::poller`); both read everything afresh. Raw
+/// columns (positions as `pg_lsn`, lags as `interval`, times as
+/// `timestamptz`) and the server's `statement_timestamp()`; distances and
+/// ages are worked out by the client (`poller.rs`): numeric
+/// `pg_wal_lsn_diff` and `extract(epoch …)` on every row made the
+/// 500-walsender poll ~30 % dearer.
 ///
-/// It returns what `pg_stat_replication` shows, but does not read the
-/// view: the view builds a full `pg_stat_get_activity(NULL)` row for every
-/// backend of the server (query text, SSL, GSS, wait events: a lookup in
-/// the process array per row) and then joins the few walsenders, so its
-/// cost grew with client connections (2 ms at 1,000, see BENCHMARKS.md).
-/// Here the walsender array (`pg_stat_get_wal_senders()`, `w`) is read
-/// first, and each walsender's identity (`backend_start`, `usesysid`,
-/// `application_name`, `client_addr`) is looked up with the same activity
-/// function, by pid (`pg_stat_get_activity(w.pid)`, one row each), when
-/// the server has at least 10 backends per walsender; otherwise (many
-/// walsenders among few backends, where one lookup per walsender is the
-/// dearer way: 10× at 500 walsenders) with one pass over all backends, as
-/// the view does. The choice is made in the statement (`few`, reading at
-/// most 10 backend ids per walsender), and only the chosen branch runs
-/// (a one-time filter). What still grows with connections either way is
-/// the copy of every backend's status entry that the first read of
-/// activity in a transaction makes: the floor.
+/// Neither reads the view: the view builds a full
+/// `pg_stat_get_activity(NULL)` row for every backend of the server (query
+/// text, SSL, GSS, wait events: a lookup in the process array per row) and
+/// then joins the few walsenders, so its cost grew with client connections
+/// (1.4 ms at 1,000, see BENCHMARKS.md). The walsender array
+/// (`pg_stat_get_wal_senders()`, `w`) is read first, and each walsender's
+/// identity (`backend_start`, `usesysid`, `application_name`,
+/// `client_addr`) with the same activity function: by pid
+/// (`pg_stat_get_activity(w.pid)`, one row each), the cheap way when
+/// backends outnumber walsenders, or in one pass over all backends, the
+/// cheap way with many walsenders among few backends (one lookup per
+/// walsender was 10× dearer at 500 walsenders). The choice was once made
+/// inside one statement; setting up the branch that did not run cost as
+/// much as the ten lookups (BENCHMARKS.md). What grows with connections
+/// either way is the copy of every backend's status entry that the first
+/// read of activity in a transaction makes: the floor. `backends` (the
+/// number of backends in that copy, counted up to `$1`, a `bigint`) is
+/// returned for the client's next choice: the ids come one at a time
+/// (`pg_stat_get_backend_idset()` in a select list, under `LIMIT`), so
+/// counting them costs about 45 ns each, and the client asks for no more
+/// than ten per walsender (a full count, 1,016 backends, was 0.06 ms of a
+/// 0.24 ms poll; the cumulative statistics' `numbackends` per database
+/// 0.035 ms).
 ///
 /// The same two functions as the view's, so the same privileges and the
 /// same NULLs for a role without `pg_monitor`. The role name (the view
 /// joins `pg_authid`, which only a superuser may read) comes from
 /// `pg_get_userbyid()`, a lookup in the backend's role cache, rather than
 /// a join of `pg_roles` (a hash of a scan of `pg_authid` at every poll
-/// whatever the number of walsenders: 0.045 ms beside the lookups alone,
-/// the cache 0.017 ms for ten; in the whole poll 0.008 ms saved of 0.25,
-/// BENCHMARKS.md). For a role that no longer exists (dropped while
-/// its walsender streams) that function answers `unknown (OID=n)`, where
-/// the view shows NULL; only then is `pg_roles` asked, which gives NULL
-/// (or the name, for a role really named so).
+/// whatever the number of walsenders). For a role that no longer exists
+/// (dropped while its walsender streams) that function answers
+/// `unknown (OID=n)`, where the view shows NULL; only then is `pg_roles`
+/// asked, which gives NULL (or the name, for a role really named so).
 /// Both joins are inner joins, as the view's is: a walsender in the array
 /// whose status entry the activity read does not find (it exited between
 /// the two reads) is left out, as the view leaves it out, rather than
@@ -65,8 +73,11 @@ impl ServerVersion {
 /// the ones read here are the same on 13-18, as are those of
 /// `pg_stat_get_wal_senders()`; of `pg_replication_slots` (17 and 18 add
 /// columns in the middle) only `slot_name`, `restart_lsn` and `active_pid`
-/// are read. So the text is the same for every supported major.
-pub const POLL: &str = "\
+/// are read. So the texts are the same for every supported major.
+macro_rules! poll {
+    ($identity:literal) => {
+        concat!(
+            "\
 WITH pos AS (
   SELECT pg_is_in_recovery() AS in_recovery,
          CASE WHEN pg_is_in_recovery()
@@ -74,27 +85,21 @@ WITH pos AS (
               ELSE pg_current_wal_lsn() END AS current_lsn,
          statement_timestamp() AS now
 ),
-w AS MATERIALIZED (
+w AS (
   SELECT pid, state, sync_state, write_lsn, flush_lsn, replay_lsn,
          write_lag, flush_lag, replay_lag, reply_time
   FROM pg_stat_get_wal_senders()
   WHERE pid <> pg_backend_pid()
 ),
-few AS MATERIALIZED (
-  SELECT count(*) >= 10 * (SELECT count(*) FROM w) AS by_pid
-  FROM (SELECT pg_stat_get_backend_idset() LIMIT 10 * (SELECT count(*) FROM w)) b
-),
 r AS (
   SELECT w.*, a.backend_start, a.usesysid, a.application_name, a.client_addr
-  FROM w CROSS JOIN LATERAL pg_stat_get_activity(w.pid) a
-  WHERE (SELECT by_pid FROM few)
-  UNION ALL
-  SELECT w.*, a.backend_start, a.usesysid, a.application_name, a.client_addr
-  FROM w JOIN pg_stat_get_activity(NULL) a ON a.pid = w.pid
-  WHERE NOT (SELECT by_pid FROM few)
+  FROM ",
+            $identity,
+            "
 )
 SELECT pos.in_recovery, pos.current_lsn, pos.now, current_user::text AS role,
        current_setting('synchronous_standby_names') AS synchronous_standby_names,
+       (SELECT count(*) FROM (SELECT pg_stat_get_backend_idset() LIMIT $1) b) AS backends,
        r.pid, r.backend_start,
        CASE WHEN pg_get_userbyid(r.usesysid) <> format('unknown (OID=%s)', r.usesysid)
             THEN pg_get_userbyid(r.usesysid)::text
@@ -105,7 +110,19 @@ SELECT pos.in_recovery, pos.current_lsn, pos.now, current_user::text AS role,
        s.slot_name::text AS slot_name, s.restart_lsn
 FROM pos
 LEFT JOIN r ON true
-LEFT JOIN pg_replication_slots s ON s.active_pid = r.pid";
+LEFT JOIN pg_replication_slots s ON s.active_pid = r.pid"
+        )
+    };
+}
+
+/// The poll reading each walsender's identity by pid: a walk of the
+/// copied status array to the pid and a lookup in the process array per
+/// walsender (about 4 µs each at 1,000 backends).
+pub const POLL_BY_PID: &str = poll!("w CROSS JOIN LATERAL pg_stat_get_activity(w.pid) a");
+
+/// The poll reading every backend's identity in one pass, as the view
+/// does, and joining the walsenders.
+pub const POLL_ONE_PASS: &str = poll!("w JOIN pg_stat_get_activity(NULL) a ON a.pid = w.pid");
 
 /// The signal statements: each finds the walsender by `(pid, backend_start)`
 /// in a fresh snapshot, and never the daemon's own backend.

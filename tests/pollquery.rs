@@ -1,11 +1,13 @@
-//! The poll query (`sql::POLL`: the walsender array, each walsender's
-//! identity looked up by pid when backends outnumber walsenders tenfold,
-//! else in one pass over all backends) against `pg_stat_replication`, on
-//! every supported major there are server binaries for (see
-//! `tests/majors.rs`):
+//! The poll statements (`sql::POLL_BY_PID`, each walsender's identity
+//! looked up by pid; `sql::POLL_ONE_PASS`, one pass over all backends)
+//! against `pg_stat_replication`, on every supported major there are
+//! server binaries for (see `tests/majors.rs`):
 //!
-//! - it returns exactly the view's rows, value by value, for a role with
-//!   `pg_monitor` and for one without it (the same NULLs), both ways;
+//! - each returns exactly the view's rows, value by value, for a role with
+//!   `pg_monitor` and for one without it (the same NULLs), whichever way
+//!   the Poller would choose, and the Poller decodes both;
+//! - the Poller reads in one pass with few backends per walsender and by
+//!   pid once backends outnumber walsenders tenfold;
 //! - a walsender in the walsender array that the activity read does not find
 //!   (what a walsender exiting between the two reads looks like) is left
 //!   out, as the view leaves it out, not returned with NULL identity (which
@@ -22,9 +24,9 @@ use std::net::TcpStream;
 use std::time::Duration;
 
 use harness::{on_every_major, wait_until, Client, Cluster};
-use replwarden::poller::Poller;
+use replwarden::poller::{Poller, Way};
 use replwarden::snapshot::Snapshot;
-use replwarden::sql::{OLDEST_MAJOR, POLL};
+use replwarden::sql::{OLDEST_MAJOR, POLL_BY_PID, POLL_ONE_PASS};
 
 /// A tokio-postgres session as `user`, with its own runtime.
 struct Session {
@@ -65,10 +67,10 @@ impl Session {
             .get(0)
     }
 
-    /// The daemon's poll, decoded.
-    fn poll(&self) -> Snapshot {
+    /// The daemon's poll, read `read`'s way, decoded.
+    fn poll(&self, read: Way) -> Snapshot {
         self.rt
-            .block_on(self.poller.poll(&self.client))
+            .block_on(self.poller.poll_reading(&self.client, read))
             .expect("the poll")
     }
 }
@@ -78,12 +80,19 @@ const COLUMNS: &str = "pid, backend_start, usename, application_name, client_add
     sync_state, write_lsn, flush_lsn, replay_lsn, write_lag, flush_lag, replay_lag, \
     reply_time, slot_name, restart_lsn";
 
-/// The poll's walsender rows and `pg_stat_replication`'s (with the slot
-/// join the old poll made), each row as text in pid order, read in ONE
-/// statement: both see the same activity snapshot.
-fn side_by_side(session: &Session) -> (Vec<String>, Vec<String>) {
+/// Both poll statements, the way the Poller names them.
+const STATEMENTS: [(Way, &str); 2] = [(Way::ByPid, POLL_BY_PID), (Way::OnePass, POLL_ONE_PASS)];
+
+/// How far the poll statements count backends (their `$1`), here.
+const COUNT_BACKENDS: i64 = 1000;
+
+/// The walsender rows of the poll statement `poll` and
+/// `pg_stat_replication`'s (with the slot join the old poll made), each row
+/// as text in pid order, read in ONE statement: both see the same activity
+/// snapshot.
+fn side_by_side(session: &Session, poll: &str) -> (Vec<String>, Vec<String>) {
     let sql = format!(
-        "WITH p AS ({POLL}),
+        "WITH p AS ({poll}),
          v AS (SELECT r.pid, r.backend_start, r.usename::text AS usename, r.application_name,
                       r.client_addr, r.state, r.sync_state, r.write_lsn, r.flush_lsn, r.replay_lsn,
                       r.write_lag, r.flush_lag, r.replay_lag, r.reply_time,
@@ -96,30 +105,44 @@ fn side_by_side(session: &Session) -> (Vec<String>, Vec<String>) {
     );
     let row = session
         .rt
-        .block_on(session.client.query_one(&sql, &[]))
+        .block_on(session.client.query_one(&sql, &[&COUNT_BACKENDS]))
         .unwrap_or_else(|e| panic!("side by side: {e}"));
     (row.get(0), row.get(1))
 }
 
-/// Asserts that the poll returns the view's rows; returns them. The
-/// walsender array is read twice in that statement (by the poll and by the
-/// view), and a standby's reply may move its positions in between: a
-/// difference must persist over five reads to count.
+/// Asserts that both poll statements return the view's rows; returns them
+/// (the same for both). The walsender array is read twice in that
+/// statement (by the poll and by the view), and a standby's reply may move
+/// its positions in between: a difference must persist over five reads to
+/// count.
 fn assert_same(session: &Session, who: &str) -> Vec<String> {
-    let mut last = (Vec::new(), Vec::new());
-    for _ in 0..5 {
-        let (poll, view) = side_by_side(session);
-        if poll == view {
-            return view;
+    let mut seen: Option<Vec<String>> = None;
+    for (read, poll) in STATEMENTS {
+        let mut last = (Vec::new(), Vec::new());
+        let rows = (0..5).find_map(|_| {
+            let (poll, view) = side_by_side(session, poll);
+            if poll == view {
+                return Some(view);
+            }
+            last = (poll, view);
+            std::thread::sleep(Duration::from_millis(50));
+            None
+        });
+        let Some(rows) = rows else {
+            panic!(
+                "as {who}, the poll read {read:?} and pg_stat_replication differ:\npoll:\n  {}\nview:\n  {}",
+                last.0.join("\n  "),
+                last.1.join("\n  ")
+            );
+        };
+        // The same walsenders both ways (positions may move in between).
+        let pids: Vec<i32> = rows.iter().map(|r| pid_of(r)).collect();
+        if let Some(seen) = &seen {
+            assert_eq!(pids, seen.iter().map(|r| pid_of(r)).collect::<Vec<_>>());
         }
-        last = (poll, view);
-        std::thread::sleep(Duration::from_millis(50));
+        seen = Some(rows);
     }
-    panic!(
-        "as {who}, the poll and pg_stat_replication differ:\npoll:\n  {}\nview:\n  {}",
-        last.0.join("\n  "),
-        last.1.join("\n  ")
-    );
+    seen.expect("two statements")
 }
 
 fn pid_of(row: &str) -> i32 {
@@ -148,30 +171,13 @@ fn poll_returns_what_pg_stat_replication_shows_on_every_major() {
     });
 }
 
-/// Which way the poll read the walsenders' identity: `by pid` (one
-/// activity lookup per walsender) or `one pass` (all backends), from the
-/// activity scan that ran.
-fn strategy(session: &Session) -> &'static str {
-    let rows = session
+/// The way the Poller chooses after a poll of its own choice.
+fn strategy(session: &Session) -> Way {
+    session
         .rt
-        .block_on(
-            session
-                .client
-                .query(&format!("EXPLAIN (ANALYZE, TIMING OFF) {POLL}"), &[]),
-        )
-        .expect("EXPLAIN the poll");
-    let plan: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
-    let ran = plan
-        .iter()
-        .find(|l| {
-            l.contains("Function Scan on pg_stat_get_activity") && !l.contains("never executed")
-        })
-        .unwrap_or_else(|| panic!("no activity scan ran:\n{}", plan.join("\n")));
-    if ran.contains("loops=1)") {
-        "one pass"
-    } else {
-        "by pid"
-    }
+        .block_on(session.poller.poll(&session.client))
+        .expect("the poll");
+    session.poller.next_read()
 }
 
 fn same_rows(primary: &Cluster) {
@@ -182,15 +188,21 @@ fn same_rows(primary: &Cluster) {
     let _decoder = Client::recvlogical(primary, "decoder");
     let monitor = Session::connect(primary, "replwarden");
     let plain = Session::connect(primary, "plain");
-    // A dozen backends for 3 walsenders: one pass; with 40 more idle
-    // clients: by pid.
-    assert_eq!(strategy(&monitor), "one pass");
+    // Fewer than 20 backends for 2 walsenders: one pass; with 40 more
+    // idle clients (and 3 walsenders): by pid.
+    primary.wait_streaming("decoder");
+    let backends = monitor.count("SELECT count(*) FROM pg_stat_get_backend_idset()");
+    assert!(
+        backends < 20,
+        "{backends} backends: too many to read in one pass"
+    );
+    assert_eq!(strategy(&monitor), Way::OnePass);
     let mut clients = Vec::new();
     for (way, idle_name, late_name) in [
-        ("one pass", "idle_one", "late_one"),
-        ("by pid", "idle_two", "late_two"),
+        (Way::OnePass, "idle_one", "late_one"),
+        (Way::ByPid, "idle_two", "late_two"),
     ] {
-        if way == "by pid" {
+        if way == Way::ByPid {
             clients.extend((0..40).map(|_| {
                 idle_connection(
                     primary.port,
@@ -216,10 +228,10 @@ fn compare(
     plain: &Session,
     idle: &harness::WalsenderRow,
     late_name: &str,
-    way: &str,
+    way: Way,
 ) {
     // With pg_monitor: every column, slots joined, nothing hidden.
-    let rows = assert_same(monitor, &format!("replwarden (pg_monitor), {way}"));
+    let rows = assert_same(monitor, &format!("replwarden (pg_monitor), {way:?} chosen"));
     assert_eq!(rows.len(), 3, "three walsenders: {rows:?}");
     assert!(
         monitor.count(
@@ -229,15 +241,17 @@ fn compare(
         ) >= 1,
         "a walsender streams with positions, one has a slot: {rows:?}"
     );
-    let snapshot = monitor.poll();
-    assert!(snapshot.hidden.is_empty(), "{snapshot:?}");
     let pids: Vec<i32> = rows.iter().map(|r| pid_of(r)).collect();
-    let polled: Vec<i32> = snapshot.walsenders.iter().map(|w| w.id.pid).collect();
-    assert_eq!(polled, pids);
+    for (read, _) in STATEMENTS {
+        let snapshot = monitor.poll(read);
+        assert!(snapshot.hidden.is_empty(), "{read:?}: {snapshot:?}");
+        let polled: Vec<i32> = snapshot.walsenders.iter().map(|w| w.id.pid).collect();
+        assert_eq!(polled, pids, "{read:?}");
+    }
 
     // Without pg_monitor: only pid, usename and application_name; the same
     // NULLs in both, and the daemon sees every row as hidden.
-    let rows = assert_same(plain, &format!("plain (no pg_monitor), {way}"));
+    let rows = assert_same(plain, &format!("plain (no pg_monitor), {way:?} chosen"));
     assert_eq!(
         plain.count(
             "SELECT count(*) FROM pg_stat_replication WHERE state IS NULL \
@@ -246,11 +260,13 @@ fn compare(
         3,
         "a role without pg_monitor sees only identity columns: {rows:?}"
     );
-    let snapshot = plain.poll();
-    assert!(snapshot.walsenders.is_empty(), "{snapshot:?}");
-    let mut hidden = snapshot.hidden.clone();
-    hidden.sort_unstable();
-    assert_eq!(hidden, pids);
+    for (read, _) in STATEMENTS {
+        let snapshot = plain.poll(read);
+        assert!(snapshot.walsenders.is_empty(), "{read:?}: {snapshot:?}");
+        let mut hidden = snapshot.hidden.clone();
+        hidden.sort_unstable();
+        assert_eq!(hidden, pids, "{read:?}");
+    }
 
     // A walsender in the walsender array but not in the activity read. The
     // backend-status copy is taken once per transaction, at its first read;
@@ -292,7 +308,7 @@ fn compare(
     );
     let rows = assert_same(
         monitor,
-        &format!("replwarden, activity copy older than a walsender, {way}"),
+        &format!("replwarden, activity copy older than a walsender, {way:?} chosen"),
     );
     let pids: Vec<i32> = rows.iter().map(|r| pid_of(r)).collect();
     assert!(
@@ -300,17 +316,24 @@ fn compare(
         "{rows:?}"
     );
     assert_eq!(rows.len(), 2, "{rows:?}");
-    let snapshot = monitor.poll();
-    assert!(
-        snapshot.hidden.is_empty(),
-        "a walsender missing from the activity read must not read as hidden: {snapshot:?}"
-    );
-    let polled: Vec<i32> = snapshot.walsenders.iter().map(|w| w.id.pid).collect();
-    assert_eq!(polled, pids);
+    for (read, _) in STATEMENTS {
+        let snapshot = monitor.poll(read);
+        assert!(
+            snapshot.hidden.is_empty(),
+            "{read:?}: a walsender missing from the activity read must not read as hidden: {snapshot:?}"
+        );
+        let polled: Vec<i32> = snapshot.walsenders.iter().map(|w| w.id.pid).collect();
+        assert_eq!(polled, pids, "{read:?}");
+    }
     monitor.execute("COMMIT");
     // In a fresh transaction the late one is seen.
-    let snapshot = monitor.poll();
-    assert!(snapshot.walsenders.iter().any(|w| w.id.pid == late.pid));
+    for (read, _) in STATEMENTS {
+        let snapshot = monitor.poll(read);
+        assert!(
+            snapshot.walsenders.iter().any(|w| w.id.pid == late.pid),
+            "{read:?}"
+        );
+    }
     // It sleeps in SQL and would not notice its client go: ended here.
     primary.sql(&format!("SELECT pg_terminate_backend({})", late.pid));
     drop(late_client);

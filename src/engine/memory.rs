@@ -2,6 +2,8 @@
 //! on it, and per client; and how a reload re-lays it.
 
 use std::collections::HashMap;
+
+use rustc_hash::FxHashMap;
 use std::fmt;
 use std::time::{Duration, Instant};
 
@@ -15,7 +17,13 @@ use super::{Cause, Decision};
 /// What the engine remembers between polls.
 #[derive(Debug, Default)]
 pub struct Memory {
-    pub(super) instances: HashMap<WalsenderId, Instance>,
+    /// Keyed by `(pid, backend_start)`, which the server assigns (a client
+    /// chooses neither), and no more of them than `max_wal_senders`: a
+    /// fast hasher without DoS resistance (SipHash was a tenth of the
+    /// daemon's instructions per poll). `clients`, keyed by what a client
+    /// chooses (`application_name`), keeps the default, randomly keyed
+    /// SipHash.
+    pub(super) instances: FxHashMap<WalsenderId, Instance>,
     /// The cancels/terminates of the current budget window, and the queue
     /// of those it deferred.
     pub(super) budget: Budget,

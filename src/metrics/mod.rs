@@ -19,7 +19,9 @@
 //!    `contrib/grafana/replwarden.json` (`tests/dashboards.rs` fails for a
 //!    family no panel shows).
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashSet, VecDeque};
+
+use rustc_hash::{FxHashMap, FxHashSet};
 use std::convert::Infallible;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
@@ -65,11 +67,14 @@ struct Histogram {
 /// The values of every family, and what feeding them needs to remember.
 #[derive(Debug, Default)]
 pub struct State {
-    series: HashMap<&'static str, BTreeMap<Labels, f64>>,
+    /// By family name (this build's constants) and, below, labels: a fast
+    /// hasher, nothing a client chooses is hashed (a held pair's rule is
+    /// the config's).
+    series: FxHashMap<&'static str, BTreeMap<Labels, f64>>,
     poll_duration: Histogram,
     /// The (walsender, rule) pairs held at the last poll: a pair held now
     /// and not then starts a hold episode.
-    held: HashSet<(WalsenderId, String)>,
+    held: FxHashSet<(WalsenderId, String)>,
     /// The last poll's walsenders and, for each, what the engine measured
     /// of it: the per-walsender families are made from them when the
     /// endpoint is scraped, not at every poll (making them at every poll
@@ -378,7 +383,7 @@ fn holds(s: &mut State, round: &Round) {
     // rest of the poll's metrics.
     let now = s.series.entry(WALSENDERS_HELD.name).or_default();
     now.values_mut().for_each(|v| *v = 0.0);
-    let mut held = HashSet::new();
+    let mut held = FxHashSet::default();
     let mut episodes = Vec::new();
     for h in &round.held {
         let labels = vec![
