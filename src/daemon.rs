@@ -267,6 +267,7 @@ impl Daemon {
                         "connected to PostgreSQL"
                     );
                     log_preflight(&session.preflight);
+                    self.slots.connected(&session.preflight);
                     // Whatever ended the last session (lost, or new settings
                     // by reload), nothing was seen in between: every grace
                     // starts over (README, Safety: outages).
@@ -696,6 +697,13 @@ impl Daemon {
             };
             report::log_decision(decision, &outcome);
             self.metrics.acted(decision, &outcome);
+            // A slot whose walsender was signalled counts as just used: no
+            // slot rule drops it in this poll or soon after (crate::slots).
+            if decision.action != Action::Log {
+                if let Some(slot) = &decision.walsender.slot_name {
+                    self.slots.walsender_signalled(slot);
+                }
+            }
             if let Some(attempts) =
                 self.memory
                     .record(decision, outcome.delivery(), &self.config.policy.limits)

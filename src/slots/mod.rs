@@ -62,11 +62,22 @@ pub struct Slot {
     pub active_pid: Option<i32>,
     /// `None` for a slot never reserved or invalidated (`wal_status` lost).
     pub restart_lsn: Option<Lsn>,
+    /// A logical slot's consumer confirmed up to here: it moves with every
+    /// consumption even while an open transaction pins `restart_lsn`.
+    pub confirmed_flush_lsn: Option<Lsn>,
+    /// The oldest transaction the slot holds back (`hot_standby_feedback`).
+    pub xmin: Option<i64>,
+    /// The oldest transaction whose catalog rows a logical slot needs.
+    pub catalog_xmin: Option<i64>,
     /// `reserved`, `extended`, `unreserved` or `lost` (kept as text: a
     /// newer server may add a value).
     pub wal_status: Option<String>,
+    /// 17+: why the server invalidated the slot (`None` while valid).
+    pub invalidation_reason: Option<String>,
     /// The server's WAL position minus `restart_lsn` (see
-    /// [`SlotSnapshot::current_lsn`]).
+    /// [`SlotSnapshot::current_lsn`]); `None` for an invalidated slot,
+    /// which holds no WAL even where the server keeps its `restart_lsn`
+    /// (18's `idle_timeout`).
     pub retained_wal: Option<ByteSize>,
     /// 17+: synchronized from the primary by the slot sync worker.
     pub synced: bool,
@@ -241,6 +252,10 @@ pub enum SlotVerdict {
     Active,
     /// Some condition does not hold.
     NotBreached,
+    /// A drop rule never drops a slot that holds nothing (no `restart_lsn`,
+    /// no xmin) and is not lost: dropping it would free nothing, and it is
+    /// most likely a slot just created (or re-created) for a client.
+    HoldsNothing,
     /// The conditions hold; the grace has this much left.
     Grace {
         left: Duration,
@@ -284,16 +299,24 @@ pub enum SlotDelivery {
     DryRun,
     /// Failed; retried at a later poll up to `[limits] max_retries`.
     Failed,
-    /// Refused: no retry can fix it.
-    Final,
+    /// Refused (the role may not drop slots): retried every
+    /// [`REFUSED_RETRY`] while the breach lasts, as a grant can fix it.
+    Refused,
     /// Not tried: decided again, nothing charged.
     NotAttempted,
 }
 
 /// What the judge remembers between polls.
+/// How long a drop the server refused (no REPLICATION) waits before it is
+/// tried again: slow, as only an operator's grant changes the answer.
+pub const REFUSED_RETRY: Duration = Duration::from_secs(300);
+
 #[derive(Debug, Default)]
 pub struct SlotMemory {
     slots: HashMap<String, Tracked>,
+    /// Slots whose walsender the daemon cancelled or terminated this poll,
+    /// and when: counted as just used (see [`SlotMemory::walsender_signalled`]).
+    signalled: HashMap<String, Instant>,
     /// The drops of the current budget window, and the queue of those it
     /// deferred (a budget of its own, apart from the walsenders').
     budget: Budget,
@@ -304,10 +327,13 @@ pub struct SlotMemory {
 
 #[derive(Debug)]
 struct Tracked {
+    /// What tells a slot from one re-created under the same name: its
+    /// type, database and plugin (a change starts the memory over).
+    identity: (String, Option<String>, Option<String>),
     /// Since when it has been seen inactive (daemon clock); `None` while active.
     inactive_since: Option<Instant>,
-    restart_lsn: Option<Lsn>,
-    server_inactive_since: Option<SystemTime>,
+    /// What a client moves as it uses the slot: any change is use.
+    used_marks: UseMarks,
     /// By rule name.
     rules: HashMap<String, RuleState>,
     seen: bool,
@@ -325,6 +351,59 @@ struct Acted {
     attempts: u32,
     failed: bool,
     simulated: bool,
+    /// The server refused the drop then: tried again [`REFUSED_RETRY`] later.
+    refused_at: Option<Instant>,
+}
+
+/// What moves when a client uses a slot: `restart_lsn` (a physical
+/// standby, or a logical consumer once no transaction pins it),
+/// `confirmed_flush_lsn` (a logical consumer, even while an open
+/// transaction pins `restart_lsn`), `xmin` and `catalog_xmin`, and on 17+
+/// `inactive_since` (reset at every release).
+#[derive(Clone, Debug, PartialEq)]
+struct UseMarks {
+    restart_lsn: Option<Lsn>,
+    confirmed_flush_lsn: Option<Lsn>,
+    xmin: Option<i64>,
+    catalog_xmin: Option<i64>,
+    inactive_since: Option<SystemTime>,
+}
+
+impl UseMarks {
+    fn of(slot: &Slot) -> UseMarks {
+        UseMarks {
+            restart_lsn: slot.restart_lsn,
+            confirmed_flush_lsn: slot.confirmed_flush_lsn,
+            xmin: slot.xmin,
+            catalog_xmin: slot.catalog_xmin,
+            inactive_since: slot.inactive_since,
+        }
+    }
+}
+
+impl Slot {
+    fn identity(&self) -> (String, Option<String>, Option<String>) {
+        (
+            self.slot_type.clone(),
+            self.database.clone(),
+            self.plugin.clone(),
+        )
+    }
+
+    /// Invalidated by the server (`wal_status` lost, or 17+'s
+    /// `invalidation_reason`): it holds no WAL any more.
+    pub fn invalidated(&self) -> bool {
+        self.invalidation_reason.is_some() || self.wal_status.as_deref() == Some("lost")
+    }
+
+    /// Holds neither WAL nor rows: no `restart_lsn`, no xmin, and not
+    /// lost (a lost slot is dropped to clear it away).
+    pub fn holds_nothing(&self) -> bool {
+        self.restart_lsn.is_none()
+            && self.xmin.is_none()
+            && self.catalog_xmin.is_none()
+            && !self.invalidated()
+    }
 }
 
 impl SlotMemory {
@@ -333,6 +412,16 @@ impl SlotMemory {
     /// the next read counts from `inactive_since` again.
     pub fn interrupted(&mut self) {
         self.slots.clear();
+        self.signalled.clear();
+    }
+
+    /// The daemon cancelled or terminated the walsender streaming from
+    /// slot `name` at `at`: the next judge counts the slot as used at
+    /// that moment, so its inactive clock starts there (a standby cut off
+    /// by a walsender rule reconnects before any drop rule, which needs
+    /// `inactive_for`, can hold for it).
+    pub fn walsender_signalled(&mut self, name: &str, at: Instant) {
+        self.signalled.insert(name.to_string(), at);
     }
 
     /// Records what became of a decision (see [`SlotDelivery`]).
@@ -357,6 +446,7 @@ impl SlotMemory {
             attempts: d.attempt,
             failed: failed && d.attempt <= limits.max_retries,
             simulated: delivery == SlotDelivery::DryRun,
+            refused_at: (delivery == SlotDelivery::Refused).then_some(now),
         });
         state.deferred = None;
         if d.action == SlotAction::Drop {
@@ -411,24 +501,28 @@ pub fn judge(
     }
     let mut round = SlotRound::default();
     let mut candidates: Vec<(Option<u64>, SlotDecision)> = Vec::new();
+    let signalled = std::mem::take(&mut memory.signalled);
     for (si, slot) in snapshot.slots.iter().enumerate() {
-        let t = memory
-            .slots
-            .entry(slot.name.clone())
-            .or_insert_with(|| Tracked {
-                inactive_since: (!slot.active).then(|| {
-                    slot.inactive_age
-                        .and_then(|age| now.checked_sub(age))
-                        .unwrap_or(now)
-                }),
-                restart_lsn: slot.restart_lsn,
-                server_inactive_since: slot.inactive_since,
-                rules: HashMap::new(),
-                seen: true,
-            });
+        let fresh = || Tracked {
+            identity: slot.identity(),
+            inactive_since: (!slot.active).then(|| {
+                slot.inactive_age
+                    .and_then(|age| now.checked_sub(age))
+                    .unwrap_or(now)
+            }),
+            used_marks: UseMarks::of(slot),
+            rules: HashMap::new(),
+            seen: true,
+        };
+        let t = memory.slots.entry(slot.name.clone()).or_insert_with(fresh);
+        if t.identity != slot.identity() {
+            // Re-created under the same name: a new slot, remembered anew.
+            *t = fresh();
+        }
         t.seen = true;
-        let used =
-            t.restart_lsn != slot.restart_lsn || t.server_inactive_since != slot.inactive_since;
+        let marks = UseMarks::of(slot);
+        let signalled_at = signalled.get(&slot.name).copied();
+        let used = t.used_marks != marks || signalled_at.is_some();
         if used {
             // A client used it since the last poll: every rule judges it
             // afresh (a drop kept because it moved is tried again, a log
@@ -437,11 +531,12 @@ pub fn judge(
         }
         if slot.active {
             t.inactive_since = None;
+        } else if let Some(at) = signalled_at {
+            t.inactive_since = Some(at.min(now));
         } else if t.inactive_since.is_none() || used {
             t.inactive_since = Some(now);
         }
-        t.restart_lsn = slot.restart_lsn;
-        t.server_inactive_since = slot.inactive_since;
+        t.used_marks = marks;
         let inactive_for = t.inactive_since.map(|s| now.saturating_duration_since(s));
         round.inactive_for.push(inactive_for);
         let sample = SlotSample {
@@ -462,15 +557,18 @@ pub fn judge(
                 continue;
             }
             let state = t.rules.entry(rule.name.clone()).or_default();
-            let evidence = if rule.action == SlotAction::Drop && slot.active {
+            let drop = rule.action == SlotAction::Drop;
+            let evidence = if drop && (slot.active || slot.holds_nothing()) {
                 None
             } else {
                 breach(&rule.conditions, &sample)
             };
             let Some(evidence) = evidence else {
                 *state = RuleState::default();
-                let verdict = if rule.action == SlotAction::Drop && slot.active {
+                let verdict = if drop && slot.active {
                     SlotVerdict::Active
+                } else if drop && slot.holds_nothing() {
+                    SlotVerdict::HoldsNothing
                 } else {
                     SlotVerdict::NotBreached
                 };
@@ -489,6 +587,11 @@ pub fn judge(
                 None => 1,
                 Some(a) if a.simulated && !dry_run => 1,
                 Some(a) if a.failed => a.attempts + 1,
+                Some(Acted {
+                    refused_at: Some(at),
+                    attempts,
+                    ..
+                }) if now.saturating_duration_since(at) >= REFUSED_RETRY => attempts + 1,
                 Some(_) => {
                     round.verdicts.push((si, ri, SlotVerdict::Done));
                     continue;
@@ -559,7 +662,11 @@ mod tests {
             active,
             active_pid: active.then_some(4711),
             restart_lsn: Some(Lsn(0x1000_0000)),
+            confirmed_flush_lsn: None,
+            xmin: None,
+            catalog_xmin: None,
             wal_status: Some("reserved".to_string()),
+            invalidation_reason: None,
             retained_wal: Some(ByteSize(retained)),
             synced: false,
             synchronized_standby: false,
@@ -732,6 +839,142 @@ mod tests {
     }
 
     #[test]
+    fn a_slot_whose_walsender_was_signalled_counts_as_just_used() {
+        let p = policy(vec![rule(SlotAction::Drop, Some(60), Some(1000))]);
+        let (limits, mut m, t0) = (Limits::default(), SlotMemory::default(), Instant::now());
+        let s = snap(vec![slot("sb1", false, 5000)]);
+        judge(&p, &limits, &s, &mut m, t0, false);
+        // Inactive for 2 minutes, then its walsender is terminated by a
+        // walsender rule in the same poll: not dropped now, nor a minute
+        // after (the clock starts at the terminate).
+        m.walsender_signalled("sb1", t0 + 2 * MIN);
+        let r = judge(&p, &limits, &s, &mut m, t0 + 2 * MIN, false);
+        assert!(r.decisions.is_empty(), "{r:?}");
+        assert_eq!(r.inactive_for, vec![Some(Duration::ZERO)]);
+        assert!(judge(&p, &limits, &s, &mut m, t0 + 3 * MIN, false)
+            .decisions
+            .is_empty());
+        assert_eq!(
+            judge(&p, &limits, &s, &mut m, t0 + 4 * MIN, false)
+                .decisions
+                .len(),
+            1,
+            "still unused a full inactive_for after the terminate"
+        );
+    }
+
+    #[test]
+    fn a_pinned_logical_slot_consumed_between_polls_counts_as_used() {
+        let p = policy(vec![rule(SlotAction::Drop, Some(60), None)]);
+        let (limits, mut m, t0) = (Limits::default(), SlotMemory::default(), Instant::now());
+        let mut s = slot("etl", false, 5000);
+        s.slot_type = "logical".to_string();
+        s.confirmed_flush_lsn = Some(Lsn(0x1000_0100));
+        s.catalog_xmin = Some(750);
+        judge(&p, &limits, &snap(vec![s.clone()]), &mut m, t0, false);
+        // restart_lsn pinned by an open transaction; the consumer confirms.
+        s.confirmed_flush_lsn = Some(Lsn(0x1000_0200));
+        let r = judge(
+            &p,
+            &limits,
+            &snap(vec![s.clone()]),
+            &mut m,
+            t0 + 2 * MIN,
+            false,
+        );
+        assert!(r.decisions.is_empty(), "{r:?}");
+        s.catalog_xmin = Some(751);
+        let r = judge(
+            &p,
+            &limits,
+            &snap(vec![s.clone()]),
+            &mut m,
+            t0 + 4 * MIN,
+            false,
+        );
+        assert!(r.decisions.is_empty(), "{r:?}");
+        s.xmin = Some(9);
+        let r = judge(
+            &p,
+            &limits,
+            &snap(vec![s.clone()]),
+            &mut m,
+            t0 + 6 * MIN,
+            false,
+        );
+        assert!(r.decisions.is_empty(), "{r:?}");
+        let r = judge(&p, &limits, &snap(vec![s]), &mut m, t0 + 8 * MIN, false);
+        assert_eq!(r.decisions.len(), 1, "unused since: dropped");
+    }
+
+    #[test]
+    fn a_recreated_slot_is_a_new_slot_and_one_holding_nothing_is_kept() {
+        let p = policy(vec![rule(SlotAction::Drop, Some(60), None)]);
+        let (limits, mut m, t0) = (Limits::default(), SlotMemory::default(), Instant::now());
+        let old = slot("s", false, 5000);
+        judge(&p, &limits, &snap(vec![old]), &mut m, t0, false);
+        // Re-created as a logical slot of the same name: counts anew.
+        let mut new = slot("s", false, 5000);
+        new.slot_type = "logical".to_string();
+        new.database = Some("app".to_string());
+        let r = judge(
+            &p,
+            &limits,
+            &snap(vec![new.clone()]),
+            &mut m,
+            t0 + 5 * MIN,
+            false,
+        );
+        assert!(r.decisions.is_empty(), "{r:?}");
+        assert_eq!(r.inactive_for, vec![Some(Duration::ZERO)]);
+        // A slot that holds nothing (never reserved) is never dropped...
+        let mut empty = slot("e", false, 0);
+        empty.restart_lsn = None;
+        empty.retained_wal = None;
+        empty.wal_status = None;
+        judge(&p, &limits, &snap(vec![empty.clone()]), &mut m, t0, false);
+        let r = judge(
+            &p,
+            &limits,
+            &snap(vec![empty.clone()]),
+            &mut m,
+            t0 + 5 * MIN,
+            false,
+        );
+        assert!(r.decisions.is_empty(), "{r:?}");
+        assert_eq!(r.verdicts[0].2, SlotVerdict::HoldsNothing);
+        // ...unless it is lost: then dropping it clears it away.
+        empty.wal_status = Some("lost".to_string());
+        let r = judge(&p, &limits, &snap(vec![empty]), &mut m, t0 + 7 * MIN, false);
+        assert_eq!(r.decisions.len(), 1, "{r:?}");
+    }
+
+    #[test]
+    fn a_refused_drop_is_tried_again_slowly() {
+        let p = policy(vec![rule(SlotAction::Drop, Some(60), None)]);
+        let (limits, mut m, t0) = (Limits::default(), SlotMemory::default(), Instant::now());
+        let s = snap(vec![slot("s", false, 5000)]);
+        judge(&p, &limits, &s, &mut m, t0, false);
+        let r = judge(&p, &limits, &s, &mut m, t0 + 2 * MIN, false);
+        assert_eq!(r.decisions[0].attempt, 1);
+        assert_eq!(
+            m.record(
+                &r.decisions[0],
+                SlotDelivery::Refused,
+                &limits,
+                t0 + 2 * MIN
+            ),
+            None
+        );
+        let r = judge(&p, &limits, &s, &mut m, t0 + 3 * MIN, false);
+        assert!(r.decisions.is_empty(), "not at every poll");
+        assert_eq!(r.verdicts[0].2, SlotVerdict::Done);
+        let r = judge(&p, &limits, &s, &mut m, t0 + 2 * MIN + REFUSED_RETRY, false);
+        assert_eq!(r.decisions.len(), 1, "a grant may have fixed it");
+        assert_eq!(r.decisions[0].attempt, 2);
+    }
+
+    #[test]
     fn on_17_a_slot_first_seen_counts_from_inactive_since() {
         let p = policy(vec![rule(SlotAction::Drop, Some(3600), None)]);
         // Far enough from the start of the monotonic clock to subtract 2 h.
@@ -803,10 +1046,20 @@ mod tests {
         let s = snap(vec![slot("old", false, 5000)]);
         let mut m = SlotMemory::default();
         let r = judge(&p, &Limits::default(), &s, &mut m, Instant::now(), true);
-        let text = report::plan(&p, &s, &r, true);
+        let preflight = crate::snapshot::Preflight {
+            role: "replwarden".to_string(),
+            superuser: false,
+            can_read: true,
+            can_signal: true,
+            replication: false,
+            superuser_walsenders: Vec::new(),
+        };
+        let text = report::plan(&p, &preflight, &s, &r, true);
         for line in [
             "  slot_rule \"patient\" (log): retained_wal=4.9 KiB (> 1000 B); grace: 5m left\n",
             "  slot_rule \"now\" (drop): retained_wal=4.9 KiB (> 1000 B); would drop now (dry run: logged only)\n",
+            "WARNING: role replwarden lacks the REPLICATION attribute, so the server will refuse every drop of \
+             slot rule(s) \"now\" (refused drops are tried again every 5m).",
         ] {
             assert!(text.contains(line), "{line:?} not in:\n{text}");
         }

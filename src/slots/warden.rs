@@ -10,6 +10,7 @@ use super::pg::{self, SlotOutcome};
 use super::{judge, report, SlotAction, SlotMemory, SlotRound, SlotSnapshot};
 use crate::metrics::{self, Labels, Metrics};
 use crate::policy::Policy;
+use crate::snapshot::Preflight;
 use crate::sql::ServerVersion;
 use crate::units::fmt_duration;
 
@@ -49,6 +50,11 @@ pub struct Step<'a> {
 #[derive(Debug, Default)]
 pub struct Warden {
     memory: SlotMemory,
+    /// What the privilege preflight of this session found.
+    preflight: Option<Preflight>,
+    /// The drop-privilege warning last logged in this session, so it is
+    /// logged at connect and again when a reload changes it.
+    warned: Option<String>,
 }
 
 impl Warden {
@@ -61,6 +67,19 @@ impl Warden {
     /// [`SlotMemory::interrupted`].
     pub fn interrupted(&mut self) {
         self.memory.interrupted();
+    }
+
+    /// A new session, with what its privilege preflight found: the next
+    /// poll warns when a drop rule exists and the role may not drop.
+    pub fn connected(&mut self, preflight: &Preflight) {
+        self.preflight = Some(preflight.clone());
+        self.warned = None;
+    }
+
+    /// The daemon cancelled or terminated the walsender of slot `name`:
+    /// see [`SlotMemory::walsender_signalled`].
+    pub fn walsender_signalled(&mut self, name: &str) {
+        self.memory.walsender_signalled(name, Instant::now());
     }
 
     /// One slot step.
@@ -78,6 +97,7 @@ impl Warden {
             stop,
             signalling,
         } = step;
+        self.warn_privilege(policy);
         let snapshot = bounded(bound, pg::read(client, version)).await?;
         let round = judge(
             &policy.slots,
@@ -121,6 +141,28 @@ impl Warden {
                 Err(e)
             }
             None => Ok(()),
+        }
+    }
+}
+
+impl Warden {
+    /// Logs, once per session and again when a reload changes it, that a
+    /// drop rule exists and the role may not drop slots.
+    fn warn_privilege(&mut self, policy: &Policy) {
+        let warning = self
+            .preflight
+            .as_ref()
+            .and_then(|p| report::drop_privilege_warning(&policy.slots, p));
+        if warning != self.warned {
+            if let (Some(w), Some(p)) = (&warning, &self.preflight) {
+                tracing::error!(
+                    role = %p.role,
+                    event = "preflight",
+                    finding = %w,
+                    "privilege preflight failed"
+                );
+            }
+            self.warned = warning;
         }
     }
 }
