@@ -170,6 +170,7 @@ pub async fn run(
     info!(
         config = %daemon.config.path.display(),
         rules = daemon.config.policy.rules.len(),
+        slot_rules = daemon.config.policy.slots.rules.len(),
         interval = %crate::units::fmt_duration(daemon.config.daemon.interval),
         dry_run = daemon.dry_run(),
         "replwarden starting"
@@ -435,6 +436,7 @@ impl Daemon {
                 info!(
                     config = %path.display(),
                     rules = self.config.policy.rules.len(),
+                    slot_rules = self.config.policy.slots.rules.len(),
                     added = ?changes.added,
                     removed = ?changes.removed,
                     interval = %crate::units::fmt_duration(self.config.daemon.interval),
@@ -609,6 +611,7 @@ impl Daemon {
                 // Unseen: no condition is known to hold on through this.
                 self.memory.interrupted();
                 self.metrics.poll_failed();
+                self.slots.unseen(&self.metrics);
                 return Err(e);
             }
         };
@@ -625,6 +628,7 @@ impl Daemon {
             .collect();
         if !snapshot.hidden.is_empty() {
             self.memory.interrupted();
+            self.slots.unseen(&self.metrics);
             self.metrics
                 .polled(&snapshot, None, &rule_names, started.elapsed());
             if self
@@ -739,7 +743,7 @@ impl Daemon {
         self.service.status(crate::service::status_polling(
             self.dry_run(),
             snapshot.walsenders.len(),
-            self.config.policy.rules.len(),
+            self.config.policy.rules.len() + self.config.policy.slots.rules.len(),
             snapshot.in_recovery,
         ));
         debug!(

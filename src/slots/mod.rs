@@ -293,8 +293,11 @@ pub struct SlotRound {
 /// How a decision went, as far as the judge cares.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SlotDelivery {
-    /// Done: dropped, kept, gone, logged.
+    /// Done: dropped or logged.
     Done,
+    /// Done, and nothing was dropped: the re-check kept the slot, or it
+    /// was gone. Not charged to the action budget.
+    Spared,
     /// Simulated in a dry run: done while the dry run lasts.
     DryRun,
     /// Failed; retried at a later poll up to `[limits] max_retries`.
@@ -424,14 +427,15 @@ impl SlotMemory {
         self.signalled.insert(name.to_string(), at);
     }
 
-    /// Records what became of a decision (see [`SlotDelivery`]).
-    /// Returns the attempts when a failed drop has used up its retries.
+    /// Records what became of a decision (see [`SlotDelivery`]), made by
+    /// the judge at `decided` and carried out at `now`. Returns the
+    /// attempts when a failed drop has used up its retries.
     pub fn record(
         &mut self,
         d: &SlotDecision,
         delivery: SlotDelivery,
         limits: &Limits,
-        now: Instant,
+        (decided, now): (Instant, Instant),
     ) -> Option<u32> {
         let state = self
             .slots
@@ -449,8 +453,15 @@ impl SlotMemory {
             refused_at: (delivery == SlotDelivery::Refused).then_some(now),
         });
         state.deferred = None;
-        if d.action == SlotAction::Drop {
-            self.budget.charge(now);
+        // Charged at the decision's time, as walsender actions are, and
+        // only for a drop that dropped or may have (a dry run counts as
+        // one); a refused one dropped nothing.
+        let charged = matches!(
+            delivery,
+            SlotDelivery::Done | SlotDelivery::DryRun | SlotDelivery::Failed
+        );
+        if d.action == SlotAction::Drop && charged {
+            self.budget.charge(decided);
         }
         (failed && d.attempt > limits.max_retries).then_some(d.attempt)
     }
@@ -747,7 +758,12 @@ mod tests {
             "inactive_for=11m (> 10m), retained_wal=4.9 KiB (> 1000 B)"
         );
         // Recorded done: not repeated while the breach lasts.
-        m.record(d, SlotDelivery::Done, &limits, t0 + 11 * MIN);
+        m.record(
+            d,
+            SlotDelivery::Done,
+            &limits,
+            (t0 + 11 * MIN, t0 + 11 * MIN),
+        );
         let r = judge(&p, &limits, &s, &mut m, t0 + 12 * MIN, false);
         assert!(r.decisions.is_empty());
     }
@@ -825,7 +841,7 @@ mod tests {
         let mut s = slot("s", false, 5000);
         let r = judge(&p, &limits, &snap(vec![s.clone()]), &mut m, t0, false);
         // The drop found its restart_lsn moved: kept, recorded done.
-        m.record(&r.decisions[0], SlotDelivery::Done, &limits, t0);
+        m.record(&r.decisions[0], SlotDelivery::Done, &limits, (t0, t0));
         s.restart_lsn = Some(Lsn(0x1000_1000));
         let r = judge(&p, &limits, &snap(vec![s.clone()]), &mut m, t0 + MIN, false);
         assert_eq!(
@@ -833,7 +849,12 @@ mod tests {
             1,
             "retained_wal still holds: tried again"
         );
-        m.record(&r.decisions[0], SlotDelivery::Done, &limits, t0 + MIN);
+        m.record(
+            &r.decisions[0],
+            SlotDelivery::Done,
+            &limits,
+            (t0 + MIN, t0 + MIN),
+        );
         let r = judge(&p, &limits, &snap(vec![s]), &mut m, t0 + 2 * MIN, false);
         assert!(r.decisions.is_empty(), "unchanged since: done");
     }
@@ -962,7 +983,7 @@ mod tests {
                 &r.decisions[0],
                 SlotDelivery::Refused,
                 &limits,
-                t0 + 2 * MIN
+                (t0 + 2 * MIN, t0 + 2 * MIN)
             ),
             None
         );
@@ -1097,7 +1118,7 @@ mod tests {
         assert_eq!(r.deferred.len(), 1);
         assert_eq!(r.deferred[0].decision.slot.name, "c");
         for d in &r.decisions {
-            m.record(d, SlotDelivery::Done, &limits, t0 + MIN);
+            m.record(d, SlotDelivery::Done, &limits, (t0 + MIN, t0 + MIN));
         }
         let r = judge(
             &p,
@@ -1115,6 +1136,53 @@ mod tests {
     }
 
     #[test]
+    fn the_budget_is_charged_at_decision_time_and_only_for_drops_that_may_drop() {
+        let p = policy(vec![rule(SlotAction::Drop, Some(0), None)]);
+        let limits = Limits {
+            max_actions: 1,
+            per: 10 * MIN,
+            ..Limits::default()
+        };
+        let s = snap(["a", "b", "c"].iter().map(|n| slot(n, false, 1)).collect());
+        let (mut m, t0) = (SlotMemory::default(), Instant::now());
+        judge(&p, &limits, &s, &mut m, t0, false);
+        // Kept by the re-check, or already gone: nothing dropped, nothing
+        // charged; the next one goes at the next poll.
+        let r = judge(&p, &limits, &s, &mut m, t0 + MIN, false);
+        assert_eq!(r.decisions.len(), 1);
+        m.record(
+            &r.decisions[0],
+            SlotDelivery::Spared,
+            &limits,
+            (t0 + MIN, t0 + MIN),
+        );
+        let r = judge(&p, &limits, &s, &mut m, t0 + 2 * MIN, false);
+        assert_eq!(r.decisions.len(), 1, "{r:?}");
+        // Dropped: charged when it was decided, though it finished later.
+        m.record(
+            &r.decisions[0],
+            SlotDelivery::Done,
+            &limits,
+            (t0 + 2 * MIN, t0 + 3 * MIN),
+        );
+        let r = judge(&p, &limits, &s, &mut m, t0 + 11 * MIN, false);
+        assert!(r.decisions.is_empty(), "{r:?}");
+        let r = judge(
+            &p,
+            &limits,
+            &s,
+            &mut m,
+            t0 + 12 * MIN + Duration::from_secs(1),
+            false,
+        );
+        assert_eq!(
+            r.decisions.len(),
+            1,
+            "the window of the decision has passed: {r:?}"
+        );
+    }
+
+    #[test]
     fn a_dry_run_is_done_only_while_it_lasts_and_failures_are_retried() {
         let p = policy(vec![rule(SlotAction::Drop, Some(0), None)]);
         let s = snap(vec![slot("s", false, 1)]);
@@ -1125,7 +1193,12 @@ mod tests {
         let (mut m, t0) = (SlotMemory::default(), Instant::now());
         judge(&p, &limits, &s, &mut m, t0, true);
         let r = judge(&p, &limits, &s, &mut m, t0 + MIN, true);
-        m.record(&r.decisions[0], SlotDelivery::DryRun, &limits, t0 + MIN);
+        m.record(
+            &r.decisions[0],
+            SlotDelivery::DryRun,
+            &limits,
+            (t0 + MIN, t0 + MIN),
+        );
         assert!(judge(&p, &limits, &s, &mut m, t0 + 2 * MIN, true)
             .decisions
             .is_empty());
@@ -1133,13 +1206,23 @@ mod tests {
         let r = judge(&p, &limits, &s, &mut m, t0 + 3 * MIN, false);
         assert_eq!(r.decisions[0].attempt, 1);
         assert_eq!(
-            m.record(&r.decisions[0], SlotDelivery::Failed, &limits, t0 + 3 * MIN),
+            m.record(
+                &r.decisions[0],
+                SlotDelivery::Failed,
+                &limits,
+                (t0 + 3 * MIN, t0 + 3 * MIN)
+            ),
             None
         );
         let r = judge(&p, &limits, &s, &mut m, t0 + 5 * MIN, false);
         assert_eq!(r.decisions[0].attempt, 2);
         assert_eq!(
-            m.record(&r.decisions[0], SlotDelivery::Failed, &limits, t0 + 5 * MIN),
+            m.record(
+                &r.decisions[0],
+                SlotDelivery::Failed,
+                &limits,
+                (t0 + 5 * MIN, t0 + 5 * MIN)
+            ),
             Some(2)
         );
         assert!(judge(&p, &limits, &s, &mut m, t0 + 7 * MIN, false)
@@ -1184,7 +1267,12 @@ mod tests {
         let s = snap(vec![slot("s", false, 1)]);
         judge(&logged, &limits, &s, &mut m, t0, false);
         let r = judge(&logged, &limits, &s, &mut m, t0 + MIN, false);
-        m.record(&r.decisions[0], SlotDelivery::Done, &limits, t0 + MIN);
+        m.record(
+            &r.decisions[0],
+            SlotDelivery::Done,
+            &limits,
+            (t0 + MIN, t0 + MIN),
+        );
         assert!(judge(&logged, &limits, &s, &mut m, t0 + 2 * MIN, false)
             .decisions
             .is_empty());

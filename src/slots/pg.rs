@@ -126,10 +126,8 @@ impl SlotOutcome {
 
     pub fn delivery(&self) -> SlotDelivery {
         match self {
-            SlotOutcome::Logged
-            | SlotOutcome::Dropped
-            | SlotOutcome::Kept(_)
-            | SlotOutcome::Gone => SlotDelivery::Done,
+            SlotOutcome::Logged | SlotOutcome::Dropped => SlotDelivery::Done,
+            SlotOutcome::Kept(_) | SlotOutcome::Gone => SlotDelivery::Spared,
             SlotOutcome::DryRun => SlotDelivery::DryRun,
             SlotOutcome::Failed(_) | SlotOutcome::Interrupted => SlotDelivery::Failed,
             SlotOutcome::Refused(_) => SlotDelivery::Refused,
@@ -151,6 +149,8 @@ pub fn possible_outcomes(action: SlotAction) -> &'static [&'static str] {
             "already_gone",
             "refused",
             "failed",
+            "interrupted",
+            "not_attempted",
         ],
     }
 }

@@ -69,6 +69,13 @@ impl Warden {
         self.memory.interrupted();
     }
 
+    /// The slots were not read in this poll (the poll failed, or it could
+    /// not read every walsender, or the connection was lost): the slot
+    /// series go, rather than show the last read as if current.
+    pub fn unseen(&self, metrics: &Metrics) {
+        metrics.replace_families(series(&SlotSnapshot::default(), &SlotRound::default()));
+    }
+
     /// A new session, with what its privilege preflight found: the next
     /// poll warns when a drop rule exists and the role may not drop.
     pub fn connected(&mut self, preflight: &Preflight) {
@@ -98,13 +105,20 @@ impl Warden {
             signalling,
         } = step;
         self.warn_privilege(policy);
-        let snapshot = bounded(bound, pg::read(client, version)).await?;
+        let snapshot = match bounded(bound, pg::read(client, version)).await {
+            Ok(s) => s,
+            Err(e) => {
+                self.unseen(metrics);
+                return Err(e);
+            }
+        };
+        let decided = Instant::now();
         let round = judge(
             &policy.slots,
             &policy.limits,
             &snapshot,
             &mut self.memory,
-            Instant::now(),
+            decided,
             dry_run,
         );
         metrics.replace_families(series(&snapshot, &round));
@@ -128,16 +142,19 @@ impl Warden {
             };
             report::log_decision(d, &outcome);
             metrics.slot_acted(&d.rule, d.action.as_str(), outcome.as_str());
-            if let Some(attempts) =
-                self.memory
-                    .record(d, outcome.delivery(), &policy.limits, Instant::now())
-            {
+            if let Some(attempts) = self.memory.record(
+                d,
+                outcome.delivery(),
+                &policy.limits,
+                (decided, Instant::now()),
+            ) {
                 report::log_gave_up(d, attempts);
             }
         }
         match lost {
             Some(e) => {
                 self.memory.interrupted();
+                self.unseen(metrics);
                 Err(e)
             }
             None => Ok(()),
@@ -182,11 +199,9 @@ pub fn series(
     snapshot: &SlotSnapshot,
     round: &SlotRound,
 ) -> Vec<(&'static metrics::Def, Vec<(Labels, f64)>)> {
+    // `slot`, as on replwarden_walsender_retained_wal_bytes: the two join.
     let name = |s: &super::Slot| -> Labels {
-        vec![
-            ("slot_name", s.name.clone()),
-            ("slot_type", s.slot_type.clone()),
-        ]
+        vec![("slot", s.name.clone()), ("slot_type", s.slot_type.clone())]
     };
     let slots = &snapshot.slots;
     vec![
@@ -206,13 +221,13 @@ pub fn series(
         ),
         (
             &metrics::SLOT_WAL_STATUS,
+            // No series for a slot without wal_status (NULL: never reserved).
             slots
                 .iter()
-                .map(|s| {
+                .filter_map(|s| {
                     let mut labels = name(s);
-                    let status = s.wal_status.clone().unwrap_or_else(|| "NULL".to_string());
-                    labels.push(("wal_status", status));
-                    (labels, 1.0)
+                    labels.push(("wal_status", s.wal_status.clone()?));
+                    Some((labels, 1.0))
                 })
                 .collect(),
         ),
