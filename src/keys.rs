@@ -100,7 +100,7 @@ pub const KEYS: &[Key] = &[
     key("slot_rule", "plugin", "-", "Matcher: globs on the output plugin of a logical slot."),
     key("slot_rule", "wal_status", "-", "Matcher: reserved, extended, unreserved, lost."),
     key("slot_rule", "inactive_for", "-",
-        "Condition: the slot has been inactive for longer than this, counted by the daemon from when it first saw it inactive (on 17+ from inactive_since), and again whenever it is seen active, its restart_lsn, confirmed_flush_lsn, xmin or catalog_xmin moves, or the daemon cancels or terminates its walsender. Required by a drop rule, and then at least 10 x daemon.interval (a warning under 5 minutes): longer than any standby may be down, or it comes back to no slot."),
+        "Condition: the slot has been inactive for longer than this, counted by the daemon from when it first saw it inactive (on 17+ from inactive_since), and again whenever it is seen active, its restart_lsn, confirmed_flush_lsn, xmin or catalog_xmin moves, or the daemon cancels or terminates its walsender. Required by a drop rule, and then at least 10 x daemon.interval (a warning under 5 minutes): longer than any standby may be down, or it comes back to no slot. A drop also waits until the daemon has itself watched the slot inactive for 10 polls, whatever inactive_since says."),
     key("slot_rule", "retained_wal", "-",
         "Condition: the server's WAL position (on a standby the received or replayed one) minus the slot's restart_lsn is greater than this size; never holds for an invalidated slot (wal_status lost, or an invalidation_reason on 17+), which holds no WAL."),
 ];

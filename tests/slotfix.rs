@@ -286,6 +286,8 @@ fn a_pinned_logical_slot_consumed_between_polls_is_kept_on_every_major() {
             e["event"] == "action" && e["slot_name"] == "etl"
         });
         assert_eq!(dropped["outcome"], "dropped", "{}", daemon.dump());
+        assert_eq!(dropped["in_recovery"], false, "{dropped}");
+        assert_ne!(dropped["confirmed_flush_lsn"], "NULL", "{dropped}");
         drop(pin);
         format!(
             "PostgreSQL {}: consumed slot kept, then dropped",

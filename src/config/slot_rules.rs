@@ -54,6 +54,8 @@ impl Walker<'_> {
         (self.errors.len() == before).then(|| SlotPolicy {
             rules: rules.unwrap_or_default(),
             protect,
+            // Set from [daemon] interval by the caller.
+            observe_for: std::time::Duration::ZERO,
         })
     }
 

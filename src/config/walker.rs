@@ -156,6 +156,9 @@ impl Walker<'_> {
         let sync_guard = self.sync_guard(top.get("sync_guard"));
         let metrics = self.metrics(top.get("metrics"));
         let mut slots = self.slot_policy(top);
+        if let (Some(s), Some(d)) = (&mut slots, &daemon) {
+            s.observe_for = d.interval * super::slot_rules::DROP_FLOOR_POLLS;
+        }
         if let (Some(s), Some(d)) = (&slots, &daemon) {
             if !self.drop_floor(top, s, d.interval) {
                 slots = None;

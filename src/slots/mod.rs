@@ -170,6 +170,13 @@ pub struct SlotPolicy {
     pub rules: Vec<SlotRule>,
     /// Slots whose names match any of these are never acted on.
     pub protect: Vec<PatternList<Glob>>,
+    /// How long the daemon must itself have watched a slot inactive
+    /// before a drop rule drops it, whatever the server's
+    /// `inactive_since` says (17+): a server clock stepped forward after
+    /// it stamped `inactive_since` (a boot before the clock was synced)
+    /// cannot make a slot look long abandoned at the first poll. The
+    /// config sets it to the drop floor (10 polls).
+    pub observe_for: Duration,
 }
 
 /// `None` when some condition does not hold for `sample`; else the
@@ -256,6 +263,13 @@ pub enum SlotVerdict {
     /// no xmin) and is not lost: dropping it would free nothing, and it is
     /// most likely a slot just created (or re-created) for a client.
     HoldsNothing,
+    /// 17+: the conditions hold by the server's `inactive_since`, but the
+    /// daemon has watched the slot inactive for less than
+    /// [`SlotPolicy::observe_for`]: a drop waits this much longer.
+    Observing {
+        left: Duration,
+        evidence: Vec<Evidence>,
+    },
     /// The conditions hold; the grace has this much left.
     Grace {
         left: Duration,
@@ -335,6 +349,10 @@ struct Tracked {
     identity: (String, Option<String>, Option<String>),
     /// Since when it has been seen inactive (daemon clock); `None` while active.
     inactive_since: Option<Instant>,
+    /// Since when the daemon itself has watched it inactive: as
+    /// `inactive_since`, but never counted back from the server's
+    /// `inactive_since` (see [`SlotPolicy::observe_for`]).
+    observed_since: Option<Instant>,
     /// What a client moves as it uses the slot: any change is use.
     used_marks: UseMarks,
     /// By rule name.
@@ -521,6 +539,7 @@ pub fn judge(
                     .and_then(|age| now.checked_sub(age))
                     .unwrap_or(now)
             }),
+            observed_since: (!slot.active).then_some(now),
             used_marks: UseMarks::of(slot),
             rules: HashMap::new(),
             seen: true,
@@ -542,13 +561,25 @@ pub fn judge(
         }
         if slot.active {
             t.inactive_since = None;
+            t.observed_since = None;
         } else if let Some(at) = signalled_at {
             t.inactive_since = Some(at.min(now));
+            t.observed_since = t.inactive_since;
         } else if t.inactive_since.is_none() || used {
             t.inactive_since = Some(now);
+            t.observed_since = t.inactive_since;
         }
+        let observed = t
+            .observed_since
+            .map_or(Duration::ZERO, |s| now.saturating_duration_since(s));
         t.used_marks = marks;
-        let inactive_for = t.inactive_since.map(|s| now.saturating_duration_since(s));
+        // Whole milliseconds, the grain evidence shows: a slot inactive
+        // for 2.0004 s does not break `inactive_for = "2s"` (it would read
+        // `inactive_for=2s (> 2s)`).
+        let inactive_for = t.inactive_since.map(|s| {
+            let d = now.saturating_duration_since(s);
+            Duration::from_millis(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        });
         round.inactive_for.push(inactive_for);
         let sample = SlotSample {
             inactive_for,
@@ -586,6 +617,16 @@ pub fn judge(
                 round.verdicts.push((si, ri, verdict));
                 continue;
             };
+            if let Some(left) = (drop && slot.inactive_since.is_some())
+                .then(|| policy.observe_for.checked_sub(observed))
+                .flatten()
+                .filter(|l| !l.is_zero())
+            {
+                round
+                    .verdicts
+                    .push((si, ri, SlotVerdict::Observing { left, evidence }));
+                continue;
+            }
             let since = *state.breach_since.get_or_insert(now);
             let held_for = now.saturating_duration_since(since);
             if let Some(left) = rule.grace.checked_sub(held_for).filter(|l| !l.is_zero()) {
@@ -721,7 +762,7 @@ mod tests {
     fn policy(rules: Vec<SlotRule>) -> SlotPolicy {
         SlotPolicy {
             rules,
-            protect: Vec::new(),
+            ..SlotPolicy::default()
         }
     }
 
@@ -734,6 +775,17 @@ mod tests {
     }
 
     const MIN: Duration = Duration::from_secs(60);
+
+    fn preflight() -> crate::snapshot::Preflight {
+        crate::snapshot::Preflight {
+            role: "replwarden".to_string(),
+            superuser: false,
+            can_read: true,
+            can_signal: true,
+            replication: false,
+            superuser_walsenders: Vec::new(),
+        }
+    }
 
     #[test]
     fn an_inactive_slot_is_dropped_once_inactive_for_is_exceeded() {
@@ -996,6 +1048,71 @@ mod tests {
     }
 
     #[test]
+    fn evidence_never_shows_a_value_equal_to_its_limit() {
+        let p = policy(vec![rule(SlotAction::Log, Some(2), None)]);
+        let (limits, mut m, t0) = (Limits::default(), SlotMemory::default(), Instant::now());
+        let s = snap(vec![slot("s", false, 1)]);
+        judge(&p, &limits, &s, &mut m, t0, false);
+        let just_over = t0 + Duration::from_micros(2_000_400);
+        let r = judge(&p, &limits, &s, &mut m, just_over, false);
+        assert!(r.decisions.is_empty(), "{r:?}");
+        let r = judge(
+            &p,
+            &limits,
+            &s,
+            &mut m,
+            t0 + Duration::from_millis(2001),
+            false,
+        );
+        assert_eq!(
+            crate::engine::evidence_line(&r.decisions[0].evidence),
+            "inactive_for=2s 1ms (> 2s)"
+        );
+    }
+
+    #[test]
+    fn on_17_a_drop_waits_for_the_daemons_own_sight_of_the_slot() {
+        let mut p = policy(vec![rule(SlotAction::Drop, Some(3600), None)]);
+        p.observe_for = Duration::from_secs(10);
+        let t0 = Instant::now() + Duration::from_secs(3 * 3600);
+        let (limits, mut m) = (Limits::default(), SlotMemory::default());
+        let mut s = slot("s", false, 5000);
+        // A server clock stepped forward: inactive_since looks 2 h old.
+        s.inactive_since = Some(SystemTime::UNIX_EPOCH);
+        s.inactive_age = Some(Duration::from_secs(2 * 3600));
+        let first = snap(vec![s.clone()]);
+        let r = judge(&p, &limits, &first, &mut m, t0, false);
+        assert!(r.decisions.is_empty(), "{r:?}");
+        let text = report::plan(&p, &preflight(), &first, &r, false);
+        assert!(
+            text.contains("inactive_for=2h (> 1h); the daemon drops only a slot it has itself watched inactive for 10s (the server's clock alone is not trusted): 10s left"),
+            "{text}"
+        );
+        assert!(
+            matches!(&r.verdicts[0].2, SlotVerdict::Observing { left, .. } if *left == Duration::from_secs(10)),
+            "{r:?}"
+        );
+        let r = judge(
+            &p,
+            &limits,
+            &snap(vec![s.clone()]),
+            &mut m,
+            t0 + Duration::from_secs(5),
+            false,
+        );
+        assert!(r.decisions.is_empty(), "{r:?}");
+        let r = judge(
+            &p,
+            &limits,
+            &snap(vec![s]),
+            &mut m,
+            t0 + Duration::from_secs(10),
+            false,
+        );
+        assert_eq!(r.decisions.len(), 1, "{r:?}");
+    }
+
+    #[test]
     fn on_17_a_slot_first_seen_counts_from_inactive_since() {
         let p = policy(vec![rule(SlotAction::Drop, Some(3600), None)]);
         // Far enough from the start of the monotonic clock to subtract 2 h.
@@ -1067,15 +1184,7 @@ mod tests {
         let s = snap(vec![slot("old", false, 5000)]);
         let mut m = SlotMemory::default();
         let r = judge(&p, &Limits::default(), &s, &mut m, Instant::now(), true);
-        let preflight = crate::snapshot::Preflight {
-            role: "replwarden".to_string(),
-            superuser: false,
-            can_read: true,
-            can_signal: true,
-            replication: false,
-            superuser_walsenders: Vec::new(),
-        };
-        let text = report::plan(&p, &preflight, &s, &r, true);
+        let text = report::plan(&p, &preflight(), &s, &r, true);
         for line in [
             "  slot_rule \"patient\" (log): retained_wal=4.9 KiB (> 1000 B); grace: 5m left\n",
             "  slot_rule \"now\" (drop): retained_wal=4.9 KiB (> 1000 B); would drop now (dry run: logged only)\n",

@@ -11,8 +11,9 @@ use crate::logfmt::{quoted, token};
 use crate::snapshot::Preflight;
 use crate::units::fmt_duration;
 
-/// One decision and what became of it.
-pub fn log_decision(d: &SlotDecision, outcome: &SlotOutcome) {
+/// One decision and what became of it, on a server in recovery (a
+/// standby's own slots) or not.
+pub fn log_decision(d: &SlotDecision, outcome: &SlotOutcome, in_recovery: bool) {
     let slot = &d.slot;
     let detail = match outcome {
         SlotOutcome::Kept(why) | SlotOutcome::Refused(why) | SlotOutcome::Failed(why) => {
@@ -35,6 +36,7 @@ pub fn log_decision(d: &SlotDecision, outcome: &SlotOutcome) {
                 slot_type = %slot.slot_type,
                 database = slot.database.as_deref().unwrap_or("NULL"),
                 plugin = slot.plugin.as_deref().unwrap_or("NULL"),
+                in_recovery,
                 active_pid = slot.active_pid,
                 restart_lsn = %slot.restart_lsn.map_or_else(|| "NULL".to_string(), |l| l.to_string()),
                 confirmed_flush_lsn = %slot.confirmed_flush_lsn.map_or_else(|| "NULL".to_string(), |l| l.to_string()),
@@ -221,6 +223,15 @@ pub fn plan(
                 SlotVerdict::NotBreached => "conditions do not hold".to_string(),
                 SlotVerdict::HoldsNothing => {
                     "kept: holds nothing (no restart_lsn, no xmin): dropping it would free nothing".to_string()
+                }
+                SlotVerdict::Observing { left, evidence } => {
+                    format!(
+                        "{}; the daemon drops only a slot it has itself watched inactive for {} (the server's \
+                         clock alone is not trusted): {} left",
+                        evidence_line(evidence),
+                        fmt_duration(policy.observe_for),
+                        fmt_duration(*left)
+                    )
                 }
                 SlotVerdict::Grace { left, evidence } => {
                     format!(

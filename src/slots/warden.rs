@@ -140,7 +140,7 @@ impl Warden {
                     SlotOutcome::Interrupted
                 })
             };
-            report::log_decision(d, &outcome);
+            report::log_decision(d, &outcome, snapshot.in_recovery);
             metrics.slot_acted(&d.rule, d.action.as_str(), outcome.as_str());
             if let Some(attempts) = self.memory.record(
                 d,
@@ -240,4 +240,70 @@ pub fn series(
                 .collect(),
         ),
     ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::Format;
+    use crate::slots::{Slot, SlotSnapshot};
+    use crate::units::{ByteSize, Lsn};
+
+    fn slot(name: &str, wal_status: Option<&str>) -> Slot {
+        Slot {
+            name: name.to_string(),
+            slot_type: "physical".to_string(),
+            database: None,
+            plugin: None,
+            temporary: false,
+            active: false,
+            active_pid: None,
+            restart_lsn: wal_status.map(|_| Lsn(0x1000)),
+            confirmed_flush_lsn: None,
+            xmin: None,
+            catalog_xmin: None,
+            wal_status: wal_status.map(str::to_string),
+            invalidation_reason: None,
+            retained_wal: wal_status.map(|_| ByteSize(4096)),
+            synced: false,
+            synchronized_standby: false,
+            inactive_since: None,
+            inactive_age: None,
+        }
+    }
+
+    #[test]
+    fn slot_series_use_the_slot_label_show_no_null_and_go_when_unread() {
+        let metrics = Metrics::new();
+        let snapshot = SlotSnapshot {
+            slots: vec![slot("held", Some("reserved")), slot("fresh", None)],
+            ..SlotSnapshot::default()
+        };
+        let round = SlotRound {
+            inactive_for: vec![Some(Duration::from_secs(5)), None],
+            ..SlotRound::default()
+        };
+        metrics.replace_families(series(&snapshot, &round));
+        let text = metrics.render(Format::Text);
+        for line in [
+            "replwarden_slot_retained_wal_bytes{slot=\"held\",slot_type=\"physical\"} 4096\n",
+            "replwarden_slot_wal_status{slot=\"held\",slot_type=\"physical\",wal_status=\"reserved\"} 1\n",
+            "replwarden_slot_active{slot=\"fresh\",slot_type=\"physical\"} 0\n",
+        ] {
+            assert!(text.contains(line), "{line:?} not in:\n{text}");
+        }
+        assert!(!text.contains("wal_status=\"NULL\""), "{text}");
+        assert!(
+            !text.contains("replwarden_slot_wal_status{slot=\"fresh\""),
+            "{text}"
+        );
+        assert!(!text.contains("slot_name="), "{text}");
+        Warden::default().unseen(&metrics);
+        let text = metrics.render(Format::Text);
+        assert!(!text.contains("replwarden_slot_active{"), "{text}");
+        assert!(
+            !text.contains("replwarden_slot_inactive_seconds{"),
+            "{text}"
+        );
+    }
 }
