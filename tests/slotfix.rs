@@ -410,13 +410,28 @@ fn a_role_that_cannot_drop_is_warned_about_and_plan_shows_protect_entries() {
     ] {
         assert!(text.contains(line), "{line:?} not in:\n{text}");
     }
-    let daemon = Daemon::start(&config, &[]);
-    let warned = daemon.wait_for("the drop privilege warning", LONG, |e| {
+    let drop_warning = |e: &Value| {
         e["event"] == "preflight"
             && e["finding"]
                 .as_str()
                 .is_some_and(|f| f.contains("REPLICATION"))
-    });
+    };
+    // Without a drop rule: nothing to warn about; slot rules are counted.
+    let log_only = config.replace("action = \"drop\"", "action = \"log\"");
+    let daemon = Daemon::start(&log_only, &[]);
+    let starting = daemon.wait_message("replwarden starting", LONG);
+    assert_eq!(starting["slot_rules"], 1, "{starting}");
+    daemon.wait_message("connected to PostgreSQL", LONG);
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(
+        !daemon.events().iter().any(drop_warning),
+        "{}",
+        daemon.dump()
+    );
+    // A reload that adds a drop rule warns at once.
+    daemon.write_config(&config);
+    daemon.signal(libc::SIGHUP);
+    let warned = daemon.wait_for("the drop privilege warning", LONG, drop_warning);
     assert!(
         warned["finding"]
             .as_str()
@@ -424,4 +439,16 @@ fn a_role_that_cannot_drop_is_warned_about_and_plan_shows_protect_entries() {
             .contains("ALTER ROLE replwarden REPLICATION"),
         "{warned}"
     );
+    // Once: not at every poll.
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        daemon.events().iter().filter(|e| drop_warning(e)).count(),
+        1,
+        "{}",
+        daemon.dump()
+    );
+    drop(daemon);
+    // At start, too.
+    let daemon = Daemon::start(&config, &[]);
+    daemon.wait_for("the drop privilege warning at start", LONG, drop_warning);
 }

@@ -275,3 +275,29 @@ fn opt(lsn: Option<Lsn>) -> String {
 fn opt_xid(xid: Option<i64>) -> String {
     xid.map_or_else(|| "NULL".to_string(), |x| x.to_string())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_outcome_a_drop_can_have_has_its_series() {
+        let drop = possible_outcomes(SlotAction::Drop);
+        for outcome in [
+            SlotOutcome::DryRun,
+            SlotOutcome::Dropped,
+            SlotOutcome::Kept(String::new()),
+            SlotOutcome::Gone,
+            SlotOutcome::Refused(String::new()),
+            SlotOutcome::Failed(String::new()),
+            SlotOutcome::Interrupted,
+            SlotOutcome::NotAttempted,
+        ] {
+            assert!(drop.contains(&outcome.as_str()), "{outcome}");
+        }
+        assert_eq!(
+            possible_outcomes(SlotAction::Log),
+            [SlotOutcome::Logged.as_str()]
+        );
+    }
+}
