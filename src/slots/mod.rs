@@ -17,18 +17,26 @@
 //! - [`report`]: the audit events and the `plan` section;
 //! - [`warden`]: the slot step of each poll (read, judge, act, log, metrics).
 //!
-//! A slot is known by its name. How long it has been inactive is tracked
-//! on the daemon's monotonic clock from the poll that first saw it
-//! inactive; the clock starts again whenever the slot is seen active, its
-//! `restart_lsn` moves (only a client, or `pg_replication_slot_advance`,
-//! moves it) or, on 17+, its `inactive_since` changes. On 17+ a slot first
+//! A slot is known by its name, type, database and plugin: one re-created
+//! under the same name as another kind is a new slot. How long it has been
+//! inactive is tracked on the daemon's monotonic clock from the poll that
+//! first saw it inactive; the clock starts again whenever the slot is seen
+//! active, its `restart_lsn`, `confirmed_flush_lsn`, `xmin` or
+//! `catalog_xmin` moves (only a client, or `pg_replication_slot_advance`,
+//! moves them; a logical consumer moves `confirmed_flush_lsn` even while an
+//! open transaction pins `restart_lsn`), on 17+ its `inactive_since`
+//! changes, or the daemon cancels or terminates the walsender streaming
+//! from it ([`SlotMemory::walsender_signalled`]). A drop rule never drops
+//! an active slot nor one that holds nothing, and on 17+ waits until the
+//! daemon itself has watched the slot inactive for
+//! [`SlotPolicy::observe_for`]. On 17+ a slot first
 //! seen inactive counts from its `inactive_since`, measured on the
 //! server's own clock (`statement_timestamp() - inactive_since`), so a
 //! restart of the daemon does not start the count over; a restart of the
 //! server sets `inactive_since` to the start time, which only shortens it
 //! (and so does a monotonic clock younger than that age: a fresh boot
-//! counts from first sight). A slot seen used (its `restart_lsn` or
-//! `inactive_since` changed) is judged afresh by every rule.
+//! counts from first sight). A slot seen used is judged afresh by every
+//! rule.
 
 pub mod pg;
 pub mod report;
@@ -60,7 +68,8 @@ pub struct Slot {
     pub temporary: bool,
     pub active: bool,
     pub active_pid: Option<i32>,
-    /// `None` for a slot never reserved or invalidated (`wal_status` lost).
+    /// `None` for a slot never reserved, or invalidated by WAL removal
+    /// (`wal_status` lost; 18 keeps it for an `idle_timeout` invalidation).
     pub restart_lsn: Option<Lsn>,
     /// A logical slot's consumer confirmed up to here: it moves with every
     /// consumption even while an open transaction pins `restart_lsn`.
@@ -323,11 +332,11 @@ pub enum SlotDelivery {
     NotAttempted,
 }
 
-/// What the judge remembers between polls.
 /// How long a drop the server refused (no REPLICATION) waits before it is
 /// tried again: slow, as only an operator's grant changes the answer.
 pub const REFUSED_RETRY: Duration = Duration::from_secs(300);
 
+/// What the judge remembers between polls.
 #[derive(Debug, Default)]
 pub struct SlotMemory {
     slots: HashMap<String, Tracked>,
