@@ -170,6 +170,7 @@ pub async fn run(
     info!(
         config = %daemon.config.path.display(),
         rules = daemon.config.policy.rules.len(),
+        slot_rules = daemon.config.policy.slots.rules.len(),
         interval = %crate::units::fmt_duration(daemon.config.daemon.interval),
         dry_run = daemon.dry_run(),
         "replwarden starting"
@@ -267,6 +268,7 @@ impl Daemon {
                         "connected to PostgreSQL"
                     );
                     log_preflight(&session.preflight);
+                    self.slots.connected(&session.preflight);
                     // Whatever ended the last session (lost, or new settings
                     // by reload), nothing was seen in between: every grace
                     // starts over (README, Safety: outages).
@@ -434,6 +436,7 @@ impl Daemon {
                 info!(
                     config = %path.display(),
                     rules = self.config.policy.rules.len(),
+                    slot_rules = self.config.policy.slots.rules.len(),
                     added = ?changes.added,
                     removed = ?changes.removed,
                     interval = %crate::units::fmt_duration(self.config.daemon.interval),
@@ -606,6 +609,7 @@ impl Daemon {
                 // Unseen: no condition is known to hold on through this.
                 self.memory.interrupted();
                 self.metrics.poll_failed();
+                self.slots.unseen(&self.metrics);
                 return Err(e);
             }
         };
@@ -622,6 +626,7 @@ impl Daemon {
             .collect();
         if !snapshot.hidden.is_empty() {
             self.memory.interrupted();
+            self.slots.unseen(&self.metrics);
             self.metrics
                 .polled(&snapshot, None, &rule_names, started.elapsed());
             if self
@@ -694,6 +699,13 @@ impl Daemon {
             };
             report::log_decision(decision, &outcome);
             self.metrics.acted(decision, &outcome);
+            // A slot whose walsender was signalled counts as just used: no
+            // slot rule drops it in this poll or soon after (crate::slots).
+            if decision.action != Action::Log {
+                if let Some(slot) = &decision.walsender.slot_name {
+                    self.slots.walsender_signalled(slot);
+                }
+            }
             if let Some(attempts) =
                 self.memory
                     .record(decision, outcome.delivery(), &self.config.policy.limits)
@@ -729,7 +741,7 @@ impl Daemon {
         self.service.status(crate::service::status_polling(
             self.dry_run(),
             snapshot.walsenders.len(),
-            self.config.policy.rules.len(),
+            self.config.policy.rules.len() + self.config.policy.slots.rules.len(),
             snapshot.in_recovery,
         ));
         debug!(

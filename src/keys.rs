@@ -47,7 +47,7 @@ pub const KEYS: &[Key] = &[
     key("protect", "state", "-", "Matcher on state, as in rules."),
     key("protect", "sync_state", "-", "Matcher on sync_state, as in rules."),
     key("protect", "slot_name", "-",
-        "Globs (a leading ! excludes) of replication slot names that no [[slot_rule]] ever acts on; an entry with slot_name takes no walsender matcher (use a [[protect]] entry of its own)."),
+        "Globs (a leading ! excludes) of replication slot names that no [[slot_rule]] ever acts on; an entry with slot_name takes no walsender matcher (use a [[protect]] entry of its own). Slot names hold only a-z, 0-9 and _: a pattern with anything else is warned about, as is an entry of exclusions only (it protects every other slot); plan says what each entry protects now."),
     key("limits", "max_actions", "5", "Cancels and terminates allowed per window (a whole number of at least 1); more are deferred and logged, never dropped."),
     key("limits", "per", "\"1m\"", "The window of max_actions."),
     key("limits", "reconnect_backoff", "\"10s\"",
@@ -91,7 +91,7 @@ pub const KEYS: &[Key] = &[
     key("slot_rule", "name", "-",
         "Required; unique among [[rule]] and [[slot_rule]] names; appears in every log line about the slot rule."),
     key("slot_rule", "action", "\"log\"",
-        "\"log\" or \"drop\". A drop is one statement that drops the slot only if it is still inactive, not temporary and at the same restart_lsn (and, on 17+, not synced nor in synchronized_standby_slots); a slot a client took back is kept. Needs the REPLICATION attribute on the daemon's role."),
+        "\"log\" or \"drop\". A drop is one statement that drops the slot only if it is still inactive, not temporary, still the same slot (type, database, plugin) and unused since it was judged (same restart_lsn, confirmed_flush_lsn, xmin and catalog_xmin), holds something (a restart_lsn or an xmin, or is lost), and on 17+ is not synced nor in synchronized_standby_slots; a slot a client took back is kept. A drop rule needs inactive_for. Needs the REPLICATION attribute on the daemon's role (warned about at connect and in plan; a refused drop is tried again every 5 minutes), which also lets the role take a base backup wherever pg_hba.conf allows it replication connections."),
     key("slot_rule", "grace", "\"0s\"", "How long all the conditions must hold without a break before acting."),
     key("slot_rule", "slot_name", "-",
         "Matcher: globs on pg_replication_slots.slot_name; a leading ! excludes. Every matcher given must match."),
@@ -100,9 +100,9 @@ pub const KEYS: &[Key] = &[
     key("slot_rule", "plugin", "-", "Matcher: globs on the output plugin of a logical slot."),
     key("slot_rule", "wal_status", "-", "Matcher: reserved, extended, unreserved, lost."),
     key("slot_rule", "inactive_for", "-",
-        "Condition: the slot has been inactive for longer than this, counted by the daemon from when it first saw it inactive (on 17+ from inactive_since), and again whenever it is seen active or its restart_lsn moves."),
+        "Condition: the slot has been inactive for longer than this, counted by the daemon from when it first saw it inactive (on 17+ from inactive_since), and again whenever it is seen active, its restart_lsn, confirmed_flush_lsn, xmin or catalog_xmin moves, or the daemon cancels or terminates its walsender. Required by a drop rule, and then at least 10 x daemon.interval (a warning under 5 minutes): longer than any standby may be down, or it comes back to no slot. A drop also waits until the daemon has itself watched the slot inactive for 10 polls, whatever inactive_since says."),
     key("slot_rule", "retained_wal", "-",
-        "Condition: the server's WAL position (on a standby the received or replayed one) minus the slot's restart_lsn is greater than this size."),
+        "Condition: the server's WAL position (on a standby the received or replayed one) minus the slot's restart_lsn is greater than this size; never holds for an invalidated slot (wal_status lost, or an invalidation_reason on 17+), which holds no WAL."),
 ];
 
 #[cfg(test)]

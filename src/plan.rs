@@ -38,7 +38,13 @@ pub async fn plan(config: &Config, dry_run: bool) -> Result<String, PlanError> {
         Instant::now(),
         dry_run,
     );
-    out += &crate::slots::report::plan(&config.policy.slots, &slots, &slot_round, dry_run);
+    out += &crate::slots::report::plan(
+        &config.policy.slots,
+        &session.preflight,
+        &slots,
+        &slot_round,
+        dry_run,
+    );
     Ok(out)
 }
 

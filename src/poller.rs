@@ -322,6 +322,7 @@ impl Preflight {
             superuser: row.try_get("superuser")?,
             can_read: row.try_get("can_read")?,
             can_signal: row.try_get("can_signal")?,
+            replication: row.try_get("replication")?,
             superuser_walsenders: row.try_get("superuser_walsenders")?,
         })
     }

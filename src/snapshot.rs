@@ -182,6 +182,9 @@ pub struct Preflight {
     pub can_read: bool,
     /// Member of `pg_signal_backend`.
     pub can_signal: bool,
+    /// Has the REPLICATION attribute (`rolreplication`), which dropping a
+    /// replication slot needs (as does being superuser).
+    pub replication: bool,
     /// Walsenders of superuser roles, which only a superuser may signal:
     /// `name (pid N, role R)`.
     pub superuser_walsenders: Vec<String>,

@@ -145,6 +145,7 @@ pub const STILL_THERE: &str =
 pub const PREFLIGHT: &str = "\
 SELECT current_user::text AS role,
        r.rolsuper AS superuser,
+       r.rolreplication AS replication,
        pg_has_role(current_user, 'pg_read_all_stats', 'USAGE') AS can_read,
        pg_has_role(current_user, 'pg_signal_backend', 'USAGE') AS can_signal,
        coalesce((SELECT array_agg(format('%s (pid %s, role %s)', s.application_name, s.pid, su.rolname) ORDER BY s.pid)
@@ -187,8 +188,10 @@ pub const SLOTS: &str = "\
 SELECT pos.in_recovery, pos.current_lsn, pos.now,
        s.slot_name::text AS slot_name, s.slot_type, s.database::text AS database,
        s.plugin::text AS plugin, s.temporary, s.active, s.active_pid, s.restart_lsn,
+       s.confirmed_flush_lsn, s.xmin::text::bigint AS xmin,
+       s.catalog_xmin::text::bigint AS catalog_xmin,
        s.wal_status, false AS synced, NULL::timestamptz AS inactive_since,
-       false AS synchronized_standby
+       NULL::text AS invalidation_reason, false AS synchronized_standby
 FROM (SELECT pg_is_in_recovery() AS in_recovery,
              CASE WHEN pg_is_in_recovery()
                   THEN greatest(pg_last_wal_receive_lsn(), pg_last_wal_replay_lsn())
@@ -197,12 +200,15 @@ FROM (SELECT pg_is_in_recovery() AS in_recovery,
 LEFT JOIN pg_replication_slots s ON true";
 
 /// The names in `synchronized_standby_slots` (17+), as the server reads
-/// them: a comma-separated list of identifiers, double-quoted or folded to
-/// lower case.
+/// them (`SplitIdentifierString`): a comma-separated list of identifiers,
+/// double-quoted or folded to lower case, with any whitespace around each
+/// (space, tab, newline, carriage return, form feed, vertical tab: what
+/// the server's `scanner_isspace` skips) trimmed.
 macro_rules! synchronized_standby_slots {
     () => {
         "(SELECT CASE WHEN n LIKE '\"%' THEN btrim(n, '\"') ELSE lower(n) END \
-         FROM (SELECT btrim(x) AS n FROM unnest(string_to_array(current_setting('synchronized_standby_slots'), ',')) x) l \
+         FROM (SELECT btrim(x, E' \\t\\n\\r\\f\\013') AS n \
+               FROM unnest(string_to_array(current_setting('synchronized_standby_slots'), ',')) x) l \
          WHERE n <> '')"
     };
 }
@@ -214,7 +220,9 @@ pub const SLOTS_17: &str = concat!(
 SELECT pos.in_recovery, pos.current_lsn, pos.now,
        s.slot_name::text AS slot_name, s.slot_type, s.database::text AS database,
        s.plugin::text AS plugin, s.temporary, s.active, s.active_pid, s.restart_lsn,
-       s.wal_status, s.synced, s.inactive_since,
+       s.confirmed_flush_lsn, s.xmin::text::bigint AS xmin,
+       s.catalog_xmin::text::bigint AS catalog_xmin,
+       s.wal_status, s.synced, s.inactive_since, s.invalidation_reason,
        s.slot_name::text IN ",
     synchronized_standby_slots!(),
     " AS synchronized_standby
@@ -227,8 +235,12 @@ LEFT JOIN pg_replication_slots s ON true"
 );
 
 /// Drops slot `$1` only if, at that moment, it is still inactive, not
-/// temporary and its `restart_lsn` is still `$2` (NULL for NULL): a client
-/// that came back (active) or used it in between (moved it) keeps it. The
+/// temporary, still the slot judged (same `slot_type` `$6`, database and
+/// plugin `$7`, `$8`), still unused (`restart_lsn`, `confirmed_flush_lsn`,
+/// `xmin` and `catalog_xmin` still `$2`..`$5`, NULL for NULL) and still
+/// holds something (a position or an xmin) or is lost: a client that came
+/// back (active) or used it in between (moved any of them) keeps it, and
+/// so does a slot re-created under that name. The
 /// CASE calls `pg_drop_replication_slot` only when the re-check passes; if
 /// the slot is acquired between the re-check and the drop, the function
 /// itself refuses (`55006`, "replication slot … is active for PID …").
@@ -236,9 +248,18 @@ LEFT JOIN pg_replication_slots s ON true"
 /// kept it.
 pub const DROP_SLOT: &str = "\
 SELECT CASE WHEN NOT s.active AND NOT s.temporary AND s.restart_lsn IS NOT DISTINCT FROM $2
+                 AND s.confirmed_flush_lsn IS NOT DISTINCT FROM $3
+                 AND s.xmin::text::bigint IS NOT DISTINCT FROM $4::bigint
+                 AND s.catalog_xmin::text::bigint IS NOT DISTINCT FROM $5::bigint
+                 AND s.slot_type = $6 AND s.database::text IS NOT DISTINCT FROM $7::text
+                 AND s.plugin::text IS NOT DISTINCT FROM $8::text
+                 AND (s.restart_lsn IS NOT NULL OR s.xmin IS NOT NULL OR s.catalog_xmin IS NOT NULL
+                      OR s.wal_status = 'lost')
             THEN (SELECT true FROM pg_drop_replication_slot(s.slot_name))
             ELSE false END AS dropped,
-       s.active, s.restart_lsn
+       s.active, s.restart_lsn, s.confirmed_flush_lsn,
+       s.xmin::text::bigint AS xmin, s.catalog_xmin::text::bigint AS catalog_xmin,
+       s.slot_type, s.database::text AS database, s.plugin::text AS plugin
 FROM pg_replication_slots s WHERE s.slot_name = $1";
 
 /// [`DROP_SLOT`] on 17+: nor a `synced` slot, nor one named in
@@ -246,12 +267,21 @@ FROM pg_replication_slots s WHERE s.slot_name = $1";
 pub const DROP_SLOT_17: &str = concat!(
     "\
 SELECT CASE WHEN NOT s.active AND NOT s.temporary AND s.restart_lsn IS NOT DISTINCT FROM $2
+                 AND s.confirmed_flush_lsn IS NOT DISTINCT FROM $3
+                 AND s.xmin::text::bigint IS NOT DISTINCT FROM $4::bigint
+                 AND s.catalog_xmin::text::bigint IS NOT DISTINCT FROM $5::bigint
+                 AND s.slot_type = $6 AND s.database::text IS NOT DISTINCT FROM $7::text
+                 AND s.plugin::text IS NOT DISTINCT FROM $8::text
+                 AND (s.restart_lsn IS NOT NULL OR s.xmin IS NOT NULL OR s.catalog_xmin IS NOT NULL
+                      OR s.wal_status = 'lost')
                  AND NOT s.synced AND s.slot_name::text NOT IN ",
     synchronized_standby_slots!(),
     "
             THEN (SELECT true FROM pg_drop_replication_slot(s.slot_name))
             ELSE false END AS dropped,
-       s.active, s.restart_lsn
+       s.active, s.restart_lsn, s.confirmed_flush_lsn,
+       s.xmin::text::bigint AS xmin, s.catalog_xmin::text::bigint AS catalog_xmin,
+       s.slot_type, s.database::text AS database, s.plugin::text AS plugin
 FROM pg_replication_slots s WHERE s.slot_name = $1"
 );
 

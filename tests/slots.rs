@@ -122,16 +122,16 @@ fn on_major(bin: &Path) -> String {
     // they would.
     let metrics = wait_until("the slot metrics", LONG, || {
         let text = harness::http_get(port, "/metrics");
-        text.contains("replwarden_slot_active{slot_name=\"reports\",slot_type=\"logical\"} 1")
+        text.contains("replwarden_slot_active{slot=\"reports\",slot_type=\"logical\"} 1")
             .then_some(text)
     });
     assert!(
-        metrics.contains("replwarden_slot_wal_status{slot_name=\"logged\",slot_type=\"physical\",wal_status=\"reserved\"} 1")
-            || metrics.contains("replwarden_slot_wal_status{slot_name=\"logged\",slot_type=\"physical\",wal_status=\"extended\"} 1"),
+        metrics.contains("replwarden_slot_wal_status{slot=\"logged\",slot_type=\"physical\",wal_status=\"reserved\"} 1")
+            || metrics.contains("replwarden_slot_wal_status{slot=\"logged\",slot_type=\"physical\",wal_status=\"extended\"} 1"),
         "{metrics}"
     );
     assert!(
-        metrics.contains("replwarden_slot_inactive_seconds{slot_name=\"logged\""),
+        metrics.contains("replwarden_slot_inactive_seconds{slot=\"logged\""),
         "{metrics}"
     );
     for (outcome, n) in [("dropped", 1), ("kept", 0)] {
@@ -178,7 +178,7 @@ fn a_dry_run_keeps_every_slot_and_plan_shows_what_would_be_dropped() {
     let out = plan(
         &primary,
         &format!(
-            "[postgres]\nconninfo = \"{}\"\n[[slot_rule]]\nname = \"big\"\nretained_wal = \"1kB\"\naction = \"drop\"\n",
+            "[postgres]\nconninfo = \"{}\"\n[[slot_rule]]\nname = \"big\"\nretained_wal = \"1kB\"\n",
             primary.conninfo("replwarden")
         ),
     );
@@ -194,10 +194,10 @@ fn a_dry_run_keeps_every_slot_and_plan_shows_what_would_be_dropped() {
     );
     assert!(text.contains("slot \"abandoned\" physical"), "{text}");
     assert!(
-        text.contains("slot_rule \"big\" (drop): retained_wal="),
+        text.contains("slot_rule \"big\" (log): retained_wal="),
         "{text}"
     );
-    assert!(text.contains("; would drop now"), "{text}");
+    assert!(text.contains("; would log now"), "{text}");
 
     let daemon = Daemon::start(&daemon_config(&primary, free_port(), "dry_run = true"), &[]);
     let simulated = daemon.wait_for("a simulated drop", LONG, |e| {
@@ -315,7 +315,7 @@ fn on_a_standby_slots_are_measured_against_its_wal_and_the_budget_defers() {
     let config = format!(
         "[postgres]\nconninfo = \"{}\"\n[daemon]\ninterval = \"200ms\"\n\
          [limits]\nmax_actions = 1\nper = \"1h\"\n\
-         [[slot_rule]]\nname = \"cascade\"\nslot_name = \"cascade_*\"\nretained_wal = \"1kB\"\naction = \"drop\"\n",
+         [[slot_rule]]\nname = \"cascade\"\nslot_name = \"cascade_*\"\ninactive_for = \"3s\"\nretained_wal = \"1kB\"\naction = \"drop\"\n",
         standby.conninfo("replwarden")
     );
     let daemon = Daemon::start(&config, &[]);

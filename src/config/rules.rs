@@ -272,6 +272,9 @@ pub fn pattern_warnings(matcher: &str, negated: bool, body: &str) -> Vec<String>
     } else {
         "this pattern can never match"
     };
+    if matcher == "slot_name" {
+        return super::slot_rules::slot_name_warnings(never, body);
+    }
     if !matches!(matcher, "application_name" | "user") {
         return out;
     }

@@ -6,10 +6,12 @@ use std::collections::HashSet;
 
 use toml::de::{DeTable, DeValue};
 
+use super::MAX_NAME_BYTES;
 use super::{Value, Walker};
-use crate::condition::{SlotSample, Subject};
+use crate::condition::{Limit, SlotSample, Subject};
 use crate::policy::{Glob, PatternList};
 use crate::slots::{SlotAction, SlotConditions, SlotMatchers, SlotPolicy, SlotRule};
+use crate::units::fmt_duration;
 
 /// The keys of a `[[slot_rule]]` besides its conditions (see
 /// [`slot_rule_keys`]).
@@ -35,6 +37,12 @@ pub(super) fn slot_rule_keys() -> Vec<&'static str> {
 pub(super) const PROTECT_SLOT_KEY: &str = "slot_name";
 
 const SLOT_TYPES: &[&str] = &["physical", "logical"];
+
+/// A drop rule's `inactive_for` is refused below this many polls.
+pub const DROP_FLOOR_POLLS: u32 = 10;
+
+/// A drop rule's `inactive_for` below this draws a warning.
+pub const DROP_WARN_BELOW: std::time::Duration = std::time::Duration::from_secs(300);
 const WAL_STATUSES: &[&str] = &["reserved", "extended", "unreserved", "lost"];
 
 impl Walker<'_> {
@@ -46,6 +54,8 @@ impl Walker<'_> {
         (self.errors.len() == before).then(|| SlotPolicy {
             rules: rules.unwrap_or_default(),
             protect,
+            // Set from [daemon] interval by the caller.
+            observe_for: std::time::Duration::ZERO,
         })
     }
 
@@ -126,6 +136,16 @@ impl Walker<'_> {
             );
             return None;
         }
+        if action == Some(SlotAction::Drop) && conditions.get("inactive_for").is_none() {
+            self.error(
+                value.span(),
+                key,
+                "a drop rule needs inactive_for: without it a slot is dropped the first time a poll sees it \
+                 inactive, and a standby that restarts, or reconnects after a walsender rule cut it off, finds \
+                 its slot gone and must be rebuilt; give inactive_for longer than your standbys take to come back",
+            );
+            return None;
+        }
         self.warn_zero(
             (table, value, key),
             &conditions,
@@ -138,6 +158,63 @@ impl Walker<'_> {
             grace: grace?,
             action: action?,
         })
+    }
+
+    /// A drop rule's `inactive_for` must outlast a standby's restart: at
+    /// least [`DROP_FLOOR_POLLS`] polls (an error below: a slot must be seen
+    /// inactive at many polls before it goes), and a warning below
+    /// [`DROP_WARN_BELOW`]. Checked once both `[daemon]` and the slot rules
+    /// parsed.
+    pub(super) fn drop_floor(
+        &mut self,
+        top: &DeTable<'_>,
+        policy: &SlotPolicy,
+        interval: std::time::Duration,
+    ) -> bool {
+        let floor = interval * DROP_FLOOR_POLLS;
+        let mut ok = true;
+        for (i, rule) in policy.rules.iter().enumerate() {
+            if rule.action != SlotAction::Drop {
+                continue;
+            }
+            let Some(Limit::Time(inactive_for)) = rule.conditions.get("inactive_for") else {
+                continue;
+            };
+            let key = format!("slot_rule[{}].inactive_for", i + 1);
+            let span = match top.get("slot_rule").map(|v| v.get_ref()) {
+                Some(DeValue::Array(items)) => items
+                    .get(i)
+                    .and_then(|t| t.get_ref().get("inactive_for"))
+                    .map_or(0..0, |v| v.span()),
+                _ => 0..0,
+            };
+            if inactive_for < floor {
+                self.error(
+                    span,
+                    &key,
+                    format!(
+                        "{} is too short for a drop rule: it must be at least {DROP_FLOOR_POLLS} polls \
+                         ({DROP_FLOOR_POLLS} x daemon.interval = {}), so that a slot is seen inactive at many \
+                         polls before it is dropped; a standby that restarts needs its slot when it comes back",
+                        fmt_duration(inactive_for),
+                        fmt_duration(floor)
+                    ),
+                );
+                ok = false;
+            } else if inactive_for < DROP_WARN_BELOW {
+                self.warning(
+                    span,
+                    &key,
+                    format!(
+                        "{} is short for a drop rule: a standby stopped longer than that (a restart, an upgrade, \
+                         a network outage) loses its slot and must be rebuilt; most setups want {} or more",
+                        fmt_duration(inactive_for),
+                        fmt_duration(DROP_WARN_BELOW)
+                    ),
+                );
+            }
+        }
+        ok
     }
 
     /// The `slot_name` lists of `[protect]` / `[[protect]]` entries. An
@@ -177,11 +254,66 @@ impl Walker<'_> {
                 continue;
             }
             if let Some(list) = self.glob_list(table, &key, PROTECT_SLOT_KEY, &[]) {
+                if list.include.is_empty() {
+                    self.warning(
+                        names.span(),
+                        &format!("{key}.{PROTECT_SLOT_KEY}"),
+                        "this entry has only exclusions, so it protects every slot except those: list the \
+                         slots to protect (\"!\" only narrows what the other patterns of the entry protect)",
+                    );
+                }
                 out.push(list);
             }
         }
         out
     }
+}
+
+/// Why a `slot_name` glob can never match a slot: the server allows only
+/// lower-case letters, digits and `_` in slot names, at most
+/// [`MAX_NAME_BYTES`] of them. `never` says what that means for this
+/// pattern (it never matches, or never excludes).
+pub(super) fn slot_name_warnings(never: &str, body: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut outside = String::new();
+    let mut chars = body.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '*' | '?' => {}
+            // A class matches whichever of its members is valid: not judged.
+            '[' => {
+                let mut first = true;
+                for c in chars.by_ref() {
+                    if c == ']' && !first {
+                        break;
+                    }
+                    first = first && c == '!';
+                }
+            }
+            c if c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' => {}
+            c => {
+                if !outside.contains(c) {
+                    outside.push(c);
+                }
+            }
+        }
+    }
+    if !outside.is_empty() {
+        out.push(format!(
+            "{never}: it has {outside:?}, and slot names hold only lower-case letters, digits and _ \
+             (Patroni names a member's slot after the member with - and . replaced by _, in lower case)"
+        ));
+    }
+    let least = super::rules::min_match_bytes(body);
+    if least > MAX_NAME_BYTES {
+        out.push(format!(
+            "{never}: it needs at least {least} bytes, and a slot name has at most {MAX_NAME_BYTES}"
+        ));
+    }
+    if body.is_empty() {
+        out.push(format!("{never}: no slot has an empty name"));
+    }
+    out
 }
 
 #[cfg(test)]
@@ -258,6 +390,64 @@ mod tests {
         ] {
             assert!(e.contains(expected), "{expected:?} not in:\n{e}");
         }
+    }
+
+    #[test]
+    fn a_drop_rule_needs_an_inactive_for_that_outlasts_a_restart() {
+        let e = parse("[[slot_rule]]\nname = \"a\"\nretained_wal = \"4MB\"\naction = \"drop\"\n")
+            .unwrap_err();
+        assert!(
+            e.contains("slot_rule[1]: a drop rule needs inactive_for"),
+            "{e}"
+        );
+        // At least 10 polls: 10 s at the default interval of 1 s.
+        let e = parse("[[slot_rule]]\nname = \"a\"\ninactive_for = \"9s\"\naction = \"drop\"\n")
+            .unwrap_err();
+        assert!(
+            e.contains("slot_rule[1].inactive_for: 9s is too short for a drop rule: it must be at least 10 polls (10 x daemon.interval = 10s)"),
+            "{e}"
+        );
+        let e = parse(
+            "[daemon]\ninterval = \"1m\"\n[[slot_rule]]\nname = \"a\"\ninactive_for = \"5m\"\naction = \"drop\"\n",
+        )
+        .unwrap_err();
+        assert!(e.contains("(10 x daemon.interval = 10m)"), "{e}");
+        // Above the floor but under 5 minutes: a warning that says why.
+        let c = parse("[[slot_rule]]\nname = \"a\"\ninactive_for = \"30s\"\naction = \"drop\"\n")
+            .unwrap();
+        let w: Vec<String> = c.warnings.iter().map(|w| w.to_string()).collect();
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(
+            w[0].contains(
+                "slot_rule[1].inactive_for: 30s is short for a drop rule: a standby stopped longer"
+            ),
+            "{w:?}"
+        );
+        let c = parse("[[slot_rule]]\nname = \"a\"\ninactive_for = \"1h\"\naction = \"drop\"\n")
+            .unwrap();
+        assert!(c.warnings.is_empty());
+        // A log rule drops nothing: any inactive_for, or none.
+        parse("[[slot_rule]]\nname = \"a\"\nretained_wal = \"4MB\"\n").unwrap();
+    }
+
+    #[test]
+    fn slot_name_patterns_that_match_no_slot_are_warned_about() {
+        let c = parse(
+            "[[protect]]\nslot_name = [\"pg-node-*\", \"Barman\", \"barman\", \"postgres_[0-9]*\"]\n\
+             [[protect]]\nslot_name = \"!keep\"\n\
+             [[slot_rule]]\nname = \"a\"\nslot_name = [\"*\", \"!patroni.x\"]\ninactive_for = \"1h\"\n",
+        )
+        .unwrap();
+        let w: Vec<String> = c.warnings.iter().map(|w| w.to_string()).collect();
+        for expected in [
+            "protect[1].slot_name[1]: this pattern can never match: it has \"-\"",
+            "protect[1].slot_name[2]: this pattern can never match: it has \"B\"",
+            "protect[2].slot_name: this entry has only exclusions, so it protects every slot except those",
+            "slot_rule[1].slot_name[2]: this exclusion can never exclude anything: it has \".\"",
+        ] {
+            assert!(w.iter().any(|w| w.contains(expected)), "{expected:?} not in {w:#?}");
+        }
+        assert_eq!(w.len(), 4, "{w:#?}");
     }
 
     #[test]

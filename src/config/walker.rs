@@ -155,7 +155,15 @@ impl Walker<'_> {
         let limits = self.limits(top.get("limits"));
         let sync_guard = self.sync_guard(top.get("sync_guard"));
         let metrics = self.metrics(top.get("metrics"));
-        let slots = self.slot_policy(top);
+        let mut slots = self.slot_policy(top);
+        if let (Some(s), Some(d)) = (&mut slots, &daemon) {
+            s.observe_for = d.interval * super::slot_rules::DROP_FLOOR_POLLS;
+        }
+        if let (Some(s), Some(d)) = (&slots, &daemon) {
+            if !self.drop_floor(top, s, d.interval) {
+                slots = None;
+            }
+        }
         // Checked on whatever of the two parsed, so this error is reported
         // along with any other in [postgres] or [limits].
         if let (Some(statement_timeout), Some(terminate_timeout)) =

@@ -105,7 +105,7 @@ pub const CONFIG_INFO: Def = gauge(
 // Replication slots (issue 19, fed by crate::slots::warden).
 pub const SLOT_RETAINED_WAL_BYTES: Def = gauge(
     "replwarden_slot_retained_wal_bytes",
-    "WAL each replication slot holds back: the server's WAL position (on a standby the received or replayed one) minus restart_lsn (absent while restart_lsn is NULL).",
+    "WAL each replication slot holds back: the server's WAL position (on a standby the received or replayed one) minus restart_lsn (absent while restart_lsn is NULL or the slot is invalidated).",
 );
 pub const SLOT_ACTIVE: Def = gauge(
     "replwarden_slot_active",

@@ -17,18 +17,26 @@
 //! - [`report`]: the audit events and the `plan` section;
 //! - [`warden`]: the slot step of each poll (read, judge, act, log, metrics).
 //!
-//! A slot is known by its name. How long it has been inactive is tracked
-//! on the daemon's monotonic clock from the poll that first saw it
-//! inactive; the clock starts again whenever the slot is seen active, its
-//! `restart_lsn` moves (only a client, or `pg_replication_slot_advance`,
-//! moves it) or, on 17+, its `inactive_since` changes. On 17+ a slot first
+//! A slot is known by its name, type, database and plugin: one re-created
+//! under the same name as another kind is a new slot. How long it has been
+//! inactive is tracked on the daemon's monotonic clock from the poll that
+//! first saw it inactive; the clock starts again whenever the slot is seen
+//! active, its `restart_lsn`, `confirmed_flush_lsn`, `xmin` or
+//! `catalog_xmin` moves (only a client, or `pg_replication_slot_advance`,
+//! moves them; a logical consumer moves `confirmed_flush_lsn` even while an
+//! open transaction pins `restart_lsn`), on 17+ its `inactive_since`
+//! changes, or the daemon cancels or terminates the walsender streaming
+//! from it ([`SlotMemory::walsender_signalled`]). A drop rule never drops
+//! an active slot nor one that holds nothing, and on 17+ waits until the
+//! daemon itself has watched the slot inactive for
+//! [`SlotPolicy::observe_for`]. On 17+ a slot first
 //! seen inactive counts from its `inactive_since`, measured on the
 //! server's own clock (`statement_timestamp() - inactive_since`), so a
 //! restart of the daemon does not start the count over; a restart of the
 //! server sets `inactive_since` to the start time, which only shortens it
 //! (and so does a monotonic clock younger than that age: a fresh boot
-//! counts from first sight). A slot seen used (its `restart_lsn` or
-//! `inactive_since` changed) is judged afresh by every rule.
+//! counts from first sight). A slot seen used is judged afresh by every
+//! rule.
 
 pub mod pg;
 pub mod report;
@@ -60,13 +68,25 @@ pub struct Slot {
     pub temporary: bool,
     pub active: bool,
     pub active_pid: Option<i32>,
-    /// `None` for a slot never reserved or invalidated (`wal_status` lost).
+    /// `None` for a slot never reserved, or invalidated by WAL removal
+    /// (`wal_status` lost; 18 keeps it for an `idle_timeout` invalidation).
     pub restart_lsn: Option<Lsn>,
+    /// A logical slot's consumer confirmed up to here: it moves with every
+    /// consumption even while an open transaction pins `restart_lsn`.
+    pub confirmed_flush_lsn: Option<Lsn>,
+    /// The oldest transaction the slot holds back (`hot_standby_feedback`).
+    pub xmin: Option<i64>,
+    /// The oldest transaction whose catalog rows a logical slot needs.
+    pub catalog_xmin: Option<i64>,
     /// `reserved`, `extended`, `unreserved` or `lost` (kept as text: a
     /// newer server may add a value).
     pub wal_status: Option<String>,
+    /// 17+: why the server invalidated the slot (`None` while valid).
+    pub invalidation_reason: Option<String>,
     /// The server's WAL position minus `restart_lsn` (see
-    /// [`SlotSnapshot::current_lsn`]).
+    /// [`SlotSnapshot::current_lsn`]); `None` for an invalidated slot,
+    /// which holds no WAL even where the server keeps its `restart_lsn`
+    /// (18's `idle_timeout`).
     pub retained_wal: Option<ByteSize>,
     /// 17+: synchronized from the primary by the slot sync worker.
     pub synced: bool,
@@ -159,6 +179,13 @@ pub struct SlotPolicy {
     pub rules: Vec<SlotRule>,
     /// Slots whose names match any of these are never acted on.
     pub protect: Vec<PatternList<Glob>>,
+    /// How long the daemon must itself have watched a slot inactive
+    /// before a drop rule drops it, whatever the server's
+    /// `inactive_since` says (17+): a server clock stepped forward after
+    /// it stamped `inactive_since` (a boot before the clock was synced)
+    /// cannot make a slot look long abandoned at the first poll. The
+    /// config sets it to the drop floor (10 polls).
+    pub observe_for: Duration,
 }
 
 /// `None` when some condition does not hold for `sample`; else the
@@ -241,6 +268,17 @@ pub enum SlotVerdict {
     Active,
     /// Some condition does not hold.
     NotBreached,
+    /// A drop rule never drops a slot that holds nothing (no `restart_lsn`,
+    /// no xmin) and is not lost: dropping it would free nothing, and it is
+    /// most likely a slot just created (or re-created) for a client.
+    HoldsNothing,
+    /// 17+: the conditions hold by the server's `inactive_since`, but the
+    /// daemon has watched the slot inactive for less than
+    /// [`SlotPolicy::observe_for`]: a drop waits this much longer.
+    Observing {
+        left: Duration,
+        evidence: Vec<Evidence>,
+    },
     /// The conditions hold; the grace has this much left.
     Grace {
         left: Duration,
@@ -278,22 +316,33 @@ pub struct SlotRound {
 /// How a decision went, as far as the judge cares.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SlotDelivery {
-    /// Done: dropped, kept, gone, logged.
+    /// Done: dropped or logged.
     Done,
+    /// Done, and nothing was dropped: the re-check kept the slot, or it
+    /// was gone. Not charged to the action budget.
+    Spared,
     /// Simulated in a dry run: done while the dry run lasts.
     DryRun,
     /// Failed; retried at a later poll up to `[limits] max_retries`.
     Failed,
-    /// Refused: no retry can fix it.
-    Final,
+    /// Refused (the role may not drop slots): retried every
+    /// [`REFUSED_RETRY`] while the breach lasts, as a grant can fix it.
+    Refused,
     /// Not tried: decided again, nothing charged.
     NotAttempted,
 }
+
+/// How long a drop the server refused (no REPLICATION) waits before it is
+/// tried again: slow, as only an operator's grant changes the answer.
+pub const REFUSED_RETRY: Duration = Duration::from_secs(300);
 
 /// What the judge remembers between polls.
 #[derive(Debug, Default)]
 pub struct SlotMemory {
     slots: HashMap<String, Tracked>,
+    /// Slots whose walsender the daemon cancelled or terminated this poll,
+    /// and when: counted as just used (see [`SlotMemory::walsender_signalled`]).
+    signalled: HashMap<String, Instant>,
     /// The drops of the current budget window, and the queue of those it
     /// deferred (a budget of its own, apart from the walsenders').
     budget: Budget,
@@ -304,10 +353,17 @@ pub struct SlotMemory {
 
 #[derive(Debug)]
 struct Tracked {
+    /// What tells a slot from one re-created under the same name: its
+    /// type, database and plugin (a change starts the memory over).
+    identity: (String, Option<String>, Option<String>),
     /// Since when it has been seen inactive (daemon clock); `None` while active.
     inactive_since: Option<Instant>,
-    restart_lsn: Option<Lsn>,
-    server_inactive_since: Option<SystemTime>,
+    /// Since when the daemon itself has watched it inactive: as
+    /// `inactive_since`, but never counted back from the server's
+    /// `inactive_since` (see [`SlotPolicy::observe_for`]).
+    observed_since: Option<Instant>,
+    /// What a client moves as it uses the slot: any change is use.
+    used_marks: UseMarks,
     /// By rule name.
     rules: HashMap<String, RuleState>,
     seen: bool,
@@ -325,6 +381,59 @@ struct Acted {
     attempts: u32,
     failed: bool,
     simulated: bool,
+    /// The server refused the drop then: tried again [`REFUSED_RETRY`] later.
+    refused_at: Option<Instant>,
+}
+
+/// What moves when a client uses a slot: `restart_lsn` (a physical
+/// standby, or a logical consumer once no transaction pins it),
+/// `confirmed_flush_lsn` (a logical consumer, even while an open
+/// transaction pins `restart_lsn`), `xmin` and `catalog_xmin`, and on 17+
+/// `inactive_since` (reset at every release).
+#[derive(Clone, Debug, PartialEq)]
+struct UseMarks {
+    restart_lsn: Option<Lsn>,
+    confirmed_flush_lsn: Option<Lsn>,
+    xmin: Option<i64>,
+    catalog_xmin: Option<i64>,
+    inactive_since: Option<SystemTime>,
+}
+
+impl UseMarks {
+    fn of(slot: &Slot) -> UseMarks {
+        UseMarks {
+            restart_lsn: slot.restart_lsn,
+            confirmed_flush_lsn: slot.confirmed_flush_lsn,
+            xmin: slot.xmin,
+            catalog_xmin: slot.catalog_xmin,
+            inactive_since: slot.inactive_since,
+        }
+    }
+}
+
+impl Slot {
+    fn identity(&self) -> (String, Option<String>, Option<String>) {
+        (
+            self.slot_type.clone(),
+            self.database.clone(),
+            self.plugin.clone(),
+        )
+    }
+
+    /// Invalidated by the server (`wal_status` lost, or 17+'s
+    /// `invalidation_reason`): it holds no WAL any more.
+    pub fn invalidated(&self) -> bool {
+        self.invalidation_reason.is_some() || self.wal_status.as_deref() == Some("lost")
+    }
+
+    /// Holds neither WAL nor rows: no `restart_lsn`, no xmin, and not
+    /// lost (a lost slot is dropped to clear it away).
+    pub fn holds_nothing(&self) -> bool {
+        self.restart_lsn.is_none()
+            && self.xmin.is_none()
+            && self.catalog_xmin.is_none()
+            && !self.invalidated()
+    }
 }
 
 impl SlotMemory {
@@ -333,16 +442,27 @@ impl SlotMemory {
     /// the next read counts from `inactive_since` again.
     pub fn interrupted(&mut self) {
         self.slots.clear();
+        self.signalled.clear();
     }
 
-    /// Records what became of a decision (see [`SlotDelivery`]).
-    /// Returns the attempts when a failed drop has used up its retries.
+    /// The daemon cancelled or terminated the walsender streaming from
+    /// slot `name` at `at`: the next judge counts the slot as used at
+    /// that moment, so its inactive clock starts there (a standby cut off
+    /// by a walsender rule reconnects before any drop rule, which needs
+    /// `inactive_for`, can hold for it).
+    pub fn walsender_signalled(&mut self, name: &str, at: Instant) {
+        self.signalled.insert(name.to_string(), at);
+    }
+
+    /// Records what became of a decision (see [`SlotDelivery`]), made by
+    /// the judge at `decided` and carried out at `now`. Returns the
+    /// attempts when a failed drop has used up its retries.
     pub fn record(
         &mut self,
         d: &SlotDecision,
         delivery: SlotDelivery,
         limits: &Limits,
-        now: Instant,
+        (decided, now): (Instant, Instant),
     ) -> Option<u32> {
         let state = self
             .slots
@@ -357,10 +477,18 @@ impl SlotMemory {
             attempts: d.attempt,
             failed: failed && d.attempt <= limits.max_retries,
             simulated: delivery == SlotDelivery::DryRun,
+            refused_at: (delivery == SlotDelivery::Refused).then_some(now),
         });
         state.deferred = None;
-        if d.action == SlotAction::Drop {
-            self.budget.charge(now);
+        // Charged at the decision's time, as walsender actions are, and
+        // only for a drop that dropped or may have (a dry run counts as
+        // one); a refused one dropped nothing.
+        let charged = matches!(
+            delivery,
+            SlotDelivery::Done | SlotDelivery::DryRun | SlotDelivery::Failed
+        );
+        if d.action == SlotAction::Drop && charged {
+            self.budget.charge(decided);
         }
         (failed && d.attempt > limits.max_retries).then_some(d.attempt)
     }
@@ -411,24 +539,29 @@ pub fn judge(
     }
     let mut round = SlotRound::default();
     let mut candidates: Vec<(Option<u64>, SlotDecision)> = Vec::new();
+    let signalled = std::mem::take(&mut memory.signalled);
     for (si, slot) in snapshot.slots.iter().enumerate() {
-        let t = memory
-            .slots
-            .entry(slot.name.clone())
-            .or_insert_with(|| Tracked {
-                inactive_since: (!slot.active).then(|| {
-                    slot.inactive_age
-                        .and_then(|age| now.checked_sub(age))
-                        .unwrap_or(now)
-                }),
-                restart_lsn: slot.restart_lsn,
-                server_inactive_since: slot.inactive_since,
-                rules: HashMap::new(),
-                seen: true,
-            });
+        let fresh = || Tracked {
+            identity: slot.identity(),
+            inactive_since: (!slot.active).then(|| {
+                slot.inactive_age
+                    .and_then(|age| now.checked_sub(age))
+                    .unwrap_or(now)
+            }),
+            observed_since: (!slot.active).then_some(now),
+            used_marks: UseMarks::of(slot),
+            rules: HashMap::new(),
+            seen: true,
+        };
+        let t = memory.slots.entry(slot.name.clone()).or_insert_with(fresh);
+        if t.identity != slot.identity() {
+            // Re-created under the same name: a new slot, remembered anew.
+            *t = fresh();
+        }
         t.seen = true;
-        let used =
-            t.restart_lsn != slot.restart_lsn || t.server_inactive_since != slot.inactive_since;
+        let marks = UseMarks::of(slot);
+        let signalled_at = signalled.get(&slot.name).copied();
+        let used = t.used_marks != marks || signalled_at.is_some();
         if used {
             // A client used it since the last poll: every rule judges it
             // afresh (a drop kept because it moved is tried again, a log
@@ -437,12 +570,25 @@ pub fn judge(
         }
         if slot.active {
             t.inactive_since = None;
+            t.observed_since = None;
+        } else if let Some(at) = signalled_at {
+            t.inactive_since = Some(at.min(now));
+            t.observed_since = t.inactive_since;
         } else if t.inactive_since.is_none() || used {
             t.inactive_since = Some(now);
+            t.observed_since = t.inactive_since;
         }
-        t.restart_lsn = slot.restart_lsn;
-        t.server_inactive_since = slot.inactive_since;
-        let inactive_for = t.inactive_since.map(|s| now.saturating_duration_since(s));
+        let observed = t
+            .observed_since
+            .map_or(Duration::ZERO, |s| now.saturating_duration_since(s));
+        t.used_marks = marks;
+        // Whole milliseconds, the grain evidence shows: a slot inactive
+        // for 2.0004 s does not break `inactive_for = "2s"` (it would read
+        // `inactive_for=2s (> 2s)`).
+        let inactive_for = t.inactive_since.map(|s| {
+            let d = now.saturating_duration_since(s);
+            Duration::from_millis(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        });
         round.inactive_for.push(inactive_for);
         let sample = SlotSample {
             inactive_for,
@@ -462,21 +608,34 @@ pub fn judge(
                 continue;
             }
             let state = t.rules.entry(rule.name.clone()).or_default();
-            let evidence = if rule.action == SlotAction::Drop && slot.active {
+            let drop = rule.action == SlotAction::Drop;
+            let evidence = if drop && (slot.active || slot.holds_nothing()) {
                 None
             } else {
                 breach(&rule.conditions, &sample)
             };
             let Some(evidence) = evidence else {
                 *state = RuleState::default();
-                let verdict = if rule.action == SlotAction::Drop && slot.active {
+                let verdict = if drop && slot.active {
                     SlotVerdict::Active
+                } else if drop && slot.holds_nothing() {
+                    SlotVerdict::HoldsNothing
                 } else {
                     SlotVerdict::NotBreached
                 };
                 round.verdicts.push((si, ri, verdict));
                 continue;
             };
+            if let Some(left) = (drop && slot.inactive_since.is_some())
+                .then(|| policy.observe_for.checked_sub(observed))
+                .flatten()
+                .filter(|l| !l.is_zero())
+            {
+                round
+                    .verdicts
+                    .push((si, ri, SlotVerdict::Observing { left, evidence }));
+                continue;
+            }
             let since = *state.breach_since.get_or_insert(now);
             let held_for = now.saturating_duration_since(since);
             if let Some(left) = rule.grace.checked_sub(held_for).filter(|l| !l.is_zero()) {
@@ -489,6 +648,11 @@ pub fn judge(
                 None => 1,
                 Some(a) if a.simulated && !dry_run => 1,
                 Some(a) if a.failed => a.attempts + 1,
+                Some(Acted {
+                    refused_at: Some(at),
+                    attempts,
+                    ..
+                }) if now.saturating_duration_since(at) >= REFUSED_RETRY => attempts + 1,
                 Some(_) => {
                     round.verdicts.push((si, ri, SlotVerdict::Done));
                     continue;
@@ -559,7 +723,11 @@ mod tests {
             active,
             active_pid: active.then_some(4711),
             restart_lsn: Some(Lsn(0x1000_0000)),
+            confirmed_flush_lsn: None,
+            xmin: None,
+            catalog_xmin: None,
             wal_status: Some("reserved".to_string()),
+            invalidation_reason: None,
             retained_wal: Some(ByteSize(retained)),
             synced: false,
             synchronized_standby: false,
@@ -603,7 +771,7 @@ mod tests {
     fn policy(rules: Vec<SlotRule>) -> SlotPolicy {
         SlotPolicy {
             rules,
-            protect: Vec::new(),
+            ..SlotPolicy::default()
         }
     }
 
@@ -616,6 +784,17 @@ mod tests {
     }
 
     const MIN: Duration = Duration::from_secs(60);
+
+    fn preflight() -> crate::snapshot::Preflight {
+        crate::snapshot::Preflight {
+            role: "replwarden".to_string(),
+            superuser: false,
+            can_read: true,
+            can_signal: true,
+            replication: false,
+            superuser_walsenders: Vec::new(),
+        }
+    }
 
     #[test]
     fn an_inactive_slot_is_dropped_once_inactive_for_is_exceeded() {
@@ -640,7 +819,12 @@ mod tests {
             "inactive_for=11m (> 10m), retained_wal=4.9 KiB (> 1000 B)"
         );
         // Recorded done: not repeated while the breach lasts.
-        m.record(d, SlotDelivery::Done, &limits, t0 + 11 * MIN);
+        m.record(
+            d,
+            SlotDelivery::Done,
+            &limits,
+            (t0 + 11 * MIN, t0 + 11 * MIN),
+        );
         let r = judge(&p, &limits, &s, &mut m, t0 + 12 * MIN, false);
         assert!(r.decisions.is_empty());
     }
@@ -718,7 +902,7 @@ mod tests {
         let mut s = slot("s", false, 5000);
         let r = judge(&p, &limits, &snap(vec![s.clone()]), &mut m, t0, false);
         // The drop found its restart_lsn moved: kept, recorded done.
-        m.record(&r.decisions[0], SlotDelivery::Done, &limits, t0);
+        m.record(&r.decisions[0], SlotDelivery::Done, &limits, (t0, t0));
         s.restart_lsn = Some(Lsn(0x1000_1000));
         let r = judge(&p, &limits, &snap(vec![s.clone()]), &mut m, t0 + MIN, false);
         assert_eq!(
@@ -726,9 +910,215 @@ mod tests {
             1,
             "retained_wal still holds: tried again"
         );
-        m.record(&r.decisions[0], SlotDelivery::Done, &limits, t0 + MIN);
+        m.record(
+            &r.decisions[0],
+            SlotDelivery::Done,
+            &limits,
+            (t0 + MIN, t0 + MIN),
+        );
         let r = judge(&p, &limits, &snap(vec![s]), &mut m, t0 + 2 * MIN, false);
         assert!(r.decisions.is_empty(), "unchanged since: done");
+    }
+
+    #[test]
+    fn a_slot_whose_walsender_was_signalled_counts_as_just_used() {
+        let p = policy(vec![rule(SlotAction::Drop, Some(60), Some(1000))]);
+        let (limits, mut m, t0) = (Limits::default(), SlotMemory::default(), Instant::now());
+        let s = snap(vec![slot("sb1", false, 5000)]);
+        judge(&p, &limits, &s, &mut m, t0, false);
+        // Inactive for 2 minutes, then its walsender is terminated by a
+        // walsender rule in the same poll: not dropped now, nor a minute
+        // after (the clock starts at the terminate).
+        m.walsender_signalled("sb1", t0 + 2 * MIN);
+        let r = judge(&p, &limits, &s, &mut m, t0 + 2 * MIN, false);
+        assert!(r.decisions.is_empty(), "{r:?}");
+        assert_eq!(r.inactive_for, vec![Some(Duration::ZERO)]);
+        assert!(judge(&p, &limits, &s, &mut m, t0 + 3 * MIN, false)
+            .decisions
+            .is_empty());
+        assert_eq!(
+            judge(&p, &limits, &s, &mut m, t0 + 4 * MIN, false)
+                .decisions
+                .len(),
+            1,
+            "still unused a full inactive_for after the terminate"
+        );
+    }
+
+    #[test]
+    fn a_pinned_logical_slot_consumed_between_polls_counts_as_used() {
+        let p = policy(vec![rule(SlotAction::Drop, Some(60), None)]);
+        let (limits, mut m, t0) = (Limits::default(), SlotMemory::default(), Instant::now());
+        let mut s = slot("etl", false, 5000);
+        s.slot_type = "logical".to_string();
+        s.confirmed_flush_lsn = Some(Lsn(0x1000_0100));
+        s.catalog_xmin = Some(750);
+        judge(&p, &limits, &snap(vec![s.clone()]), &mut m, t0, false);
+        // restart_lsn pinned by an open transaction; the consumer confirms.
+        s.confirmed_flush_lsn = Some(Lsn(0x1000_0200));
+        let r = judge(
+            &p,
+            &limits,
+            &snap(vec![s.clone()]),
+            &mut m,
+            t0 + 2 * MIN,
+            false,
+        );
+        assert!(r.decisions.is_empty(), "{r:?}");
+        s.catalog_xmin = Some(751);
+        let r = judge(
+            &p,
+            &limits,
+            &snap(vec![s.clone()]),
+            &mut m,
+            t0 + 4 * MIN,
+            false,
+        );
+        assert!(r.decisions.is_empty(), "{r:?}");
+        s.xmin = Some(9);
+        let r = judge(
+            &p,
+            &limits,
+            &snap(vec![s.clone()]),
+            &mut m,
+            t0 + 6 * MIN,
+            false,
+        );
+        assert!(r.decisions.is_empty(), "{r:?}");
+        let r = judge(&p, &limits, &snap(vec![s]), &mut m, t0 + 8 * MIN, false);
+        assert_eq!(r.decisions.len(), 1, "unused since: dropped");
+    }
+
+    #[test]
+    fn a_recreated_slot_is_a_new_slot_and_one_holding_nothing_is_kept() {
+        let p = policy(vec![rule(SlotAction::Drop, Some(60), None)]);
+        let (limits, mut m, t0) = (Limits::default(), SlotMemory::default(), Instant::now());
+        let old = slot("s", false, 5000);
+        judge(&p, &limits, &snap(vec![old]), &mut m, t0, false);
+        // Re-created as a logical slot of the same name: counts anew.
+        let mut new = slot("s", false, 5000);
+        new.slot_type = "logical".to_string();
+        new.database = Some("app".to_string());
+        let r = judge(
+            &p,
+            &limits,
+            &snap(vec![new.clone()]),
+            &mut m,
+            t0 + 5 * MIN,
+            false,
+        );
+        assert!(r.decisions.is_empty(), "{r:?}");
+        assert_eq!(r.inactive_for, vec![Some(Duration::ZERO)]);
+        // A slot that holds nothing (never reserved) is never dropped...
+        let mut empty = slot("e", false, 0);
+        empty.restart_lsn = None;
+        empty.retained_wal = None;
+        empty.wal_status = None;
+        judge(&p, &limits, &snap(vec![empty.clone()]), &mut m, t0, false);
+        let r = judge(
+            &p,
+            &limits,
+            &snap(vec![empty.clone()]),
+            &mut m,
+            t0 + 5 * MIN,
+            false,
+        );
+        assert!(r.decisions.is_empty(), "{r:?}");
+        assert_eq!(r.verdicts[0].2, SlotVerdict::HoldsNothing);
+        // ...unless it is lost: then dropping it clears it away.
+        empty.wal_status = Some("lost".to_string());
+        let r = judge(&p, &limits, &snap(vec![empty]), &mut m, t0 + 7 * MIN, false);
+        assert_eq!(r.decisions.len(), 1, "{r:?}");
+    }
+
+    #[test]
+    fn a_refused_drop_is_tried_again_slowly() {
+        let p = policy(vec![rule(SlotAction::Drop, Some(60), None)]);
+        let (limits, mut m, t0) = (Limits::default(), SlotMemory::default(), Instant::now());
+        let s = snap(vec![slot("s", false, 5000)]);
+        judge(&p, &limits, &s, &mut m, t0, false);
+        let r = judge(&p, &limits, &s, &mut m, t0 + 2 * MIN, false);
+        assert_eq!(r.decisions[0].attempt, 1);
+        assert_eq!(
+            m.record(
+                &r.decisions[0],
+                SlotDelivery::Refused,
+                &limits,
+                (t0 + 2 * MIN, t0 + 2 * MIN)
+            ),
+            None
+        );
+        let r = judge(&p, &limits, &s, &mut m, t0 + 3 * MIN, false);
+        assert!(r.decisions.is_empty(), "not at every poll");
+        assert_eq!(r.verdicts[0].2, SlotVerdict::Done);
+        let r = judge(&p, &limits, &s, &mut m, t0 + 2 * MIN + REFUSED_RETRY, false);
+        assert_eq!(r.decisions.len(), 1, "a grant may have fixed it");
+        assert_eq!(r.decisions[0].attempt, 2);
+    }
+
+    #[test]
+    fn evidence_never_shows_a_value_equal_to_its_limit() {
+        let p = policy(vec![rule(SlotAction::Log, Some(2), None)]);
+        let (limits, mut m, t0) = (Limits::default(), SlotMemory::default(), Instant::now());
+        let s = snap(vec![slot("s", false, 1)]);
+        judge(&p, &limits, &s, &mut m, t0, false);
+        let just_over = t0 + Duration::from_micros(2_000_400);
+        let r = judge(&p, &limits, &s, &mut m, just_over, false);
+        assert!(r.decisions.is_empty(), "{r:?}");
+        let r = judge(
+            &p,
+            &limits,
+            &s,
+            &mut m,
+            t0 + Duration::from_millis(2001),
+            false,
+        );
+        assert_eq!(
+            crate::engine::evidence_line(&r.decisions[0].evidence),
+            "inactive_for=2s 1ms (> 2s)"
+        );
+    }
+
+    #[test]
+    fn on_17_a_drop_waits_for_the_daemons_own_sight_of_the_slot() {
+        let mut p = policy(vec![rule(SlotAction::Drop, Some(3600), None)]);
+        p.observe_for = Duration::from_secs(10);
+        let t0 = Instant::now() + Duration::from_secs(3 * 3600);
+        let (limits, mut m) = (Limits::default(), SlotMemory::default());
+        let mut s = slot("s", false, 5000);
+        // A server clock stepped forward: inactive_since looks 2 h old.
+        s.inactive_since = Some(SystemTime::UNIX_EPOCH);
+        s.inactive_age = Some(Duration::from_secs(2 * 3600));
+        let first = snap(vec![s.clone()]);
+        let r = judge(&p, &limits, &first, &mut m, t0, false);
+        assert!(r.decisions.is_empty(), "{r:?}");
+        let text = report::plan(&p, &preflight(), &first, &r, false);
+        assert!(
+            text.contains("inactive_for=2h (> 1h); the daemon drops only a slot it has itself watched inactive for 10s (the server's clock alone is not trusted): 10s left"),
+            "{text}"
+        );
+        assert!(
+            matches!(&r.verdicts[0].2, SlotVerdict::Observing { left, .. } if *left == Duration::from_secs(10)),
+            "{r:?}"
+        );
+        let r = judge(
+            &p,
+            &limits,
+            &snap(vec![s.clone()]),
+            &mut m,
+            t0 + Duration::from_secs(5),
+            false,
+        );
+        assert!(r.decisions.is_empty(), "{r:?}");
+        let r = judge(
+            &p,
+            &limits,
+            &snap(vec![s]),
+            &mut m,
+            t0 + Duration::from_secs(10),
+            false,
+        );
+        assert_eq!(r.decisions.len(), 1, "{r:?}");
     }
 
     #[test]
@@ -803,10 +1193,12 @@ mod tests {
         let s = snap(vec![slot("old", false, 5000)]);
         let mut m = SlotMemory::default();
         let r = judge(&p, &Limits::default(), &s, &mut m, Instant::now(), true);
-        let text = report::plan(&p, &s, &r, true);
+        let text = report::plan(&p, &preflight(), &s, &r, true);
         for line in [
             "  slot_rule \"patient\" (log): retained_wal=4.9 KiB (> 1000 B); grace: 5m left\n",
             "  slot_rule \"now\" (drop): retained_wal=4.9 KiB (> 1000 B); would drop now (dry run: logged only)\n",
+            "WARNING: role replwarden lacks the REPLICATION attribute, so the server will refuse every drop of \
+             slot rule(s) \"now\" (refused drops are tried again every 5m).",
         ] {
             assert!(text.contains(line), "{line:?} not in:\n{text}");
         }
@@ -844,7 +1236,7 @@ mod tests {
         assert_eq!(r.deferred.len(), 1);
         assert_eq!(r.deferred[0].decision.slot.name, "c");
         for d in &r.decisions {
-            m.record(d, SlotDelivery::Done, &limits, t0 + MIN);
+            m.record(d, SlotDelivery::Done, &limits, (t0 + MIN, t0 + MIN));
         }
         let r = judge(
             &p,
@@ -862,6 +1254,53 @@ mod tests {
     }
 
     #[test]
+    fn the_budget_is_charged_at_decision_time_and_only_for_drops_that_may_drop() {
+        let p = policy(vec![rule(SlotAction::Drop, Some(0), None)]);
+        let limits = Limits {
+            max_actions: 1,
+            per: 10 * MIN,
+            ..Limits::default()
+        };
+        let s = snap(["a", "b", "c"].iter().map(|n| slot(n, false, 1)).collect());
+        let (mut m, t0) = (SlotMemory::default(), Instant::now());
+        judge(&p, &limits, &s, &mut m, t0, false);
+        // Kept by the re-check, or already gone: nothing dropped, nothing
+        // charged; the next one goes at the next poll.
+        let r = judge(&p, &limits, &s, &mut m, t0 + MIN, false);
+        assert_eq!(r.decisions.len(), 1);
+        m.record(
+            &r.decisions[0],
+            SlotDelivery::Spared,
+            &limits,
+            (t0 + MIN, t0 + MIN),
+        );
+        let r = judge(&p, &limits, &s, &mut m, t0 + 2 * MIN, false);
+        assert_eq!(r.decisions.len(), 1, "{r:?}");
+        // Dropped: charged when it was decided, though it finished later.
+        m.record(
+            &r.decisions[0],
+            SlotDelivery::Done,
+            &limits,
+            (t0 + 2 * MIN, t0 + 3 * MIN),
+        );
+        let r = judge(&p, &limits, &s, &mut m, t0 + 11 * MIN, false);
+        assert!(r.decisions.is_empty(), "{r:?}");
+        let r = judge(
+            &p,
+            &limits,
+            &s,
+            &mut m,
+            t0 + 12 * MIN + Duration::from_secs(1),
+            false,
+        );
+        assert_eq!(
+            r.decisions.len(),
+            1,
+            "the window of the decision has passed: {r:?}"
+        );
+    }
+
+    #[test]
     fn a_dry_run_is_done_only_while_it_lasts_and_failures_are_retried() {
         let p = policy(vec![rule(SlotAction::Drop, Some(0), None)]);
         let s = snap(vec![slot("s", false, 1)]);
@@ -872,7 +1311,12 @@ mod tests {
         let (mut m, t0) = (SlotMemory::default(), Instant::now());
         judge(&p, &limits, &s, &mut m, t0, true);
         let r = judge(&p, &limits, &s, &mut m, t0 + MIN, true);
-        m.record(&r.decisions[0], SlotDelivery::DryRun, &limits, t0 + MIN);
+        m.record(
+            &r.decisions[0],
+            SlotDelivery::DryRun,
+            &limits,
+            (t0 + MIN, t0 + MIN),
+        );
         assert!(judge(&p, &limits, &s, &mut m, t0 + 2 * MIN, true)
             .decisions
             .is_empty());
@@ -880,13 +1324,23 @@ mod tests {
         let r = judge(&p, &limits, &s, &mut m, t0 + 3 * MIN, false);
         assert_eq!(r.decisions[0].attempt, 1);
         assert_eq!(
-            m.record(&r.decisions[0], SlotDelivery::Failed, &limits, t0 + 3 * MIN),
+            m.record(
+                &r.decisions[0],
+                SlotDelivery::Failed,
+                &limits,
+                (t0 + 3 * MIN, t0 + 3 * MIN)
+            ),
             None
         );
         let r = judge(&p, &limits, &s, &mut m, t0 + 5 * MIN, false);
         assert_eq!(r.decisions[0].attempt, 2);
         assert_eq!(
-            m.record(&r.decisions[0], SlotDelivery::Failed, &limits, t0 + 5 * MIN),
+            m.record(
+                &r.decisions[0],
+                SlotDelivery::Failed,
+                &limits,
+                (t0 + 5 * MIN, t0 + 5 * MIN)
+            ),
             Some(2)
         );
         assert!(judge(&p, &limits, &s, &mut m, t0 + 7 * MIN, false)
@@ -931,7 +1385,12 @@ mod tests {
         let s = snap(vec![slot("s", false, 1)]);
         judge(&logged, &limits, &s, &mut m, t0, false);
         let r = judge(&logged, &limits, &s, &mut m, t0 + MIN, false);
-        m.record(&r.decisions[0], SlotDelivery::Done, &limits, t0 + MIN);
+        m.record(
+            &r.decisions[0],
+            SlotDelivery::Done,
+            &limits,
+            (t0 + MIN, t0 + MIN),
+        );
         assert!(judge(&logged, &limits, &s, &mut m, t0 + 2 * MIN, false)
             .decisions
             .is_empty());

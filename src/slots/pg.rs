@@ -44,6 +44,9 @@ pub async fn read(
         let restart_lsn = row
             .try_get::<_, Option<PgLsn>>("restart_lsn")?
             .map(Lsn::from);
+        let wal_status: Option<String> = row.try_get("wal_status")?;
+        let invalidation_reason: Option<String> = row.try_get("invalidation_reason")?;
+        let invalidated = invalidation_reason.is_some() || wal_status.as_deref() == Some("lost");
         let now: SystemTime = row.try_get("now")?;
         let inactive_since: Option<SystemTime> = row.try_get("inactive_since")?;
         snapshot.slots.push(Slot {
@@ -57,9 +60,16 @@ pub async fn read(
             active: row.try_get("active")?,
             active_pid: row.try_get("active_pid")?,
             restart_lsn,
-            wal_status: row.try_get("wal_status")?,
+            confirmed_flush_lsn: row
+                .try_get::<_, Option<PgLsn>>("confirmed_flush_lsn")?
+                .map(Lsn::from),
+            xmin: row.try_get("xmin")?,
+            catalog_xmin: row.try_get("catalog_xmin")?,
+            wal_status,
+            invalidation_reason,
+            // An invalidated slot holds no WAL, whatever its restart_lsn.
             retained_wal: match (current_lsn, restart_lsn) {
-                (Some(c), Some(r)) => Some(ByteSize(c.0.saturating_sub(r.0))),
+                (Some(c), Some(r)) if !invalidated => Some(ByteSize(c.0.saturating_sub(r.0))),
                 _ => None,
             },
             synced: row.try_get::<_, Option<bool>>("synced")?.unwrap_or(false),
@@ -116,13 +126,11 @@ impl SlotOutcome {
 
     pub fn delivery(&self) -> SlotDelivery {
         match self {
-            SlotOutcome::Logged
-            | SlotOutcome::Dropped
-            | SlotOutcome::Kept(_)
-            | SlotOutcome::Gone => SlotDelivery::Done,
+            SlotOutcome::Logged | SlotOutcome::Dropped => SlotDelivery::Done,
+            SlotOutcome::Kept(_) | SlotOutcome::Gone => SlotDelivery::Spared,
             SlotOutcome::DryRun => SlotDelivery::DryRun,
             SlotOutcome::Failed(_) | SlotOutcome::Interrupted => SlotDelivery::Failed,
-            SlotOutcome::Refused(_) => SlotDelivery::Final,
+            SlotOutcome::Refused(_) => SlotDelivery::Refused,
             SlotOutcome::NotAttempted => SlotDelivery::NotAttempted,
         }
     }
@@ -141,6 +149,8 @@ pub fn possible_outcomes(action: SlotAction) -> &'static [&'static str] {
             "already_gone",
             "refused",
             "failed",
+            "interrupted",
+            "not_attempted",
         ],
     }
 }
@@ -164,26 +174,38 @@ pub async fn drop_slot(
     } else {
         sql::DROP_SLOT
     };
-    let restart_lsn = slot.restart_lsn.map(|l| PgLsn::from(l.0));
-    match client.query_opt(text, &[&slot.name, &restart_lsn]).await {
+    let lsn = |l: Option<Lsn>| l.map(|l| PgLsn::from(l.0));
+    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 8] = [
+        &slot.name,
+        &lsn(slot.restart_lsn),
+        &lsn(slot.confirmed_flush_lsn),
+        &slot.xmin,
+        &slot.catalog_xmin,
+        &slot.slot_type,
+        &slot.database,
+        &slot.plugin,
+    ];
+    match client.query_opt(text, &params).await {
         Ok(None) => Ok(SlotOutcome::Gone),
         Ok(Some(row)) => {
             if row.try_get::<_, Option<bool>>("dropped")? == Some(true) {
                 return Ok(SlotOutcome::Dropped);
             }
             let active: bool = row.try_get("active")?;
-            let now = row.try_get::<_, Option<PgLsn>>("restart_lsn")?.map(Lsn::from);
-            Ok(SlotOutcome::Kept(if active {
-                "the slot is active again: a client came back".to_string()
-            } else if now != slot.restart_lsn {
-                format!(
-                    "restart_lsn moved from {} to {} since it was judged: a client used it",
-                    opt(slot.restart_lsn),
-                    opt(now)
-                )
-            } else {
-                "the slot is temporary, synced or in synchronized_standby_slots now".to_string()
-            }))
+            let get_lsn = |c: &str| -> Result<Option<Lsn>, tokio_postgres::Error> {
+                Ok(row.try_get::<_, Option<PgLsn>>(c)?.map(Lsn::from))
+            };
+            let now = Slot {
+                slot_type: row.try_get("slot_type")?,
+                database: row.try_get("database")?,
+                plugin: row.try_get("plugin")?,
+                restart_lsn: get_lsn("restart_lsn")?,
+                confirmed_flush_lsn: get_lsn("confirmed_flush_lsn")?,
+                xmin: row.try_get("xmin")?,
+                catalog_xmin: row.try_get("catalog_xmin")?,
+                ..slot.clone()
+            };
+            Ok(SlotOutcome::Kept(kept_because(slot, &now, active)))
         }
         Err(e) => match e.as_db_error() {
             Some(db) if *db.code() == SqlState::OBJECT_IN_USE => Ok(SlotOutcome::Kept(format!(
@@ -204,6 +226,78 @@ pub async fn drop_slot(
     }
 }
 
+/// Why the re-check kept `judged`, seen as `now` by the drop statement.
+fn kept_because(judged: &Slot, now: &Slot, active: bool) -> String {
+    if active {
+        return "the slot is active again: a client came back".to_string();
+    }
+    if (&now.slot_type, &now.database, &now.plugin)
+        != (&judged.slot_type, &judged.database, &judged.plugin)
+    {
+        return "a different slot of that name now (type, database or plugin changed): it was re-created"
+            .to_string();
+    }
+    let moved: Vec<String> = [
+        ("restart_lsn", opt(judged.restart_lsn), opt(now.restart_lsn)),
+        (
+            "confirmed_flush_lsn",
+            opt(judged.confirmed_flush_lsn),
+            opt(now.confirmed_flush_lsn),
+        ),
+        ("xmin", opt_xid(judged.xmin), opt_xid(now.xmin)),
+        (
+            "catalog_xmin",
+            opt_xid(judged.catalog_xmin),
+            opt_xid(now.catalog_xmin),
+        ),
+    ]
+    .into_iter()
+    .filter(|(_, was, is)| was != is)
+    .map(|(name, was, is)| format!("{name} moved from {was} to {is}"))
+    .collect();
+    if !moved.is_empty() {
+        return format!(
+            "{} since it was judged: a client used it (or it was re-created)",
+            moved.join(", ")
+        );
+    }
+    if now.restart_lsn.is_none() && now.xmin.is_none() && now.catalog_xmin.is_none() {
+        return "the slot holds nothing (no restart_lsn, no xmin): dropping it would free nothing"
+            .to_string();
+    }
+    "the slot is temporary, synced or in synchronized_standby_slots now".to_string()
+}
+
 fn opt(lsn: Option<Lsn>) -> String {
     lsn.map_or_else(|| "NULL".to_string(), |l| l.to_string())
+}
+
+fn opt_xid(xid: Option<i64>) -> String {
+    xid.map_or_else(|| "NULL".to_string(), |x| x.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_outcome_a_drop_can_have_has_its_series() {
+        let drop = possible_outcomes(SlotAction::Drop);
+        for outcome in [
+            SlotOutcome::DryRun,
+            SlotOutcome::Dropped,
+            SlotOutcome::Kept(String::new()),
+            SlotOutcome::Gone,
+            SlotOutcome::Refused(String::new()),
+            SlotOutcome::Failed(String::new()),
+            SlotOutcome::Interrupted,
+            SlotOutcome::NotAttempted,
+        ] {
+            assert!(drop.contains(&outcome.as_str()), "{outcome}");
+        }
+        assert_eq!(
+            possible_outcomes(SlotAction::Log),
+            [SlotOutcome::Logged.as_str()]
+        );
+    }
 }

@@ -8,10 +8,12 @@ use super::pg::SlotOutcome;
 use super::{Deferred, SlotDecision, SlotPolicy, SlotRound, SlotSnapshot, SlotVerdict};
 use crate::engine::evidence_line;
 use crate::logfmt::{quoted, token};
+use crate::snapshot::Preflight;
 use crate::units::fmt_duration;
 
-/// One decision and what became of it.
-pub fn log_decision(d: &SlotDecision, outcome: &SlotOutcome) {
+/// One decision and what became of it, on a server in recovery (a
+/// standby's own slots) or not.
+pub fn log_decision(d: &SlotDecision, outcome: &SlotOutcome, in_recovery: bool) {
     let slot = &d.slot;
     let detail = match outcome {
         SlotOutcome::Kept(why) | SlotOutcome::Refused(why) | SlotOutcome::Failed(why) => {
@@ -34,7 +36,10 @@ pub fn log_decision(d: &SlotDecision, outcome: &SlotOutcome) {
                 slot_type = %slot.slot_type,
                 database = slot.database.as_deref().unwrap_or("NULL"),
                 plugin = slot.plugin.as_deref().unwrap_or("NULL"),
+                in_recovery,
+                active_pid = slot.active_pid,
                 restart_lsn = %slot.restart_lsn.map_or_else(|| "NULL".to_string(), |l| l.to_string()),
+                confirmed_flush_lsn = %slot.confirmed_flush_lsn.map_or_else(|| "NULL".to_string(), |l| l.to_string()),
                 wal_status = slot.wal_status.as_deref().unwrap_or("NULL"),
                 retained_wal_bytes = slot.retained_wal.map(|b| b.0),
                 inactive_for = %inactive_for,
@@ -98,11 +103,40 @@ pub fn log_gave_up(d: &SlotDecision, attempts: u32) {
     );
 }
 
-/// The slot section of `plan`: every slot, its values, and how each
-/// matching slot rule stands. `plan` remembers nothing, so before 17 a
-/// slot's inactivity starts at this very read.
+/// What the daemon says when a `drop` slot rule exists but its role may
+/// not drop slots (neither superuser nor REPLICATION): every such drop
+/// would be refused. `None` when all is well.
+pub fn drop_privilege_warning(policy: &SlotPolicy, preflight: &Preflight) -> Option<String> {
+    if preflight.superuser || preflight.replication {
+        return None;
+    }
+    let rules: Vec<String> = policy
+        .rules
+        .iter()
+        .filter(|r| r.action == super::SlotAction::Drop)
+        .map(|r| quoted(&r.name))
+        .collect();
+    if rules.is_empty() {
+        return None;
+    }
+    let role = crate::sql::quote_ident(&preflight.role);
+    Some(format!(
+        "role {role} lacks the REPLICATION attribute, so the server will refuse every drop of slot rule(s) {} \
+         (refused drops are tried again every {}). Fix: ALTER ROLE {role} REPLICATION; (it also lets the role \
+         stream WAL and take a full base backup wherever pg_hba.conf allows it replication connections), \
+         or use action = \"log\"",
+        rules.join(", "),
+        fmt_duration(super::REFUSED_RETRY)
+    ))
+}
+
+/// The slot section of `plan`: every slot, its values, how each matching
+/// slot rule stands, and what each `[protect] slot_name` entry protects.
+/// `plan` remembers nothing, so before 17 a slot's inactivity starts at
+/// this very read.
 pub fn plan(
     policy: &SlotPolicy,
+    preflight: &Preflight,
     snapshot: &SlotSnapshot,
     round: &SlotRound,
     dry_run: bool,
@@ -114,6 +148,32 @@ pub fn plan(
         snapshot.slots.len(),
         policy.rules.len()
     );
+    if let Some(w) = drop_privilege_warning(policy, preflight) {
+        let _ = writeln!(out, "WARNING: {w}");
+    }
+    for (i, list) in policy.protect.iter().enumerate() {
+        let covered: Vec<String> = snapshot
+            .slots
+            .iter()
+            .filter(|s| list.matches_with(|g| g.pattern.matches(&s.name)))
+            .map(|s| quoted(&s.name))
+            .collect();
+        let _ = writeln!(
+            out,
+            "[protect] slot_name entry {} [{}]: {}",
+            i + 1,
+            globs(list),
+            if covered.is_empty() {
+                "protects no slot now".to_string()
+            } else {
+                format!(
+                    "protects {} slot(s) now: {}",
+                    covered.len(),
+                    covered.join(", ")
+                )
+            }
+        );
+    }
     for (si, slot) in snapshot.slots.iter().enumerate() {
         let inactive = match (slot.active, round.inactive_for.get(si).copied().flatten()) {
             (true, _) => format!("active (pid {})", slot.active_pid.unwrap_or(0)),
@@ -151,7 +211,28 @@ pub fn plan(
             let what = match verdict {
                 SlotVerdict::Protected(p) => format!("never acted on: {p}"),
                 SlotVerdict::Active => "kept: active (a drop never cuts off a client)".to_string(),
+                SlotVerdict::NotBreached
+                    if !slot.active
+                        && slot.inactive_since.is_none()
+                        && rule.conditions.get("inactive_for").is_some() =>
+                {
+                    "conditions do not hold yet: inactive_for is unknown before PostgreSQL 17 (the daemon counts \
+                     it from when it first sees the slot inactive)"
+                        .to_string()
+                }
                 SlotVerdict::NotBreached => "conditions do not hold".to_string(),
+                SlotVerdict::HoldsNothing => {
+                    "kept: holds nothing (no restart_lsn, no xmin): dropping it would free nothing".to_string()
+                }
+                SlotVerdict::Observing { left, evidence } => {
+                    format!(
+                        "{}; the daemon drops only a slot it has itself watched inactive for {} (the server's \
+                         clock alone is not trusted): {} left",
+                        evidence_line(evidence),
+                        fmt_duration(policy.observe_for),
+                        fmt_duration(*left)
+                    )
+                }
                 SlotVerdict::Grace { left, evidence } => {
                     format!(
                         "{}; grace: {} left",

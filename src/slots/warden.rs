@@ -10,6 +10,7 @@ use super::pg::{self, SlotOutcome};
 use super::{judge, report, SlotAction, SlotMemory, SlotRound, SlotSnapshot};
 use crate::metrics::{self, Labels, Metrics};
 use crate::policy::Policy;
+use crate::snapshot::Preflight;
 use crate::sql::ServerVersion;
 use crate::units::fmt_duration;
 
@@ -49,6 +50,11 @@ pub struct Step<'a> {
 #[derive(Debug, Default)]
 pub struct Warden {
     memory: SlotMemory,
+    /// What the privilege preflight of this session found.
+    preflight: Option<Preflight>,
+    /// The drop-privilege warning last logged in this session, so it is
+    /// logged at connect and again when a reload changes it.
+    warned: Option<String>,
 }
 
 impl Warden {
@@ -61,6 +67,26 @@ impl Warden {
     /// [`SlotMemory::interrupted`].
     pub fn interrupted(&mut self) {
         self.memory.interrupted();
+    }
+
+    /// The slots were not read in this poll (the poll failed, or it could
+    /// not read every walsender, or the connection was lost): the slot
+    /// series go, rather than show the last read as if current.
+    pub fn unseen(&self, metrics: &Metrics) {
+        metrics.replace_families(series(&SlotSnapshot::default(), &SlotRound::default()));
+    }
+
+    /// A new session, with what its privilege preflight found: the next
+    /// poll warns when a drop rule exists and the role may not drop.
+    pub fn connected(&mut self, preflight: &Preflight) {
+        self.preflight = Some(preflight.clone());
+        self.warned = None;
+    }
+
+    /// The daemon cancelled or terminated the walsender of slot `name`:
+    /// see [`SlotMemory::walsender_signalled`].
+    pub fn walsender_signalled(&mut self, name: &str) {
+        self.memory.walsender_signalled(name, Instant::now());
     }
 
     /// One slot step.
@@ -78,13 +104,21 @@ impl Warden {
             stop,
             signalling,
         } = step;
-        let snapshot = bounded(bound, pg::read(client, version)).await?;
+        self.warn_privilege(policy);
+        let snapshot = match bounded(bound, pg::read(client, version)).await {
+            Ok(s) => s,
+            Err(e) => {
+                self.unseen(metrics);
+                return Err(e);
+            }
+        };
+        let decided = Instant::now();
         let round = judge(
             &policy.slots,
             &policy.limits,
             &snapshot,
             &mut self.memory,
-            Instant::now(),
+            decided,
             dry_run,
         );
         metrics.replace_families(series(&snapshot, &round));
@@ -106,21 +140,46 @@ impl Warden {
                     SlotOutcome::Interrupted
                 })
             };
-            report::log_decision(d, &outcome);
+            report::log_decision(d, &outcome, snapshot.in_recovery);
             metrics.slot_acted(&d.rule, d.action.as_str(), outcome.as_str());
-            if let Some(attempts) =
-                self.memory
-                    .record(d, outcome.delivery(), &policy.limits, Instant::now())
-            {
+            if let Some(attempts) = self.memory.record(
+                d,
+                outcome.delivery(),
+                &policy.limits,
+                (decided, Instant::now()),
+            ) {
                 report::log_gave_up(d, attempts);
             }
         }
         match lost {
             Some(e) => {
                 self.memory.interrupted();
+                self.unseen(metrics);
                 Err(e)
             }
             None => Ok(()),
+        }
+    }
+}
+
+impl Warden {
+    /// Logs, once per session and again when a reload changes it, that a
+    /// drop rule exists and the role may not drop slots.
+    fn warn_privilege(&mut self, policy: &Policy) {
+        let warning = self
+            .preflight
+            .as_ref()
+            .and_then(|p| report::drop_privilege_warning(&policy.slots, p));
+        if warning != self.warned {
+            if let (Some(w), Some(p)) = (&warning, &self.preflight) {
+                tracing::error!(
+                    role = %p.role,
+                    event = "preflight",
+                    finding = %w,
+                    "privilege preflight failed"
+                );
+            }
+            self.warned = warning;
         }
     }
 }
@@ -140,11 +199,9 @@ pub fn series(
     snapshot: &SlotSnapshot,
     round: &SlotRound,
 ) -> Vec<(&'static metrics::Def, Vec<(Labels, f64)>)> {
+    // `slot`, as on replwarden_walsender_retained_wal_bytes: the two join.
     let name = |s: &super::Slot| -> Labels {
-        vec![
-            ("slot_name", s.name.clone()),
-            ("slot_type", s.slot_type.clone()),
-        ]
+        vec![("slot", s.name.clone()), ("slot_type", s.slot_type.clone())]
     };
     let slots = &snapshot.slots;
     vec![
@@ -164,13 +221,13 @@ pub fn series(
         ),
         (
             &metrics::SLOT_WAL_STATUS,
+            // No series for a slot without wal_status (NULL: never reserved).
             slots
                 .iter()
-                .map(|s| {
+                .filter_map(|s| {
                     let mut labels = name(s);
-                    let status = s.wal_status.clone().unwrap_or_else(|| "NULL".to_string());
-                    labels.push(("wal_status", status));
-                    (labels, 1.0)
+                    labels.push(("wal_status", s.wal_status.clone()?));
+                    Some((labels, 1.0))
                 })
                 .collect(),
         ),
@@ -183,4 +240,70 @@ pub fn series(
                 .collect(),
         ),
     ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::Format;
+    use crate::slots::{Slot, SlotSnapshot};
+    use crate::units::{ByteSize, Lsn};
+
+    fn slot(name: &str, wal_status: Option<&str>) -> Slot {
+        Slot {
+            name: name.to_string(),
+            slot_type: "physical".to_string(),
+            database: None,
+            plugin: None,
+            temporary: false,
+            active: false,
+            active_pid: None,
+            restart_lsn: wal_status.map(|_| Lsn(0x1000)),
+            confirmed_flush_lsn: None,
+            xmin: None,
+            catalog_xmin: None,
+            wal_status: wal_status.map(str::to_string),
+            invalidation_reason: None,
+            retained_wal: wal_status.map(|_| ByteSize(4096)),
+            synced: false,
+            synchronized_standby: false,
+            inactive_since: None,
+            inactive_age: None,
+        }
+    }
+
+    #[test]
+    fn slot_series_use_the_slot_label_show_no_null_and_go_when_unread() {
+        let metrics = Metrics::new();
+        let snapshot = SlotSnapshot {
+            slots: vec![slot("held", Some("reserved")), slot("fresh", None)],
+            ..SlotSnapshot::default()
+        };
+        let round = SlotRound {
+            inactive_for: vec![Some(Duration::from_secs(5)), None],
+            ..SlotRound::default()
+        };
+        metrics.replace_families(series(&snapshot, &round));
+        let text = metrics.render(Format::Text);
+        for line in [
+            "replwarden_slot_retained_wal_bytes{slot=\"held\",slot_type=\"physical\"} 4096\n",
+            "replwarden_slot_wal_status{slot=\"held\",slot_type=\"physical\",wal_status=\"reserved\"} 1\n",
+            "replwarden_slot_active{slot=\"fresh\",slot_type=\"physical\"} 0\n",
+        ] {
+            assert!(text.contains(line), "{line:?} not in:\n{text}");
+        }
+        assert!(!text.contains("wal_status=\"NULL\""), "{text}");
+        assert!(
+            !text.contains("replwarden_slot_wal_status{slot=\"fresh\""),
+            "{text}"
+        );
+        assert!(!text.contains("slot_name="), "{text}");
+        Warden::default().unseen(&metrics);
+        let text = metrics.render(Format::Text);
+        assert!(!text.contains("replwarden_slot_active{"), "{text}");
+        assert!(
+            !text.contains("replwarden_slot_inactive_seconds{"),
+            "{text}"
+        );
+    }
 }
