@@ -1,5 +1,5 @@
-//! Replication slot rules against what the review of the feature found
-//! (drops that cut off a client or a protected slot), on real clusters: a
+//! Replication slot rules against drops that would cut off a client or a
+//! protected slot, on real clusters: a
 //! standby that restarts under a drop rule keeps its slot; a slot named in
 //! `synchronized_standby_slots` after a tab is kept (17+); a logical slot
 //! pinned by an open transaction but consumed between polls is kept; a
@@ -161,7 +161,7 @@ fn a_standby_that_restarts_under_a_drop_rule_keeps_its_slot() {
     primary.sql("ALTER ROLE replwarden REPLICATION");
     let standby = Cluster::standby_by_copy(&primary, "sb1");
 
-    // The unsafe form of the review is refused, saying why.
+    // A drop rule with no inactive_for is refused, saying why.
     let unsafe_rule = format!(
         "[postgres]\nconninfo = \"{}\"\n[daemon]\ninterval = \"200ms\"\n\
          [[slot_rule]]\nname = \"big\"\nretained_wal = \"1MB\"\naction = \"drop\"\n",
