@@ -641,21 +641,45 @@ const LOOKUPS: &str =
     "SELECT w.pid, a.backend_start, a.usesysid, a.application_name, a.client_addr \
      FROM pg_stat_get_wal_senders() w CROSS JOIN LATERAL pg_stat_get_activity(w.pid) a";
 
+/// CPU time a process has run, in nanoseconds (`/proc/PID/schedstat`; the
+/// clock ticks of `/proc/PID/stat` are 10 ms, coarser than a poll).
+fn cpu_ns(pid: i32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/schedstat"))
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Where the walsenders' status entries are among the clients'. Reading
+/// a walsender's identity by pid walks the copied status array up to its
+/// entry, so this decides what each lookup costs. On 13-16 an entry's
+/// place is the backend id, the lowest free one when the process starts:
+/// walsenders that connected before the clients come first, those that
+/// (re)connected once the low ids were taken come after them. On 17+ it
+/// is the process number, and walsenders have theirs after every client
+/// slot: last, whenever they connect.
+#[derive(Clone, Copy, PartialEq)]
+enum Placement {
+    First,
+    Last,
+}
+
 /// The poll against client connections: 10, 100 and 1,000 idle clients
 /// with 10 walsenders, beside `pg_stat_replication` and the floor, all
-/// measured in the same run, each statement on its own session, rounds
-/// interleaved.
+/// measured in the same run, each statement on its own session. Each
+/// statement is measured two ways: interleaved with the others (its
+/// session ran nothing since its previous execution while the others ran,
+/// as a daemon's poll or an operator's query runs among other work: the
+/// caches hold others' data), and 41 times in a row (warm caches, which
+/// flatter a statement with a larger fixed part).
 fn connections() {
     println!("## Poll cost against client connections\n");
-    println!("10 idle walsenders; N idle client connections over TCP (each has run `SELECT 1`, as a pooled application connection has). Each statement on its own session, measured in interleaved rounds in the same run: server execution from `EXPLAIN (ANALYZE, TIMING OFF)`, median of 41; round trip from the client (prepared, rows fetched), median of 300; server CPU per statement from the backend's /proc times over those 300. *floor*: `SELECT pg_stat_get_backend_pid(1)`, which does nothing but the copy of every backend's status entry that the first read of activity in a transaction makes (`pgstat_read_current_status`), so any statement reading activity pays it. *walsender array*: `SELECT * FROM pg_stat_get_wal_senders()`, which reads no activity. The poll is two prepared statements, by pid and one pass; the daemon runs one per poll, chosen from the last poll's walsender and backend counts, marked *(chosen)*. *part*: a piece of the poll on its own (the identity lookups by pid).\n");
-    println!("| client connections | statement | server execution (median) | round trip median | round trip p99 | server CPU per statement | ratio to pg_stat_replication (execution) |");
-    println!("|---|---|---|---|---|---|---|");
+    println!("10 idle walsenders; N idle client connections over TCP (each has run `SELECT 1`, as a pooled application connection has). *Walsenders first*: they connected before the clients; *last*: after them (on 13-16 a backend's status entry sits at the lowest backend id free when it starts, on 17+ walsenders' entries come after every client slot whenever they connect; a lookup by pid walks the entries up to the walsender's). Each statement on its own session. *Interleaved*: server execution from `EXPLAIN (ANALYZE, TIMING OFF)`, median of 41 rounds that run every statement once, in an order rotated each round (what a daemon's poll, or an operator's query, sees: others ran since its last execution); *in a row*: median of 41 executions one after the other on the same session (warm caches). Round trip from the client (prepared, rows fetched), median of 300 interleaved; server CPU per statement from the backend's /proc/PID/schedstat over those 300 (parse-free: bind, execute, send). *floor*: `SELECT pg_stat_get_backend_pid(1)`, which reads one entry of the copy of every backend's status entry that the first read of activity in a transaction makes (`pgstat_read_current_status`), so any statement reading activity pays that copy. *walsender array*: `SELECT * FROM pg_stat_get_wal_senders()`, which reads no activity. The poll is two prepared statements, by pid and one pass; the daemon runs one per poll, chosen from the last poll's walsender and backend counts, marked *(chosen)*. *part*: a piece of the poll on its own (the identity lookups by pid).\n");
+    println!("| client connections | walsenders | statement | server execution, interleaved (median) | in a row (median) | round trip median | round trip p99 | server CPU per statement | ratio to pg_stat_replication, interleaved | in a row |");
+    println!("|---|---|---|---|---|---|---|---|---|---|");
     let primary = Cluster::primary("primary");
     primary.append_conf("max_connections = 1100\nmax_wal_senders = 30\n");
     primary.restart();
-    let _walsenders: Vec<TcpStream> = (0..10)
-        .map(|i| idle_walsender(primary.port, &format!("idle_{i}")))
-        .collect();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -674,44 +698,91 @@ fn connections() {
         statements.iter().map(|_| session(&rt, &primary)).collect();
     let chooser = session(&rt, &primary).0;
     let poller = rt.block_on(Poller::prepare(&chooser)).unwrap();
+    let walsender_count = || {
+        primary
+            .sql("SELECT count(*) FROM pg_stat_get_wal_senders()")
+            .parse::<usize>()
+            .ok()
+    };
+    let connect_walsenders = || -> Vec<TcpStream> {
+        let w = (0..10)
+            .map(|i| idle_walsender(primary.port, &format!("idle_{i}")))
+            .collect();
+        wait_until("walsenders to register", Duration::from_secs(30), || {
+            (walsender_count()? >= 10).then_some(())
+        });
+        w
+    };
+    let mut walsenders = connect_walsenders();
     let mut clients = Vec::new();
-    for n in [10, 100, 1000] {
+    for (n, placement) in [
+        (10, Placement::First),
+        (100, Placement::First),
+        (1000, Placement::First),
+        (1000, Placement::Last),
+    ] {
+        if placement == Placement::Last {
+            // The walsenders leave, clients take their ids, and they come
+            // back after them; then as many clients leave.
+            walsenders.clear();
+            wait_until("walsenders to exit", Duration::from_secs(30), || {
+                (walsender_count()? == 0).then_some(())
+            });
+            let extra: Vec<TcpStream> = (0..10).map(|_| idle_client(primary.port)).collect();
+            walsenders = connect_walsenders();
+            drop(extra);
+        }
         while clients.len() < n {
             clients.push(idle_client(primary.port));
         }
-        wait_until("walsenders to register", Duration::from_secs(30), || {
-            (primary
-                .sql("SELECT count(*) FROM pg_stat_replication")
-                .parse::<usize>()
-                .ok()?
-                >= 10)
-                .then_some(())
+        wait_until("the backends to settle", Duration::from_secs(30), || {
+            let backends: usize = primary
+                .sql("SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend'")
+                .parse()
+                .ok()?;
+            // These sessions, the chooser's and this psql's besides.
+            (backends <= n + statements.len() + 2).then_some(())
         });
-        let mut exec: Vec<Vec<f64>> = vec![Vec::new(); statements.len()];
-        for _ in 0..41 {
-            for (i, (_, sql)) in statements.iter().enumerate() {
-                exec[i].push(execution_ms(&rt, &sessions[i].0, sql));
+        let count = statements.len();
+        let mut exec: Vec<Vec<f64>> = vec![Vec::new(); count];
+        for round in 0..41 {
+            for k in 0..count {
+                let i = (round + k) % count;
+                exec[i].push(execution_ms(&rt, &sessions[i].0, statements[i].1));
             }
         }
-        let mut rtt: Vec<Vec<f64>> = vec![Vec::new(); statements.len()];
-        let mut cpu = vec![0u64; statements.len()];
+        let mut in_a_row: Vec<Vec<f64>> = vec![Vec::new(); count];
+        for (i, (_, sql)) in statements.iter().enumerate() {
+            for _ in 0..41 {
+                in_a_row[i].push(execution_ms(&rt, &sessions[i].0, sql));
+            }
+        }
+        let mut rtt: Vec<Vec<f64>> = vec![Vec::new(); count];
+        let mut cpu = vec![0u64; count];
         let prepared: Vec<tokio_postgres::Statement> = statements
             .iter()
             .zip(&sessions)
             .map(|((_, sql), (c, _))| rt.block_on(c.prepare(sql)).unwrap())
             .collect();
-        for _ in 0..300 {
-            for (i, (client, backend)) in sessions.iter().enumerate() {
-                let before = cpu_ticks(*backend);
+        for round in 0..300 {
+            for k in 0..count {
+                let i = (round + k) % count;
+                let (client, backend) = &sessions[i];
+                let before = cpu_ns(*backend);
                 let t = Instant::now();
                 rt.block_on(client.query(&prepared[i], &[])).unwrap();
                 rtt[i].push(t.elapsed().as_secs_f64() * 1000.0);
-                cpu[i] += cpu_ticks(*backend) - before;
+                cpu[i] += cpu_ns(*backend) - before;
             }
         }
         rt.block_on(poller.poll(&chooser)).unwrap();
         let chosen = with_count(poll_text(&poller), 10);
         let view = stats(exec[0].clone()).0;
+        let view_in_a_row = stats(in_a_row[0].clone()).0;
+        let placed = match placement {
+            Placement::First => "first",
+            Placement::Last => "last",
+        };
         for (i, (name, sql)) in statements.iter().enumerate() {
             let name = if *sql == chosen {
                 format!("{name} *(chosen)*")
@@ -719,11 +790,13 @@ fn connections() {
                 name.to_string()
             };
             let (e50, _, _) = stats(exec[i].clone());
+            let (w50, _, _) = stats(in_a_row[i].clone());
             let (r50, r99, _) = stats(rtt[i].clone());
-            let cpu = ticks_to_ms(cpu[i]) / 300.0;
+            let cpu = cpu[i] as f64 / 300.0 / 1e6;
             println!(
-                "| {n} | {name} | {e50:.3} ms | {r50:.3} ms | {r99:.3} ms | {cpu:.3} ms | {:.2} |",
-                e50 / view
+                "| {n} | {placed} | {name} | {e50:.3} ms | {w50:.3} ms | {r50:.3} ms | {r99:.3} ms | {cpu:.3} ms | {:.2} | {:.2} |",
+                e50 / view,
+                w50 / view_in_a_row
             );
         }
     }

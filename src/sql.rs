@@ -117,7 +117,11 @@ LEFT JOIN pg_replication_slots s ON s.active_pid = r.pid"
 
 /// The poll reading each walsender's identity by pid: a walk of the
 /// copied status array to the pid and a lookup in the process array per
-/// walsender (about 4 µs each at 1,000 backends).
+/// walsender. The walk is as long as the entries before the walsender's:
+/// about 8 µs per walsender at 1,000 backends when the walsenders
+/// connected before the clients (13-16 give a backend the lowest free
+/// slot), about 18 µs when they connected after them, as on 17+ always
+/// (walsenders' slots come after every client's; BENCHMARKS.md).
 pub const POLL_BY_PID: &str = poll!("w CROSS JOIN LATERAL pg_stat_get_activity(w.pid) a");
 
 /// The poll reading every backend's identity in one pass, as the view
