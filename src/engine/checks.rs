@@ -175,7 +175,7 @@ struct Check {
 pub(super) struct Checks<'a> {
     pub(super) conditions: &'a Conditions,
     /// What the walsender shows this round.
-    pub(super) sample: Sample,
+    pub(super) sample: &'a Sample,
 }
 
 impl Checks<'_> {
@@ -183,7 +183,7 @@ impl Checks<'_> {
     /// until it returns false.
     fn each(&self, mut visit: impl FnMut(Check) -> bool) {
         for (condition, limit) in self.conditions.iter() {
-            let reading = (condition.read)(&self.sample, limit);
+            let reading = (condition.read)(self.sample, limit);
             let check = Check {
                 name: condition.name,
                 holds: reading.holds,

@@ -272,6 +272,14 @@ fn run(
         now,
         explain,
         dry_run: memory.dry_run,
+        timers: policy
+            .rules
+            .iter()
+            .map(|r| Timers {
+                in_state_for: r.conditions.get("in_state_for").and_then(Limit::time),
+                no_progress_for: r.conditions.get("no_progress_for").and_then(Limit::time),
+            })
+            .collect(),
     };
     let mut round = Round {
         matches: vec![0; policy.rules.len()],
@@ -295,6 +303,16 @@ struct Judging<'a> {
     now: Instant,
     explain: bool,
     dry_run: bool,
+    /// Each rule's timed conditions, looked up once per round rather than
+    /// for every walsender it judges.
+    timers: Vec<Timers>,
+}
+
+/// The conditions of a rule that run out at a time the engine can wake
+/// up for.
+struct Timers {
+    in_state_for: Option<Duration>,
+    no_progress_for: Option<Duration>,
 }
 
 impl Judging<'_> {
@@ -335,8 +353,10 @@ impl Judging<'_> {
         };
         // The rules that match, and those that no longer do but still have
         // a cancel to escalate or a signal to retry on this instance.
+        // (`pending` first: it is rarely true and cheap, the search of the
+        // matches is not.)
         let unmatched_pending = (0..policy.rules.len()).filter(|ri| {
-            !inst.matches.contains(ri) && inst.rules[*ri].pending(&policy.rules[*ri], self.dry_run)
+            inst.rules[*ri].pending(&policy.rules[*ri], self.dry_run) && !inst.matches.contains(ri)
         });
         let judged: Vec<usize> = inst
             .matches
@@ -348,7 +368,7 @@ impl Judging<'_> {
             let rule = &policy.rules[ri];
             let checks = Checks {
                 conditions: &rule.conditions,
-                sample,
+                sample: &sample,
             };
             // A rule on who the walsender is (no conditions) has held since
             // the process started, or since it entered the state it
@@ -359,14 +379,15 @@ impl Judging<'_> {
                 (true, m) if m.sync_state.is_none() => state_since,
                 _ => now,
             };
-            if let Some(limit) = rule.conditions.get("in_state_for").and_then(Limit::time) {
+            let timers = &self.timers[ri];
+            if let Some(limit) = timers.in_state_for {
                 wake(
                     &mut round.wake_at,
                     after(inst.state_since, limit, TIMER_SLACK),
                     now,
                 );
             }
-            if let Some(limit) = rule.conditions.get("no_progress_for").and_then(Limit::time) {
+            if let Some(limit) = timers.no_progress_for {
                 wake(
                     &mut round.wake_at,
                     after(inst.observed.progress_since(), limit, TIMER_SLACK),
