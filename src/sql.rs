@@ -238,6 +238,32 @@ FROM (SELECT pg_is_in_recovery() AS in_recovery,
 LEFT JOIN pg_replication_slots s ON true"
 );
 
+/// The drop with its re-check (see [`DROP_SLOT`]), with `$more` conditions
+/// for the majors that have more to check.
+macro_rules! drop_slot {
+    ($more:expr) => {
+        concat!(
+            "\
+SELECT CASE WHEN NOT s.active AND NOT s.temporary AND s.restart_lsn IS NOT DISTINCT FROM $2
+                 AND s.confirmed_flush_lsn IS NOT DISTINCT FROM $3
+                 AND s.xmin::text::bigint IS NOT DISTINCT FROM $4::bigint
+                 AND s.catalog_xmin::text::bigint IS NOT DISTINCT FROM $5::bigint
+                 AND s.slot_type = $6 AND s.database::text IS NOT DISTINCT FROM $7::text
+                 AND s.plugin::text IS NOT DISTINCT FROM $8::text
+                 AND (s.restart_lsn IS NOT NULL OR s.xmin IS NOT NULL OR s.catalog_xmin IS NOT NULL
+                      OR s.wal_status = 'lost')",
+            $more,
+            "
+            THEN (SELECT true FROM pg_drop_replication_slot(s.slot_name))
+            ELSE false END AS dropped,
+       s.active, s.restart_lsn, s.confirmed_flush_lsn,
+       s.xmin::text::bigint AS xmin, s.catalog_xmin::text::bigint AS catalog_xmin,
+       s.slot_type, s.database::text AS database, s.plugin::text AS plugin
+FROM pg_replication_slots s WHERE s.slot_name = $1"
+        )
+    };
+}
+
 /// Drops slot `$1` only if, at that moment, it is still inactive, not
 /// temporary, still the slot judged (same `slot_type` `$6`, database and
 /// plugin `$7`, `$8`), still unused (`restart_lsn`, `confirmed_flush_lsn`,
@@ -250,44 +276,14 @@ LEFT JOIN pg_replication_slots s ON true"
 /// itself refuses (`55006`, "replication slot … is active for PID …").
 /// One row per slot of that name (none: it is gone): `dropped`, and what
 /// kept it.
-pub const DROP_SLOT: &str = "\
-SELECT CASE WHEN NOT s.active AND NOT s.temporary AND s.restart_lsn IS NOT DISTINCT FROM $2
-                 AND s.confirmed_flush_lsn IS NOT DISTINCT FROM $3
-                 AND s.xmin::text::bigint IS NOT DISTINCT FROM $4::bigint
-                 AND s.catalog_xmin::text::bigint IS NOT DISTINCT FROM $5::bigint
-                 AND s.slot_type = $6 AND s.database::text IS NOT DISTINCT FROM $7::text
-                 AND s.plugin::text IS NOT DISTINCT FROM $8::text
-                 AND (s.restart_lsn IS NOT NULL OR s.xmin IS NOT NULL OR s.catalog_xmin IS NOT NULL
-                      OR s.wal_status = 'lost')
-            THEN (SELECT true FROM pg_drop_replication_slot(s.slot_name))
-            ELSE false END AS dropped,
-       s.active, s.restart_lsn, s.confirmed_flush_lsn,
-       s.xmin::text::bigint AS xmin, s.catalog_xmin::text::bigint AS catalog_xmin,
-       s.slot_type, s.database::text AS database, s.plugin::text AS plugin
-FROM pg_replication_slots s WHERE s.slot_name = $1";
+pub const DROP_SLOT: &str = drop_slot!("");
 
 /// [`DROP_SLOT`] on 17+: nor a `synced` slot, nor one named in
 /// `synchronized_standby_slots`.
-pub const DROP_SLOT_17: &str = concat!(
-    "\
-SELECT CASE WHEN NOT s.active AND NOT s.temporary AND s.restart_lsn IS NOT DISTINCT FROM $2
-                 AND s.confirmed_flush_lsn IS NOT DISTINCT FROM $3
-                 AND s.xmin::text::bigint IS NOT DISTINCT FROM $4::bigint
-                 AND s.catalog_xmin::text::bigint IS NOT DISTINCT FROM $5::bigint
-                 AND s.slot_type = $6 AND s.database::text IS NOT DISTINCT FROM $7::text
-                 AND s.plugin::text IS NOT DISTINCT FROM $8::text
-                 AND (s.restart_lsn IS NOT NULL OR s.xmin IS NOT NULL OR s.catalog_xmin IS NOT NULL
-                      OR s.wal_status = 'lost')
-                 AND NOT s.synced AND s.slot_name::text NOT IN ",
-    synchronized_standby_slots!(),
-    "
-            THEN (SELECT true FROM pg_drop_replication_slot(s.slot_name))
-            ELSE false END AS dropped,
-       s.active, s.restart_lsn, s.confirmed_flush_lsn,
-       s.xmin::text::bigint AS xmin, s.catalog_xmin::text::bigint AS catalog_xmin,
-       s.slot_type, s.database::text AS database, s.plugin::text AS plugin
-FROM pg_replication_slots s WHERE s.slot_name = $1"
-);
+pub const DROP_SLOT_17: &str = drop_slot!(concat!(
+    "\n                 AND NOT s.synced AND s.slot_name::text NOT IN ",
+    synchronized_standby_slots!()
+));
 
 /// The progress of base backups (13+), read only in polls that saw a
 /// walsender in state `backup` (`crate::basebackup::pg`). `backend_start`

@@ -37,17 +37,7 @@ struct Session {
 
 impl Session {
     fn connect(cluster: &Cluster, user: &str) -> Session {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("runtime");
-        let (client, connection) = rt
-            .block_on(tokio_postgres::connect(
-                &cluster.conninfo(user),
-                tokio_postgres::NoTls,
-            ))
-            .unwrap_or_else(|e| panic!("connect as {user}: {e}"));
-        rt.spawn(connection);
+        let harness::Direct { rt, client } = cluster.direct(user);
         let poller = rt
             .block_on(Poller::prepare(&client))
             .unwrap_or_else(|e| panic!("prepare the poll as {user}: {e}"));

@@ -69,24 +69,12 @@ fn bins_from(least: u32) -> Vec<PathBuf> {
 
 /// The slot statements driven directly, as the daemon sends them.
 struct Direct {
-    rt: tokio::runtime::Runtime,
-    client: tokio_postgres::Client,
+    session: harness::Direct,
     version: ServerVersion,
 }
 
 impl Direct {
     fn connect(cluster: &Cluster) -> Direct {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        let (client, connection) = rt
-            .block_on(tokio_postgres::connect(
-                &cluster.conninfo("replwarden"),
-                tokio_postgres::NoTls,
-            ))
-            .expect("connect as replwarden");
-        rt.spawn(connection);
         let version = ServerVersion(
             cluster
                 .sql("SHOW server_version_num")
@@ -94,16 +82,16 @@ impl Direct {
                 .expect("server_version_num"),
         );
         Direct {
-            rt,
-            client,
+            session: cluster.direct("replwarden"),
             version,
         }
     }
 
     fn read(&self, name: &str) -> Slot {
         let snapshot = self
+            .session
             .rt
-            .block_on(pg::read(&self.client, self.version))
+            .block_on(pg::read(&self.session.client, self.version))
             .expect("read slots");
         snapshot
             .slots
@@ -113,8 +101,9 @@ impl Direct {
     }
 
     fn drop(&self, slot: &Slot) -> SlotOutcome {
-        self.rt
-            .block_on(pg::drop_slot(&self.client, self.version, slot))
+        self.session
+            .rt
+            .block_on(pg::drop_slot(&self.session.client, self.version, slot))
             .expect("drop")
     }
 }

@@ -218,17 +218,7 @@ fn a_dry_run_keeps_every_slot_and_plan_shows_what_would_be_dropped() {
 #[test]
 fn the_drop_keeps_a_slot_taken_back_or_used_after_the_read() {
     let primary = Cluster::primary("primary");
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let (client, connection) = rt
-        .block_on(tokio_postgres::connect(
-            &primary.conninfo("replwarden"),
-            tokio_postgres::NoTls,
-        ))
-        .expect("connect as replwarden");
-    rt.spawn(connection);
+    let harness::Direct { rt, client } = primary.direct("replwarden");
     let version = ServerVersion(
         primary
             .sql("SHOW server_version_num")

@@ -574,6 +574,23 @@ impl Cluster {
         )
     }
 
+    /// A tokio-postgres session as `user`, on a runtime of its own, for
+    /// tests that send the daemon's statements themselves.
+    pub fn direct(&self, user: &str) -> Direct {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let (client, connection) = rt
+            .block_on(tokio_postgres::connect(
+                &self.conninfo(user),
+                tokio_postgres::NoTls,
+            ))
+            .unwrap_or_else(|e| panic!("connect as {user}: {e}"));
+        rt.spawn(connection);
+        Direct { rt, client }
+    }
+
     pub fn walsenders(&self) -> Vec<WalsenderRow> {
         self.sql("SELECT pid, application_name, state, backend_start FROM pg_stat_replication ORDER BY pid")
             .lines()
@@ -1062,4 +1079,10 @@ impl Client {
         .stdin(Stdio::null());
         Client::spawn(c, dir, "psql BASE_BACKUP")
     }
+}
+
+/// A session opened by [`Cluster::direct`].
+pub struct Direct {
+    pub rt: tokio::runtime::Runtime,
+    pub client: tokio_postgres::Client,
 }
