@@ -12,7 +12,6 @@
 mod harness;
 
 use std::collections::HashMap;
-use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::process::Command;
 use std::thread;
@@ -203,37 +202,16 @@ fn reaction() {
 /// An idle replication connection of our own: the startup packet with
 /// `replication=database`, nothing more. Hundreds cost one socket each.
 fn idle_walsender(port: u16, name: &str) -> TcpStream {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
-    let mut body = Vec::new();
-    body.extend_from_slice(&196608u32.to_be_bytes());
-    for (k, v) in [
-        ("user", "replicator"),
-        ("database", "postgres"),
-        ("replication", "database"),
-        ("application_name", name),
-    ] {
-        body.extend_from_slice(k.as_bytes());
-        body.push(0);
-        body.extend_from_slice(v.as_bytes());
-        body.push(0);
-    }
-    body.push(0);
-    let mut msg = ((body.len() + 4) as u32).to_be_bytes().to_vec();
-    msg.extend_from_slice(&body);
-    s.write_all(&msg).unwrap();
-    // Read until ReadyForQuery ('Z').
-    let mut buf = [0u8; 4096];
-    let mut got = Vec::new();
-    while !got.windows(1).any(|w| w[0] == b'Z') {
-        let n = s.read(&mut buf).unwrap();
-        assert!(
-            n > 0,
-            "server closed the replication connection {name}: {}",
-            String::from_utf8_lossy(&got)
-        );
-        got.extend_from_slice(&buf[..n]);
-    }
-    s
+    harness::idle_connection(
+        port,
+        &[
+            ("user", "replicator"),
+            ("database", "postgres"),
+            ("replication", "database"),
+            ("application_name", name),
+        ],
+        None,
+    )
 }
 
 fn cpu_ticks(pid: i32) -> u64 {
@@ -541,50 +519,19 @@ fn footprint() {
     println!();
 }
 
-/// Reads backend messages until ReadyForQuery; panics on an ErrorResponse.
-fn until_ready(stream: &mut TcpStream, what: &str) {
-    loop {
-        let mut header = [0u8; 5];
-        stream.read_exact(&mut header).expect(what);
-        let len = u32::from_be_bytes(header[1..5].try_into().unwrap()) as usize;
-        let mut body = vec![0u8; len - 4];
-        stream.read_exact(&mut body).expect(what);
-        match header[0] {
-            b'Z' => return,
-            b'E' => panic!("{what}: {}", String::from_utf8_lossy(&body)),
-            _ => {}
-        }
-    }
-}
-
 /// An ordinary client connection (superuser, trust) that has run one
 /// query, as an application's idle pooled connection has, and then idles:
 /// one socket on this side, one backend on the server.
 fn idle_client(port: u16) -> TcpStream {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
-    let mut body = 196608u32.to_be_bytes().to_vec();
-    for (k, v) in [
-        ("user", "postgres"),
-        ("database", "postgres"),
-        ("application_name", "bench_client"),
-    ] {
-        body.extend_from_slice(k.as_bytes());
-        body.push(0);
-        body.extend_from_slice(v.as_bytes());
-        body.push(0);
-    }
-    body.push(0);
-    let mut msg = ((body.len() + 4) as u32).to_be_bytes().to_vec();
-    msg.extend_from_slice(&body);
-    s.write_all(&msg).unwrap();
-    until_ready(&mut s, "client login");
-    let query = b"SELECT 1\0";
-    let mut msg = vec![b'Q'];
-    msg.extend_from_slice(&((query.len() + 4) as u32).to_be_bytes());
-    msg.extend_from_slice(query);
-    s.write_all(&msg).unwrap();
-    until_ready(&mut s, "client query");
-    s
+    harness::idle_connection(
+        port,
+        &[
+            ("user", "postgres"),
+            ("database", "postgres"),
+            ("application_name", "bench_client"),
+        ],
+        Some("SELECT 1"),
+    )
 }
 
 /// A session of its own (each statement measured on its own backend, as

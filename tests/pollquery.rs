@@ -19,8 +19,6 @@
 
 mod harness;
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::time::Duration;
 
 use harness::{on_every_major, wait_until, Client, Cluster};
@@ -194,7 +192,7 @@ fn same_rows(primary: &Cluster) {
     ] {
         if way == Way::ByPid {
             clients.extend((0..40).map(|_| {
-                idle_connection(
+                harness::idle_connection(
                     primary.port,
                     &[("user", "postgres"), ("database", "postgres")],
                     Some("SELECT 1"),
@@ -332,51 +330,4 @@ fn compare(
         Duration::from_secs(30),
         || primary.walsender(late_name).is_none().then_some(()),
     );
-}
-
-/// Reads backend messages until ReadyForQuery; panics on an ErrorResponse.
-fn until_ready(stream: &mut TcpStream, what: &str) {
-    loop {
-        let mut header = [0u8; 5];
-        stream
-            .read_exact(&mut header)
-            .unwrap_or_else(|e| panic!("{what}: {e}"));
-        let len = u32::from_be_bytes(header[1..5].try_into().unwrap()) as usize;
-        let mut body = vec![0u8; len - 4];
-        stream
-            .read_exact(&mut body)
-            .unwrap_or_else(|e| panic!("{what}: {e}"));
-        match header[0] {
-            b'Z' => return,
-            b'E' => panic!("{what}: {}", String::from_utf8_lossy(&body)),
-            _ => {}
-        }
-    }
-}
-
-/// A connection that has logged in (trust) with `params`, then stays idle;
-/// one socket each, no thread or process on this side.
-fn idle_connection(port: u16, params: &[(&str, &str)], query: Option<&str>) -> TcpStream {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
-    let mut body = 196608u32.to_be_bytes().to_vec();
-    for (k, v) in params {
-        body.extend_from_slice(k.as_bytes());
-        body.push(0);
-        body.extend_from_slice(v.as_bytes());
-        body.push(0);
-    }
-    body.push(0);
-    let mut msg = ((body.len() + 4) as u32).to_be_bytes().to_vec();
-    msg.extend_from_slice(&body);
-    stream.write_all(&msg).expect("startup");
-    until_ready(&mut stream, "log in");
-    if let Some(query) = query {
-        let mut msg = vec![b'Q'];
-        msg.extend_from_slice(&((query.len() + 5) as u32).to_be_bytes());
-        msg.extend_from_slice(query.as_bytes());
-        msg.push(0);
-        stream.write_all(&msg).expect("query");
-        until_ready(&mut stream, query);
-    }
-    stream
 }

@@ -14,8 +14,8 @@
 
 #![allow(dead_code)] // each test binary uses its own part of the harness
 
-use std::io::{BufRead, BufReader, Write};
-use std::net::TcpListener;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -1085,4 +1085,53 @@ impl Client {
 pub struct Direct {
     pub rt: tokio::runtime::Runtime,
     pub client: tokio_postgres::Client,
+}
+
+/// Reads backend messages until ReadyForQuery; panics on an ErrorResponse.
+pub fn until_ready(stream: &mut TcpStream, what: &str) {
+    loop {
+        let mut header = [0u8; 5];
+        stream
+            .read_exact(&mut header)
+            .unwrap_or_else(|e| panic!("{what}: {e}"));
+        let len = u32::from_be_bytes(header[1..5].try_into().unwrap()) as usize;
+        let mut body = vec![0u8; len - 4];
+        stream
+            .read_exact(&mut body)
+            .unwrap_or_else(|e| panic!("{what}: {e}"));
+        match header[0] {
+            b'Z' => return,
+            b'E' => panic!("{what}: {}", String::from_utf8_lossy(&body)),
+            _ => {}
+        }
+    }
+}
+
+/// A connection that has logged in (trust) with `params` (startup
+/// parameters: `user`, `replication`, `application_name`...), run `query` if
+/// given, and then stays idle: one socket each, no thread or process on
+/// this side.
+pub fn idle_connection(port: u16, params: &[(&str, &str)], query: Option<&str>) -> TcpStream {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    let mut body = 196608u32.to_be_bytes().to_vec();
+    for (k, v) in params {
+        body.extend_from_slice(k.as_bytes());
+        body.push(0);
+        body.extend_from_slice(v.as_bytes());
+        body.push(0);
+    }
+    body.push(0);
+    let mut msg = ((body.len() + 4) as u32).to_be_bytes().to_vec();
+    msg.extend_from_slice(&body);
+    stream.write_all(&msg).expect("startup");
+    until_ready(&mut stream, "log in");
+    if let Some(query) = query {
+        let mut msg = vec![b'Q'];
+        msg.extend_from_slice(&((query.len() + 5) as u32).to_be_bytes());
+        msg.extend_from_slice(query.as_bytes());
+        msg.push(0);
+        stream.write_all(&msg).expect("query");
+        until_ready(&mut stream, query);
+    }
+    stream
 }
