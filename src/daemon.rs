@@ -25,7 +25,7 @@ use crate::reload::Changes;
 use crate::report;
 use crate::report::Severity;
 use crate::service::{next_tick, ping_watchdog, Service};
-use crate::session::{connect, ConnectError, Session, CLIENT_MARGIN};
+use crate::session::{bounded, connect, ConnectError, Session, CLIENT_MARGIN};
 use crate::snapshot::Preflight;
 use crate::ticker::Ticker;
 
@@ -593,12 +593,18 @@ impl Daemon {
             .statement_timeout
             .saturating_add(CLIENT_MARGIN);
         let read = async {
-            let mut snapshot = bounded(bound, session.poller.poll(&session.client)).await?;
+            let mut snapshot = bounded(
+                bound,
+                session.poller.poll(&session.client),
+                PollError::NoAnswer,
+            )
+            .await?;
             // Base backup progress: its own statement, sent only when a
             // walsender is in `backup` (crate::basebackup).
             bounded(
                 bound,
                 crate::basebackup::pg::read(&session.client, &mut snapshot),
+                PollError::NoAnswer,
             )
             .await?;
             Ok(snapshot)
@@ -689,6 +695,7 @@ impl Daemon {
                         self.config.policy.limits.terminate_timeout,
                         flags.stopped.notified(),
                     ),
+                    PollError::NoAnswer,
                 )
                 .await;
                 flags.signalling.set(false);
@@ -777,16 +784,6 @@ impl PollError {
 }
 
 /// Runs a statement with a client-side bound.
-async fn bounded<T>(
-    limit: Duration,
-    statement: impl std::future::Future<Output = Result<T, tokio_postgres::Error>>,
-) -> Result<T, PollError> {
-    match tokio::time::timeout(limit, statement).await {
-        Ok(r) => r.map_err(PollError::Db),
-        Err(_) => Err(PollError::NoAnswer(limit)),
-    }
-}
-
 /// Logs what the privilege preflight found (at every connect).
 fn log_preflight(p: &Preflight) {
     let findings = report::preflight_findings(p);

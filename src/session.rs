@@ -277,6 +277,20 @@ async fn connect_unbounded(
     })
 }
 
+/// Runs one statement of the session with a bound on how long the server
+/// may take to answer (`statement_timeout` plus a margin): its error, or
+/// `no_answer(limit)` when the server did not answer in time.
+pub async fn bounded<T, E: From<tokio_postgres::Error>>(
+    limit: Duration,
+    statement: impl std::future::Future<Output = Result<T, tokio_postgres::Error>>,
+    no_answer: impl FnOnce(Duration) -> E,
+) -> Result<T, E> {
+    match tokio::time::timeout(limit, statement).await {
+        Ok(r) => r.map_err(E::from),
+        Err(_) => Err(no_answer(limit)),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -10,6 +10,7 @@ use super::pg::{self, SlotOutcome};
 use super::{judge, report, SlotAction, SlotMemory, SlotRound, SlotSnapshot};
 use crate::metrics::{self, Labels, Metrics};
 use crate::policy::Policy;
+use crate::session::bounded;
 use crate::snapshot::Preflight;
 use crate::sql::ServerVersion;
 use crate::units::fmt_duration;
@@ -105,7 +106,7 @@ impl Warden {
             signalling,
         } = step;
         self.warn_privilege(policy);
-        let snapshot = match bounded(bound, pg::read(client, version)).await {
+        let snapshot = match bounded(bound, pg::read(client, version), SlotError::NoAnswer).await {
             Ok(s) => s,
             Err(e) => {
                 self.unseen(metrics);
@@ -133,7 +134,12 @@ impl Warden {
                 SlotOutcome::DryRun
             } else {
                 signalling.set(true);
-                let sent = bounded(bound, pg::drop_slot(client, version, &d.slot)).await;
+                let sent = bounded(
+                    bound,
+                    pg::drop_slot(client, version, &d.slot),
+                    SlotError::NoAnswer,
+                )
+                .await;
                 signalling.set(false);
                 sent.unwrap_or_else(|e| {
                     lost = Some(e);
@@ -181,16 +187,6 @@ impl Warden {
             }
             self.warned = warning;
         }
-    }
-}
-
-async fn bounded<T>(
-    limit: Duration,
-    statement: impl std::future::Future<Output = Result<T, tokio_postgres::Error>>,
-) -> Result<T, SlotError> {
-    match tokio::time::timeout(limit, statement).await {
-        Ok(r) => r.map_err(SlotError::Db),
-        Err(_) => Err(SlotError::NoAnswer(limit)),
     }
 }
 
