@@ -11,6 +11,7 @@
 
 use std::cell::Cell;
 use std::future::Future;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc::UnboundedReceiver;
@@ -622,19 +623,13 @@ impl Daemon {
         for dropped in self.roles.fill(&mut snapshot) {
             report::log_dropped_role(&dropped);
         }
+        // Shared with the metrics (kept for the scrape), not copied.
+        let snapshot = Arc::new(snapshot);
         let now = Instant::now();
-        let rule_names: Vec<&str> = self
-            .config
-            .policy
-            .rules
-            .iter()
-            .map(|r| r.name.as_str())
-            .collect();
         if !snapshot.hidden.is_empty() {
             self.memory.interrupted();
             self.slots.unseen(&self.metrics);
-            self.metrics
-                .polled(&snapshot, None, &rule_names, started.elapsed());
+            self.metrics.polled(&snapshot, None, started.elapsed());
             if self
                 .privilege_warned
                 .is_none_or(|at| now.duration_since(at) >= PRIVILEGE_REMINDER)
@@ -658,7 +653,7 @@ impl Daemon {
             .wake_at
             .map(|at| tokio::time::Instant::from_std(at.max(now + MIN_WAKE)));
         self.metrics
-            .polled(&snapshot, Some(&round), &rule_names, started.elapsed());
+            .polled(&snapshot, Some(&round), started.elapsed());
         for held in &round.held {
             report::log_held(held);
         }

@@ -78,9 +78,17 @@ pub struct State {
     /// The last poll's walsenders and, for each, what the engine measured
     /// of it: the per-walsender families are made from them when the
     /// endpoint is scraped, not at every poll (making them at every poll
-    /// was most of the daemon's CPU per poll).
-    last_poll: Snapshot,
+    /// was most of the daemon's CPU per poll). The snapshot is the poll's
+    /// own, shared, not a copy.
+    last_poll: Arc<Snapshot>,
     last_measures: Vec<LastMeasure>,
+    /// The loaded config's rule names and, by the same index, how many
+    /// walsenders each matched at the last poll that ran the engine: the
+    /// `replwarden_rule_matches` series are set from them when the
+    /// endpoint is scraped (setting them at every poll cost a label and a
+    /// search per rule per poll).
+    rule_names: Vec<String>,
+    rule_matches: Vec<u32>,
 }
 
 /// What the engine measured of one walsender at the last poll, as the
@@ -163,6 +171,7 @@ impl Metrics {
     /// The exposition in `format`.
     pub fn render(&self, format: Format) -> String {
         self.with(|s| {
+            rule_matches_series(s);
             walsender_series(s);
             render(s, format)
         })
@@ -190,6 +199,10 @@ impl Metrics {
                     1.0,
                 )],
             );
+            // The last poll's counts were for the rules before this load.
+            rule_matches_series(s);
+            s.rule_matches.clear();
+            s.rule_names = policy.rules.iter().map(|r| r.name.clone()).collect();
             let names: HashSet<&str> = policy.rules.iter().map(|r| r.name.as_str()).collect();
             for def in [&RULE_MATCHES, &WALSENDERS_HELD] {
                 if let Some(series) = s.series.get_mut(def.name) {
@@ -251,13 +264,7 @@ impl Metrics {
     /// A poll's figures: the per-walsender series replaced by this poll's,
     /// and, when the engine ran (`round`; not while walsenders are
     /// hidden), the rules' matches and holds.
-    pub fn polled(
-        &self,
-        snapshot: &Snapshot,
-        round: Option<&Round>,
-        rule_names: &[&str],
-        took: Duration,
-    ) {
+    pub fn polled(&self, snapshot: &Arc<Snapshot>, round: Option<&Round>, took: Duration) {
         self.with(|s| {
             s.inc(&POLLS, vec![("result", "ok".to_string())]);
             let h = &mut s.poll_duration;
@@ -271,27 +278,16 @@ impl Metrics {
             h.count += 1;
             s.set(&WALSENDERS, vec![], snapshot.walsenders.len() as f64);
             s.set(&HIDDEN_WALSENDERS, vec![], snapshot.hidden.len() as f64);
-            s.last_poll.clone_from(snapshot);
-            s.last_measures = round
-                .map(|r| {
-                    r.measures
-                        .iter()
-                        .map(|m| LastMeasure {
-                            silence: m.silence,
-                            skew_seconds: m.skew_seconds,
-                            backup: m.backup.map(|b| (b, m.stalled)),
-                        })
-                        .collect()
-                })
-                .unwrap_or_default();
+            s.last_poll = Arc::clone(snapshot);
+            s.last_measures.clear();
             if let Some(round) = round {
-                for (name, n) in rule_names.iter().zip(&round.matches) {
-                    s.set(
-                        &RULE_MATCHES,
-                        vec![("rule", name.to_string())],
-                        f64::from(*n),
-                    );
-                }
+                s.last_measures
+                    .extend(round.measures.iter().map(|m| LastMeasure {
+                        silence: m.silence,
+                        skew_seconds: m.skew_seconds,
+                        backup: m.backup.map(|b| (b, m.stalled)),
+                    }));
+                s.rule_matches.clone_from(&round.matches);
                 holds(s, round);
                 for _ in &round.loops {
                     s.inc(&RECONNECT_LOOPS, vec![]);
@@ -449,8 +445,16 @@ pub fn walsender_labels(snapshot: &Snapshot) -> Vec<Labels> {
 }
 
 /// Replaces the per-walsender families with the last poll's walsenders.
+/// `replwarden_rule_matches` from the last poll's counts.
+fn rule_matches_series(s: &mut State) {
+    let series = s.series.entry(RULE_MATCHES.name).or_default();
+    for (name, n) in s.rule_names.iter().zip(&s.rule_matches) {
+        series.insert(vec![("rule", name.clone())], f64::from(*n));
+    }
+}
+
 fn walsender_series(s: &mut State) {
-    let snapshot = std::mem::take(&mut s.last_poll);
+    let snapshot = Arc::clone(&s.last_poll);
     let mut lag_seconds = Vec::new();
     let mut lag_bytes = Vec::new();
     let mut reply_age = Vec::new();
@@ -507,7 +511,6 @@ fn walsender_series(s: &mut State) {
     s.replace(&RETAINED_WAL_BYTES, retained);
     s.replace(&WALSENDER_INFO, info);
     basebackup_series(s, backups);
-    s.last_poll = snapshot;
 }
 
 /// The base backup families, per walsender in `backup` with a progress row
@@ -695,7 +698,7 @@ mod tests {
         let t0 = Instant::now();
         let mut poll = |s: &Snapshot| {
             let round = crate::engine::decide(&p, s, &mut memory, t0);
-            m.polled(s, Some(&round), &["kill"], Duration::from_millis(3));
+            m.polled(&Arc::new(s.clone()), Some(&round), Duration::from_millis(3));
             m.render(Format::Text)
         };
         for _ in 0..5 {
