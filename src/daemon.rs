@@ -268,8 +268,9 @@ impl Daemon {
                         superuser = session.preflight.superuser,
                         "connected to PostgreSQL"
                     );
-                    log_preflight(&session.preflight);
-                    self.slots.connected(&session.preflight);
+                    log_preflight(&session.preflight, &self.config.policy.slots);
+                    self.slots
+                        .connected(&session.preflight, &self.config.policy);
                     // Whatever ended the last session (lost, or new settings
                     // by reload), nothing was seen in between: every grace
                     // starts over (README, Safety: outages).
@@ -778,10 +779,14 @@ impl PollError {
     }
 }
 
-/// Runs a statement with a client-side bound.
-/// Logs what the privilege preflight found (at every connect).
-fn log_preflight(p: &Preflight) {
-    let findings = report::preflight_findings(p);
+/// Logs what the privilege preflight found (at every connect): one
+/// verdict, with a drop slot rule the role may not carry out counted as a
+/// failure like a missing grant (it was once logged after "passed").
+fn log_preflight(p: &Preflight, slots: &crate::slots::SlotPolicy) {
+    let mut findings = report::preflight_findings(p);
+    findings.extend(
+        crate::slots::report::drop_privilege_warning(slots, p).map(|w| (Severity::Error, w)),
+    );
     if findings
         .iter()
         .all(|(severity, _)| *severity != Severity::Error)

@@ -437,7 +437,23 @@ fn a_role_that_cannot_drop_is_warned_about_and_plan_shows_protect_entries() {
         daemon.dump()
     );
     drop(daemon);
-    // At start, too.
+    // At start, too: one verdict, "failed", never "passed" beside it, and
+    // logged once (by the connect, not again by the first poll).
     let daemon = Daemon::start(&config, &[]);
     daemon.wait_for("the drop privilege warning at start", LONG, drop_warning);
+    std::thread::sleep(Duration::from_secs(2));
+    let events = daemon.events();
+    assert!(
+        !events
+            .iter()
+            .any(|e| e["message"] == "privilege preflight passed"),
+        "{}",
+        daemon.dump()
+    );
+    assert_eq!(
+        events.iter().filter(|e| drop_warning(e)).count(),
+        1,
+        "{}",
+        daemon.dump()
+    );
 }

@@ -77,11 +77,13 @@ impl Warden {
         metrics.replace_families(series(&SlotSnapshot::default(), &SlotRound::default()));
     }
 
-    /// A new session, with what its privilege preflight found: the next
-    /// poll warns when a drop rule exists and the role may not drop.
-    pub fn connected(&mut self, preflight: &Preflight) {
+    /// A new session, with what its privilege preflight found. The
+    /// connect's preflight has logged the drop-privilege warning for
+    /// `policy` (`daemon::log_preflight`); a poll logs it again only when a
+    /// reload changes it.
+    pub fn connected(&mut self, preflight: &Preflight, policy: &Policy) {
+        self.warned = report::drop_privilege_warning(&policy.slots, preflight);
         self.preflight = Some(preflight.clone());
-        self.warned = None;
     }
 
     /// The daemon cancelled or terminated the walsender of slot `name`:
