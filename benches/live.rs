@@ -4,7 +4,8 @@
 //! and the daemon's footprint.
 //!
 //!   cargo bench --bench live              # everything (about 12 minutes)
-//!   cargo bench --bench live -- reaction  # one part: reaction, cost, connections, classic, footprint
+//!   cargo bench --bench live -- reaction  # one part: reaction, cost, connections, classic, footprint, floor
+//!   REPLWARDEN_BENCH_WALSENDERS=3 cargo bench --bench live -- connections   # 3 walsenders, not 10
 //!
 //! Results print as Markdown; BENCHMARKS.md keeps the last run's.
 
@@ -13,6 +14,7 @@ mod harness;
 
 use std::collections::HashMap;
 use std::net::TcpStream;
+use std::path::Path;
 use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant, SystemTime};
@@ -39,6 +41,9 @@ fn main() {
     }
     if wanted("footprint") {
         footprint();
+    }
+    if wanted("floor") {
+        floor();
     }
 }
 
@@ -244,6 +249,13 @@ fn cpu_ms(who: nix::sys::resource::UsageWho) -> f64 {
     ms(r.user_time()) + ms(r.system_time())
 }
 
+/// The footprint runs' rules: the shipped example's kinds, matching
+/// none of the benchmark's walsenders.
+const FOUR_RULES: &str = "[[rule]]\nname = \"no-rogue-tools\"\napplication_name = [\"rogue_*\", \"adhoc_*\"]\naction = \"terminate\"\n\
+    [[rule]]\nname = \"too-far-behind\"\napplication_name = [\"reporting_*\"]\nreplay_lag = \"5m\"\nreplay_lag_bytes = \"1GB\"\ngrace = \"2m\"\naction = \"terminate\"\n\
+    [[rule]]\nname = \"stuck-base-backup\"\nstate = [\"backup\"]\nin_state_for = \"6h\"\naction = \"terminate\"\n\
+    [[rule]]\nname = \"silent-standby\"\nno_reply_for = \"2m\"\naction = \"cancel\"\nescalate_after = \"15s\"\n";
+
 /// Room for 500 walsenders (each `append_conf` restates the harness's
 /// base settings, so this goes with every later append).
 const BIG_CONF: &str = "max_wal_senders = 560\nmax_connections = 620\n";
@@ -424,10 +436,6 @@ fn footprint() {
     println!("|---|---|---|---|---|---|---|---|");
     let primary = big_primary();
     let mut sockets = Vec::new();
-    let rules = "[[rule]]\nname = \"no-rogue-tools\"\napplication_name = [\"rogue_*\", \"adhoc_*\"]\naction = \"terminate\"\n\
-        [[rule]]\nname = \"too-far-behind\"\napplication_name = [\"reporting_*\"]\nreplay_lag = \"5m\"\nreplay_lag_bytes = \"1GB\"\ngrace = \"2m\"\naction = \"terminate\"\n\
-        [[rule]]\nname = \"stuck-base-backup\"\nstate = [\"backup\"]\nin_state_for = \"6h\"\naction = \"terminate\"\n\
-        [[rule]]\nname = \"silent-standby\"\nno_reply_for = \"2m\"\naction = \"cancel\"\nescalate_after = \"15s\"\n";
     let unix = format!(
         "host={} port={} dbname=postgres user=replwarden",
         primary.dir.display(),
@@ -483,7 +491,7 @@ fn footprint() {
             ("TCP with TLS", &tls),
         ] {
             let config = format!(
-                "[postgres]\nconninfo = \"{conninfo}\"\n[daemon]\ninterval = \"100ms\"\n{rules}"
+                "[postgres]\nconninfo = \"{conninfo}\"\n[daemon]\ninterval = \"100ms\"\n{FOUR_RULES}"
             );
             let daemon = Daemon::start(&config, &["--log-level", "info"]);
             daemon.wait_message("connected to PostgreSQL", Duration::from_secs(10));
@@ -620,8 +628,14 @@ enum Placement {
 /// caches hold others' data), and 41 times in a row (warm caches, which
 /// flatter a statement with a larger fixed part).
 fn connections() {
+    // Issue 18's ratio is asked for "a few" walsenders, its table for 10.
+    let wanted: usize = std::env::var("REPLWARDEN_BENCH_WALSENDERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10);
     println!("## Poll cost against client connections\n");
-    println!("10 idle walsenders; N idle client connections over TCP (each has run `SELECT 1`, as a pooled application connection has). *Walsenders first*: they connected before the clients; *last*: after them (on 13-16 a backend's status entry sits at the lowest backend id free when it starts, on 17+ walsenders' entries come after every client slot whenever they connect; a lookup by pid walks the entries up to the walsender's). Each statement on its own session. *Interleaved*: server execution from `EXPLAIN (ANALYZE, TIMING OFF)`, median of 41 rounds that run every statement once, in an order rotated each round (what a daemon's poll, or an operator's query, sees: others ran since its last execution); *in a row*: median of 41 executions one after the other on the same session (warm caches). Round trip from the client (prepared, rows fetched), median of 300 interleaved; server CPU per statement from the backend's /proc/PID/schedstat over those 300 (parse-free: bind, execute, send). *floor*: `SELECT pg_stat_get_backend_pid(1)`, which reads one entry of the copy of every backend's status entry that the first read of activity in a transaction makes (`pgstat_read_current_status`), so any statement reading activity pays that copy. *walsender array*: `SELECT * FROM pg_stat_get_wal_senders()`, which reads no activity. The poll is two prepared statements, by pid and one pass; the daemon runs one per poll, chosen from the last poll's walsender and backend counts, marked *(chosen)*. *part*: a piece of the poll on its own (the identity lookups by pid).\n");
+    print!("{wanted} idle walsenders");
+    println!("; N idle client connections over TCP (each has run `SELECT 1`, as a pooled application connection has). *Walsenders first*: they connected before the clients; *last*: after them (on 13-16 a backend's status entry sits at the lowest backend id free when it starts, on 17+ walsenders' entries come after every client slot whenever they connect; a lookup by pid walks the entries up to the walsender's). Each statement on its own session. *Interleaved*: server execution from `EXPLAIN (ANALYZE, TIMING OFF)`, median of 41 rounds that run every statement once, in an order rotated each round (what a daemon's poll, or an operator's query, sees: others ran since its last execution); *in a row*: median of 41 executions one after the other on the same session (warm caches). Round trip from the client (prepared, rows fetched), median of 300 interleaved; server CPU per statement from the backend's /proc/PID/schedstat over those 300 (parse-free: bind, execute, send). *floor*: `SELECT pg_stat_get_backend_pid(1)`, which reads one entry of the copy of every backend's status entry that the first read of activity in a transaction makes (`pgstat_read_current_status`), so any statement reading activity pays that copy. *walsender array*: `SELECT * FROM pg_stat_get_wal_senders()`, which reads no activity. The poll is two prepared statements, by pid and one pass; the daemon runs one per poll, chosen from the last poll's walsender and backend counts, marked *(chosen)*. *part*: a piece of the poll on its own (the identity lookups by pid).\n");
     println!("| client connections | walsenders | statement | server execution, interleaved (median) | in a row (median) | round trip median | round trip p99 | server CPU per statement | ratio to pg_stat_replication, interleaved | in a row |");
     println!("|---|---|---|---|---|---|---|---|---|---|");
     let primary = Cluster::primary("primary");
@@ -631,8 +645,8 @@ fn connections() {
         .enable_all()
         .build()
         .unwrap();
-    let by_pid = with_count(replwarden::sql::POLL_BY_PID, 10);
-    let one_pass = with_count(replwarden::sql::POLL_ONE_PASS, 10);
+    let by_pid = with_count(replwarden::sql::POLL_BY_PID, wanted);
+    let one_pass = with_count(replwarden::sql::POLL_ONE_PASS, wanted);
     let statements: [(&str, &str); 6] = [
         ("`pg_stat_replication`", "SELECT * FROM pg_stat_replication"),
         ("replwarden's poll, by pid", &by_pid),
@@ -652,11 +666,11 @@ fn connections() {
             .ok()
     };
     let connect_walsenders = || -> Vec<TcpStream> {
-        let w = (0..10)
+        let w = (0..wanted)
             .map(|i| idle_walsender(primary.port, &format!("idle_{i}")))
             .collect();
         wait_until("walsenders to register", Duration::from_secs(30), || {
-            (walsender_count()? >= 10).then_some(())
+            (walsender_count()? >= wanted).then_some(())
         });
         w
     };
@@ -675,7 +689,7 @@ fn connections() {
             wait_until("walsenders to exit", Duration::from_secs(30), || {
                 (walsender_count()? == 0).then_some(())
             });
-            let extra: Vec<TcpStream> = (0..10).map(|_| idle_client(primary.port)).collect();
+            let extra: Vec<TcpStream> = (0..wanted).map(|_| idle_client(primary.port)).collect();
             walsenders = connect_walsenders();
             drop(extra);
         }
@@ -723,7 +737,7 @@ fn connections() {
             }
         }
         rt.block_on(poller.poll(&chooser)).unwrap();
-        let chosen = with_count(poll_text(&poller), 10);
+        let chosen = with_count(poll_text(&poller), wanted);
         let view = stats(exec[0].clone()).0;
         let view_in_a_row = stats(in_a_row[0].clone()).0;
         let placed = match placement {
@@ -745,6 +759,135 @@ fn connections() {
                 e50 / view,
                 w50 / view_in_a_row
             );
+        }
+    }
+    println!();
+}
+
+/// Run time in nanoseconds and times scheduled in (each after a sleep or
+/// a preemption) of a process or thread, from its `schedstat`.
+fn schedstat(path: &str) -> (u64, u64) {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let f: Vec<u64> = text
+        .split_whitespace()
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    (
+        f.first().copied().unwrap_or(0),
+        f.get(2).copied().unwrap_or(0),
+    )
+}
+
+/// What one 100 ms tick costs a loop, in CPU milliseconds and context
+/// switches, over `seconds` (the loop's own `schedstat`).
+fn per_tick(path: &str, seconds: u64) -> (f64, f64) {
+    let (ns0, sw0) = schedstat(path);
+    thread::sleep(Duration::from_secs(seconds));
+    let (ns1, sw1) = schedstat(path);
+    let ticks = (seconds * 10) as f64;
+    ((ns1 - ns0) as f64 / 1e6 / ticks, (sw1 - sw0) as f64 / ticks)
+}
+
+/// What a loop on its own thread does at every tick of the daemon's
+/// ticker: nothing, or run the poll statement and collect its rows.
+#[derive(Clone, Copy)]
+enum Floor {
+    Timer,
+    Statement,
+}
+
+/// Starts `floor`'s loop on a thread of its own (its own single-threaded
+/// runtime, as the daemon's) and returns its `schedstat` path; it stops
+/// when `stop` is set.
+fn floor_loop(
+    floor: Floor,
+    conninfo: String,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> String {
+    let (tx, rx) = std::sync::mpsc::channel();
+    thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let session = match floor {
+                Floor::Timer => None,
+                Floor::Statement => {
+                    let (client, conn) = tokio_postgres::connect(&conninfo, tokio_postgres::NoTls)
+                        .await
+                        .unwrap();
+                    tokio::spawn(conn);
+                    let statement = client.prepare(replwarden::sql::POLL_BY_PID).await.unwrap();
+                    Some((client, statement))
+                }
+            };
+            let mut ticker = replwarden::ticker::Ticker::new(Duration::from_millis(100));
+            let me = std::fs::read_link("/proc/thread-self").unwrap();
+            tx.send(format!(
+                "{}/schedstat",
+                Path::new("/proc").join(me).display()
+            ))
+            .unwrap();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                ticker.tick().await;
+                if let Some((client, statement)) = &session {
+                    let rows = client.query(statement, &[&100i64]).await.unwrap();
+                    std::hint::black_box(rows);
+                }
+            }
+        });
+    });
+    rx.recv().unwrap()
+}
+
+/// The daemon's CPU per poll beside the floor of any poll on this
+/// machine: a loop that only waits for the same 100 ms ticker (one
+/// wake-up per tick), and one that also runs the poll statement and
+/// collects its rows, decoding and deciding nothing (a wake-up for the
+/// tick and one for the reply, a send and a receive). Same server, same
+/// 10 idle walsenders, the same Unix socket; each measured 20 s, three
+/// rounds in turn.
+fn floor() {
+    println!("## The floor of a poll on this machine\n");
+    println!("CPU per 100 ms tick (a thread's or the daemon's `schedstat`: run time, and times scheduled in), 20 s each, three rounds in turn, 10 idle walsenders, the Unix socket. *timer*: a thread of this benchmark that only waits for the daemon's ticker (`replwarden::ticker`); *statement*: one that also runs the poll statement (`sql::POLL_BY_PID`, prepared) at every tick and collects its rows, decoding and deciding nothing; *daemon*: the release daemon with the 4 rules of the footprint run.\n");
+    println!("| round | loop | CPU per tick | context switches per tick |");
+    println!("|---|---|---|---|");
+    let primary = big_primary();
+    let _walsenders: Vec<TcpStream> = (0..10)
+        .map(|i| idle_walsender(primary.port, &format!("idle_{i}")))
+        .collect();
+    let unix = format!(
+        "host={} port={} dbname=postgres user=replwarden",
+        primary.dir.display(),
+        primary.port
+    );
+    for round in 1..=3 {
+        for (name, floor) in [
+            ("timer", Some(Floor::Timer)),
+            ("statement", Some(Floor::Statement)),
+            ("daemon", None),
+        ] {
+            let (cpu, switches) = match floor {
+                Some(floor) => {
+                    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+                    let path = floor_loop(floor, unix.clone(), stop.clone());
+                    thread::sleep(Duration::from_secs(1));
+                    let measured = per_tick(&path, 20);
+                    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+                    measured
+                }
+                None => {
+                    let config = format!(
+                        "[postgres]\nconninfo = \"{unix}\"\n[daemon]\ninterval = \"100ms\"\n{FOUR_RULES}"
+                    );
+                    let daemon = Daemon::start(&config, &["--log-level", "info"]);
+                    daemon.wait_message("connected to PostgreSQL", Duration::from_secs(10));
+                    thread::sleep(Duration::from_secs(1));
+                    per_tick(&format!("/proc/{}/schedstat", daemon.pid()), 20)
+                }
+            };
+            println!("| {round} | {name} | {cpu:.3} ms | {switches:.2} |");
         }
     }
     println!();
