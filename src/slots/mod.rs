@@ -785,6 +785,28 @@ mod tests {
 
     const MIN: Duration = Duration::from_secs(60);
 
+    /// `judge` as the daemon calls it at each poll (default limits, not a
+    /// dry run), at `when`.
+    fn at(p: &SlotPolicy, m: &mut SlotMemory, s: &SlotSnapshot, when: Instant) -> SlotRound {
+        at_with(p, &Limits::default(), m, s, when)
+    }
+
+    /// The same with `limits`.
+    fn at_with(
+        p: &SlotPolicy,
+        limits: &Limits,
+        m: &mut SlotMemory,
+        s: &SlotSnapshot,
+        when: Instant,
+    ) -> SlotRound {
+        judge(p, limits, s, m, when, false)
+    }
+
+    /// A read of one slot.
+    fn one(slot: &Slot) -> SlotSnapshot {
+        snap(vec![slot.clone()])
+    }
+
     fn preflight() -> crate::snapshot::Preflight {
         crate::snapshot::Preflight {
             role: "replwarden".to_string(),
@@ -801,12 +823,10 @@ mod tests {
         let p = policy(vec![rule(SlotAction::Drop, Some(600), Some(1000))]);
         let s = snap(vec![slot("old", false, 5000)]);
         let (limits, mut m, t0) = (Limits::default(), SlotMemory::default(), Instant::now());
-        assert!(judge(&p, &limits, &s, &mut m, t0, false)
-            .decisions
-            .is_empty());
-        let r = judge(&p, &limits, &s, &mut m, t0 + 10 * MIN, false);
+        assert!(at(&p, &mut m, &s, t0).decisions.is_empty());
+        let r = at(&p, &mut m, &s, t0 + 10 * MIN);
         assert!(r.decisions.is_empty(), "not more than 10 minutes yet");
-        let r = judge(&p, &limits, &s, &mut m, t0 + 11 * MIN, false);
+        let r = at(&p, &mut m, &s, t0 + 11 * MIN);
         assert_eq!(r.decisions.len(), 1);
         let d = &r.decisions[0];
         assert_eq!(
@@ -825,7 +845,7 @@ mod tests {
             &limits,
             (t0 + 11 * MIN, t0 + 11 * MIN),
         );
-        let r = judge(&p, &limits, &s, &mut m, t0 + 12 * MIN, false);
+        let r = at(&p, &mut m, &s, t0 + 12 * MIN);
         assert!(r.decisions.is_empty());
     }
 
@@ -842,56 +862,33 @@ mod tests {
             t0,
             false,
         );
-        let r = judge(&p, &limits, &active, &mut m, t0 + 5 * MIN, false);
+        let r = at(&p, &mut m, &active, t0 + 5 * MIN);
         assert!(r.decisions.is_empty());
         assert_eq!(r.verdicts[0].2, SlotVerdict::Active);
         // Inactive again: counts from now.
         let idle = snap(vec![slot("s", false, 5000)]);
-        assert!(judge(&p, &limits, &idle, &mut m, t0 + 6 * MIN, false)
-            .decisions
-            .is_empty());
-        assert!(judge(&p, &limits, &idle, &mut m, t0 + 7 * MIN, false)
-            .decisions
-            .is_empty());
-        assert_eq!(
-            judge(&p, &limits, &idle, &mut m, t0 + 8 * MIN, false)
-                .decisions
-                .len(),
-            1
-        );
+        assert!(at(&p, &mut m, &idle, t0 + 6 * MIN).decisions.is_empty());
+        assert!(at(&p, &mut m, &idle, t0 + 7 * MIN).decisions.is_empty());
+        assert_eq!(at(&p, &mut m, &idle, t0 + 8 * MIN).decisions.len(), 1);
     }
 
     #[test]
     fn a_moved_restart_lsn_or_inactive_since_means_the_slot_was_used() {
         let p = policy(vec![rule(SlotAction::Drop, Some(60), None)]);
-        let (limits, mut m, t0) = (Limits::default(), SlotMemory::default(), Instant::now());
+        let (mut m, t0) = (SlotMemory::default(), Instant::now());
         let mut s = slot("s", false, 5000);
-        judge(&p, &limits, &snap(vec![s.clone()]), &mut m, t0, false);
+        at(&p, &mut m, &one(&s), t0);
         s.restart_lsn = Some(Lsn(0x1000_1000));
-        let r = judge(
-            &p,
-            &limits,
-            &snap(vec![s.clone()]),
-            &mut m,
-            t0 + 2 * MIN,
-            false,
-        );
+        let r = at(&p, &mut m, &one(&s), t0 + 2 * MIN);
         assert!(
             r.decisions.is_empty(),
             "used between two polls: counts anew"
         );
         assert_eq!(r.inactive_for, vec![Some(Duration::ZERO)]);
         s.inactive_since = Some(SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000));
-        let r = judge(
-            &p,
-            &limits,
-            &snap(vec![s.clone()]),
-            &mut m,
-            t0 + 4 * MIN,
-            false,
-        );
+        let r = at(&p, &mut m, &one(&s), t0 + 4 * MIN);
         assert_eq!(r.inactive_for, vec![Some(Duration::ZERO)]);
-        let r = judge(&p, &limits, &snap(vec![s]), &mut m, t0 + 6 * MIN, false);
+        let r = at(&p, &mut m, &one(&s), t0 + 6 * MIN);
         assert_eq!(r.decisions.len(), 1);
     }
 
@@ -900,11 +897,11 @@ mod tests {
         let p = policy(vec![rule(SlotAction::Drop, None, Some(1000))]);
         let (limits, mut m, t0) = (Limits::default(), SlotMemory::default(), Instant::now());
         let mut s = slot("s", false, 5000);
-        let r = judge(&p, &limits, &snap(vec![s.clone()]), &mut m, t0, false);
+        let r = at(&p, &mut m, &one(&s), t0);
         // The drop found its restart_lsn moved: kept, recorded done.
         m.record(&r.decisions[0], SlotDelivery::Done, &limits, (t0, t0));
         s.restart_lsn = Some(Lsn(0x1000_1000));
-        let r = judge(&p, &limits, &snap(vec![s.clone()]), &mut m, t0 + MIN, false);
+        let r = at(&p, &mut m, &one(&s), t0 + MIN);
         assert_eq!(
             r.decisions.len(),
             1,
@@ -916,30 +913,26 @@ mod tests {
             &limits,
             (t0 + MIN, t0 + MIN),
         );
-        let r = judge(&p, &limits, &snap(vec![s]), &mut m, t0 + 2 * MIN, false);
+        let r = at(&p, &mut m, &one(&s), t0 + 2 * MIN);
         assert!(r.decisions.is_empty(), "unchanged since: done");
     }
 
     #[test]
     fn a_slot_whose_walsender_was_signalled_counts_as_just_used() {
         let p = policy(vec![rule(SlotAction::Drop, Some(60), Some(1000))]);
-        let (limits, mut m, t0) = (Limits::default(), SlotMemory::default(), Instant::now());
+        let (mut m, t0) = (SlotMemory::default(), Instant::now());
         let s = snap(vec![slot("sb1", false, 5000)]);
-        judge(&p, &limits, &s, &mut m, t0, false);
+        at(&p, &mut m, &s, t0);
         // Inactive for 2 minutes, then its walsender is terminated by a
         // walsender rule in the same poll: not dropped now, nor a minute
         // after (the clock starts at the terminate).
         m.walsender_signalled("sb1", t0 + 2 * MIN);
-        let r = judge(&p, &limits, &s, &mut m, t0 + 2 * MIN, false);
+        let r = at(&p, &mut m, &s, t0 + 2 * MIN);
         assert!(r.decisions.is_empty(), "{r:?}");
         assert_eq!(r.inactive_for, vec![Some(Duration::ZERO)]);
-        assert!(judge(&p, &limits, &s, &mut m, t0 + 3 * MIN, false)
-            .decisions
-            .is_empty());
+        assert!(at(&p, &mut m, &s, t0 + 3 * MIN).decisions.is_empty());
         assert_eq!(
-            judge(&p, &limits, &s, &mut m, t0 + 4 * MIN, false)
-                .decisions
-                .len(),
+            at(&p, &mut m, &s, t0 + 4 * MIN).decisions.len(),
             1,
             "still unused a full inactive_for after the terminate"
         );
@@ -948,65 +941,37 @@ mod tests {
     #[test]
     fn a_pinned_logical_slot_consumed_between_polls_counts_as_used() {
         let p = policy(vec![rule(SlotAction::Drop, Some(60), None)]);
-        let (limits, mut m, t0) = (Limits::default(), SlotMemory::default(), Instant::now());
+        let (mut m, t0) = (SlotMemory::default(), Instant::now());
         let mut s = slot("etl", false, 5000);
         s.slot_type = "logical".to_string();
         s.confirmed_flush_lsn = Some(Lsn(0x1000_0100));
         s.catalog_xmin = Some(750);
-        judge(&p, &limits, &snap(vec![s.clone()]), &mut m, t0, false);
+        at(&p, &mut m, &one(&s), t0);
         // restart_lsn pinned by an open transaction; the consumer confirms.
         s.confirmed_flush_lsn = Some(Lsn(0x1000_0200));
-        let r = judge(
-            &p,
-            &limits,
-            &snap(vec![s.clone()]),
-            &mut m,
-            t0 + 2 * MIN,
-            false,
-        );
+        let r = at(&p, &mut m, &one(&s), t0 + 2 * MIN);
         assert!(r.decisions.is_empty(), "{r:?}");
         s.catalog_xmin = Some(751);
-        let r = judge(
-            &p,
-            &limits,
-            &snap(vec![s.clone()]),
-            &mut m,
-            t0 + 4 * MIN,
-            false,
-        );
+        let r = at(&p, &mut m, &one(&s), t0 + 4 * MIN);
         assert!(r.decisions.is_empty(), "{r:?}");
         s.xmin = Some(9);
-        let r = judge(
-            &p,
-            &limits,
-            &snap(vec![s.clone()]),
-            &mut m,
-            t0 + 6 * MIN,
-            false,
-        );
+        let r = at(&p, &mut m, &one(&s), t0 + 6 * MIN);
         assert!(r.decisions.is_empty(), "{r:?}");
-        let r = judge(&p, &limits, &snap(vec![s]), &mut m, t0 + 8 * MIN, false);
+        let r = at(&p, &mut m, &one(&s), t0 + 8 * MIN);
         assert_eq!(r.decisions.len(), 1, "unused since: dropped");
     }
 
     #[test]
     fn a_recreated_slot_is_a_new_slot_and_one_holding_nothing_is_kept() {
         let p = policy(vec![rule(SlotAction::Drop, Some(60), None)]);
-        let (limits, mut m, t0) = (Limits::default(), SlotMemory::default(), Instant::now());
+        let (mut m, t0) = (SlotMemory::default(), Instant::now());
         let old = slot("s", false, 5000);
-        judge(&p, &limits, &snap(vec![old]), &mut m, t0, false);
+        at(&p, &mut m, &one(&old), t0);
         // Re-created as a logical slot of the same name: counts anew.
         let mut new = slot("s", false, 5000);
         new.slot_type = "logical".to_string();
         new.database = Some("app".to_string());
-        let r = judge(
-            &p,
-            &limits,
-            &snap(vec![new.clone()]),
-            &mut m,
-            t0 + 5 * MIN,
-            false,
-        );
+        let r = at(&p, &mut m, &one(&new), t0 + 5 * MIN);
         assert!(r.decisions.is_empty(), "{r:?}");
         assert_eq!(r.inactive_for, vec![Some(Duration::ZERO)]);
         // A slot that holds nothing (never reserved) is never dropped...
@@ -1014,20 +979,13 @@ mod tests {
         empty.restart_lsn = None;
         empty.retained_wal = None;
         empty.wal_status = None;
-        judge(&p, &limits, &snap(vec![empty.clone()]), &mut m, t0, false);
-        let r = judge(
-            &p,
-            &limits,
-            &snap(vec![empty.clone()]),
-            &mut m,
-            t0 + 5 * MIN,
-            false,
-        );
+        at(&p, &mut m, &one(&empty), t0);
+        let r = at(&p, &mut m, &one(&empty), t0 + 5 * MIN);
         assert!(r.decisions.is_empty(), "{r:?}");
         assert_eq!(r.verdicts[0].2, SlotVerdict::HoldsNothing);
         // ...unless it is lost: then dropping it clears it away.
         empty.wal_status = Some("lost".to_string());
-        let r = judge(&p, &limits, &snap(vec![empty]), &mut m, t0 + 7 * MIN, false);
+        let r = at(&p, &mut m, &one(&empty), t0 + 7 * MIN);
         assert_eq!(r.decisions.len(), 1, "{r:?}");
     }
 
@@ -1036,8 +994,8 @@ mod tests {
         let p = policy(vec![rule(SlotAction::Drop, Some(60), None)]);
         let (limits, mut m, t0) = (Limits::default(), SlotMemory::default(), Instant::now());
         let s = snap(vec![slot("s", false, 5000)]);
-        judge(&p, &limits, &s, &mut m, t0, false);
-        let r = judge(&p, &limits, &s, &mut m, t0 + 2 * MIN, false);
+        at(&p, &mut m, &s, t0);
+        let r = at(&p, &mut m, &s, t0 + 2 * MIN);
         assert_eq!(r.decisions[0].attempt, 1);
         assert_eq!(
             m.record(
@@ -1048,10 +1006,10 @@ mod tests {
             ),
             None
         );
-        let r = judge(&p, &limits, &s, &mut m, t0 + 3 * MIN, false);
+        let r = at(&p, &mut m, &s, t0 + 3 * MIN);
         assert!(r.decisions.is_empty(), "not at every poll");
         assert_eq!(r.verdicts[0].2, SlotVerdict::Done);
-        let r = judge(&p, &limits, &s, &mut m, t0 + 2 * MIN + REFUSED_RETRY, false);
+        let r = at(&p, &mut m, &s, t0 + 2 * MIN + REFUSED_RETRY);
         assert_eq!(r.decisions.len(), 1, "a grant may have fixed it");
         assert_eq!(r.decisions[0].attempt, 2);
     }
@@ -1059,20 +1017,13 @@ mod tests {
     #[test]
     fn evidence_never_shows_a_value_equal_to_its_limit() {
         let p = policy(vec![rule(SlotAction::Log, Some(2), None)]);
-        let (limits, mut m, t0) = (Limits::default(), SlotMemory::default(), Instant::now());
+        let (mut m, t0) = (SlotMemory::default(), Instant::now());
         let s = snap(vec![slot("s", false, 1)]);
-        judge(&p, &limits, &s, &mut m, t0, false);
+        at(&p, &mut m, &s, t0);
         let just_over = t0 + Duration::from_micros(2_000_400);
-        let r = judge(&p, &limits, &s, &mut m, just_over, false);
+        let r = at(&p, &mut m, &s, just_over);
         assert!(r.decisions.is_empty(), "{r:?}");
-        let r = judge(
-            &p,
-            &limits,
-            &s,
-            &mut m,
-            t0 + Duration::from_millis(2001),
-            false,
-        );
+        let r = at(&p, &mut m, &s, t0 + Duration::from_millis(2001));
         assert_eq!(
             crate::engine::evidence_line(&r.decisions[0].evidence),
             "inactive_for=2s 1ms (> 2s)"
@@ -1084,13 +1035,13 @@ mod tests {
         let mut p = policy(vec![rule(SlotAction::Drop, Some(3600), None)]);
         p.observe_for = Duration::from_secs(10);
         let t0 = Instant::now() + Duration::from_secs(3 * 3600);
-        let (limits, mut m) = (Limits::default(), SlotMemory::default());
+        let mut m = SlotMemory::default();
         let mut s = slot("s", false, 5000);
         // A server clock stepped forward: inactive_since looks 2 h old.
         s.inactive_since = Some(SystemTime::UNIX_EPOCH);
         s.inactive_age = Some(Duration::from_secs(2 * 3600));
         let first = snap(vec![s.clone()]);
-        let r = judge(&p, &limits, &first, &mut m, t0, false);
+        let r = at(&p, &mut m, &first, t0);
         assert!(r.decisions.is_empty(), "{r:?}");
         let text = report::plan(&p, &preflight(), &first, &r, false);
         assert!(
@@ -1101,23 +1052,9 @@ mod tests {
             matches!(&r.verdicts[0].2, SlotVerdict::Observing { left, .. } if *left == Duration::from_secs(10)),
             "{r:?}"
         );
-        let r = judge(
-            &p,
-            &limits,
-            &snap(vec![s.clone()]),
-            &mut m,
-            t0 + Duration::from_secs(5),
-            false,
-        );
+        let r = at(&p, &mut m, &one(&s), t0 + Duration::from_secs(5));
         assert!(r.decisions.is_empty(), "{r:?}");
-        let r = judge(
-            &p,
-            &limits,
-            &snap(vec![s]),
-            &mut m,
-            t0 + Duration::from_secs(10),
-            false,
-        );
+        let r = at(&p, &mut m, &one(&s), t0 + Duration::from_secs(10));
         assert_eq!(r.decisions.len(), 1, "{r:?}");
     }
 
@@ -1126,11 +1063,11 @@ mod tests {
         let p = policy(vec![rule(SlotAction::Drop, Some(3600), None)]);
         // Far enough from the start of the monotonic clock to subtract 2 h.
         let t0 = Instant::now() + Duration::from_secs(3 * 3600);
-        let (limits, mut m) = (Limits::default(), SlotMemory::default());
+        let mut m = SlotMemory::default();
         let mut s = slot("s", false, 5000);
         s.inactive_since = Some(SystemTime::UNIX_EPOCH);
         s.inactive_age = Some(Duration::from_secs(2 * 3600));
-        let r = judge(&p, &limits, &snap(vec![s]), &mut m, t0, false);
+        let r = at(&p, &mut m, &one(&s), t0);
         assert_eq!(r.decisions.len(), 1, "{r:?}");
         assert_eq!(r.decisions[0].inactive_for, Some(Duration::from_secs(7200)));
     }
@@ -1153,9 +1090,9 @@ mod tests {
             slot("patroni_a", false, 5000),
             slot("victim", false, 5000),
         ]);
-        let (limits, mut m, t0) = (Limits::default(), SlotMemory::default(), Instant::now());
-        judge(&p, &limits, &s, &mut m, t0, false);
-        let r = judge(&p, &limits, &s, &mut m, t0 + MIN, false);
+        let (mut m, t0) = (SlotMemory::default(), Instant::now());
+        at(&p, &mut m, &s, t0);
+        let r = at(&p, &mut m, &s, t0 + MIN);
         let dropped: Vec<&str> = r.decisions.iter().map(|d| d.slot.name.as_str()).collect();
         assert_eq!(dropped, ["victim"]);
         let protections: Vec<String> = r
@@ -1210,14 +1147,12 @@ mod tests {
         r0.grace = 5 * MIN;
         let p = policy(vec![r0]);
         let s = snap(vec![slot("s", false, 1)]);
-        let (limits, mut m, t0) = (Limits::default(), SlotMemory::default(), Instant::now());
-        judge(&p, &limits, &s, &mut m, t0, false);
-        let r = judge(&p, &limits, &s, &mut m, t0 + 2 * MIN, false);
+        let (mut m, t0) = (SlotMemory::default(), Instant::now());
+        at(&p, &mut m, &s, t0);
+        let r = at(&p, &mut m, &s, t0 + 2 * MIN);
         assert!(matches!(r.verdicts[0].2, SlotVerdict::Grace { left, .. } if left == 5 * MIN));
-        assert!(judge(&p, &limits, &s, &mut m, t0 + 6 * MIN, false)
-            .decisions
-            .is_empty());
-        let r = judge(&p, &limits, &s, &mut m, t0 + 7 * MIN, false);
+        assert!(at(&p, &mut m, &s, t0 + 6 * MIN).decisions.is_empty());
+        let r = at(&p, &mut m, &s, t0 + 7 * MIN);
         assert_eq!(r.decisions[0].action, SlotAction::Log);
     }
 
@@ -1230,25 +1165,18 @@ mod tests {
         };
         let s = snap(["a", "b", "c"].iter().map(|n| slot(n, false, 1)).collect());
         let (mut m, t0) = (SlotMemory::default(), Instant::now());
-        judge(&p, &limits, &s, &mut m, t0, false);
-        let r = judge(&p, &limits, &s, &mut m, t0 + MIN, false);
+        at_with(&p, &limits, &mut m, &s, t0);
+        let r = at_with(&p, &limits, &mut m, &s, t0 + MIN);
         assert_eq!(r.decisions.len(), 2);
         assert_eq!(r.deferred.len(), 1);
         assert_eq!(r.deferred[0].decision.slot.name, "c");
         for d in &r.decisions {
             m.record(d, SlotDelivery::Done, &limits, (t0 + MIN, t0 + MIN));
         }
-        let r = judge(
-            &p,
-            &limits,
-            &s,
-            &mut m,
-            t0 + MIN + Duration::from_secs(30),
-            false,
-        );
+        let r = at_with(&p, &limits, &mut m, &s, t0 + MIN + Duration::from_secs(30));
         assert!(r.decisions.is_empty());
         assert_eq!(r.deferred.len(), 1);
-        let r = judge(&p, &limits, &s, &mut m, t0 + 2 * MIN, false);
+        let r = at_with(&p, &limits, &mut m, &s, t0 + 2 * MIN);
         assert_eq!(r.decisions.len(), 1);
         assert_eq!(r.decisions[0].slot.name, "c");
     }
@@ -1263,10 +1191,10 @@ mod tests {
         };
         let s = snap(["a", "b", "c"].iter().map(|n| slot(n, false, 1)).collect());
         let (mut m, t0) = (SlotMemory::default(), Instant::now());
-        judge(&p, &limits, &s, &mut m, t0, false);
+        at_with(&p, &limits, &mut m, &s, t0);
         // Kept by the re-check, or already gone: nothing dropped, nothing
         // charged; the next one goes at the next poll.
-        let r = judge(&p, &limits, &s, &mut m, t0 + MIN, false);
+        let r = at_with(&p, &limits, &mut m, &s, t0 + MIN);
         assert_eq!(r.decisions.len(), 1);
         m.record(
             &r.decisions[0],
@@ -1274,7 +1202,7 @@ mod tests {
             &limits,
             (t0 + MIN, t0 + MIN),
         );
-        let r = judge(&p, &limits, &s, &mut m, t0 + 2 * MIN, false);
+        let r = at_with(&p, &limits, &mut m, &s, t0 + 2 * MIN);
         assert_eq!(r.decisions.len(), 1, "{r:?}");
         // Dropped: charged when it was decided, though it finished later.
         m.record(
@@ -1283,15 +1211,14 @@ mod tests {
             &limits,
             (t0 + 2 * MIN, t0 + 3 * MIN),
         );
-        let r = judge(&p, &limits, &s, &mut m, t0 + 11 * MIN, false);
+        let r = at_with(&p, &limits, &mut m, &s, t0 + 11 * MIN);
         assert!(r.decisions.is_empty(), "{r:?}");
-        let r = judge(
+        let r = at_with(
             &p,
             &limits,
-            &s,
             &mut m,
+            &s,
             t0 + 12 * MIN + Duration::from_secs(1),
-            false,
         );
         assert_eq!(
             r.decisions.len(),
@@ -1321,7 +1248,7 @@ mod tests {
             .decisions
             .is_empty());
         // Enforcing: acts for real.
-        let r = judge(&p, &limits, &s, &mut m, t0 + 3 * MIN, false);
+        let r = at_with(&p, &limits, &mut m, &s, t0 + 3 * MIN);
         assert_eq!(r.decisions[0].attempt, 1);
         assert_eq!(
             m.record(
@@ -1332,7 +1259,7 @@ mod tests {
             ),
             None
         );
-        let r = judge(&p, &limits, &s, &mut m, t0 + 5 * MIN, false);
+        let r = at_with(&p, &limits, &mut m, &s, t0 + 5 * MIN);
         assert_eq!(r.decisions[0].attempt, 2);
         assert_eq!(
             m.record(
@@ -1343,7 +1270,7 @@ mod tests {
             ),
             Some(2)
         );
-        assert!(judge(&p, &limits, &s, &mut m, t0 + 7 * MIN, false)
+        assert!(at_with(&p, &limits, &mut m, &s, t0 + 7 * MIN)
             .decisions
             .is_empty());
     }
@@ -1377,8 +1304,8 @@ mod tests {
         let mut lost = slot("lost", false, 1);
         lost.retained_wal = None;
         let (limits, mut m, t0) = (Limits::default(), SlotMemory::default(), Instant::now());
-        judge(&p, &limits, &snap(vec![lost.clone()]), &mut m, t0, false);
-        let r = judge(&p, &limits, &snap(vec![lost]), &mut m, t0 + MIN, false);
+        at(&p, &mut m, &one(&lost), t0);
+        let r = at(&p, &mut m, &one(&lost), t0 + MIN);
         assert_eq!(r.verdicts[0].2, SlotVerdict::NotBreached);
 
         let mut logged = policy(vec![rule(SlotAction::Log, Some(0), None)]);
