@@ -271,17 +271,7 @@ fn big_primary() -> Cluster {
 /// psql-per-poll loop beside replwarden's persistent prepared poll.
 fn cost_and_classic(cost: bool, classic: bool) {
     let primary = big_primary();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let (client, conn) = rt
-        .block_on(tokio_postgres::connect(
-            &primary.conninfo("replwarden"),
-            tokio_postgres::NoTls,
-        ))
-        .unwrap();
-    rt.spawn(conn);
+    let harness::Direct { rt, client } = primary.direct("replwarden");
     let poller = rt.block_on(Poller::prepare(&client)).unwrap();
     let backend: i32 = rt
         .block_on(client.query_one("SELECT pg_backend_pid()", &[]))

@@ -400,17 +400,7 @@ fn a_thousand_reconnects_hold_one_backend_and_memory_stays_flat() {
         primary.conninfo("replwarden")
     );
     let daemon = Daemon::start(&text, &["--log-level", "warn"]);
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let (client, conn) = rt
-        .block_on(tokio_postgres::connect(
-            &primary.conninfo("postgres"),
-            tokio_postgres::NoTls,
-        ))
-        .unwrap();
-    rt.spawn(conn);
+    let harness::Direct { rt, client } = primary.direct("postgres");
     // Backends we terminated may linger for a moment while they exit: they
     // are not the daemon's to hold, so they are left out of the count.
     let count_sql = "SELECT count(*), min(pid) FROM pg_stat_activity \
