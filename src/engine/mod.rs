@@ -36,7 +36,7 @@ mod memory;
 mod tests;
 
 pub use checks::{evidence_line, Evidence};
-use checks::{judge, Checks};
+use checks::{judge, propose, Checks, Stand};
 pub use guards::Budget;
 use guards::{guard, Pass, Quorum};
 pub use memory::{ClientKey, Delivery, Memory};
@@ -383,14 +383,12 @@ impl Judging<'_> {
                     now,
                 );
             }
-            let (verdict, candidate) = judge(
+            let stand = judge(
                 rule,
-                ri,
-                ws,
                 &checks,
                 &mut inst.rules[ri],
                 (held_from, now),
-                (explain, self.dry_run),
+                self.dry_run,
             );
             if !matched {
                 inst.rules[ri].breach_since = None;
@@ -406,15 +404,15 @@ impl Judging<'_> {
                     now,
                 );
             }
-            if let Some(decision) = candidate {
+            if let Stand::Fires(action, cause) = &stand {
                 candidates.push(Candidate {
-                    decision: *decision,
+                    decision: propose(rule, ri, ws, &checks, (*action, cause.clone()), now),
                     verdict: explain.then_some(round.verdicts.len()),
                     deferred: inst.rules[ri].deferred,
                 });
             }
-            if let Some(verdict) = verdict.filter(|_| explain) {
-                round.verdicts.push((wi, ri, verdict));
+            if explain {
+                round.verdicts.push((wi, ri, stand.verdict(&checks)));
             }
         };
         // The rules that match, then those that no longer do but still have
