@@ -423,6 +423,10 @@ impl Judging<'_> {
             let ri = inst.matches[i];
             judge_rule(inst, ri, true);
         }
+        if !inst.acted_on {
+            // Nothing recorded done on it: nothing can be pending.
+            return;
+        }
         for ri in 0..policy.rules.len() {
             if inst.rules[ri].pending(&policy.rules[ri], self.dry_run)
                 && !inst.matches.contains(&ri)
