@@ -70,6 +70,11 @@ pub(super) struct Instance {
     pub(super) matches: Vec<usize>,
     pub(super) protected: bool,
     pub(super) matched_on: Option<(Option<WalState>, Option<String>)>,
+    /// Whether a decision on it was ever recorded. Until then no rule has
+    /// anything pending on it ([`RuleMemory::pending`] needs `acted`), and
+    /// a round need not look through every rule for one (that reads every
+    /// rule's memory: 8 % of the poll with 100 rules).
+    pub(super) acted_on: bool,
 }
 
 #[derive(Clone, Copy, Debug, Default)]
@@ -234,6 +239,9 @@ impl Memory {
             simulated: delivery == Delivery::DryRun,
         });
         mem.deferred = None;
+        if let Some(inst) = self.instances.get_mut(&decision.walsender.id) {
+            inst.acted_on = true;
+        }
         if decision.action != Action::Log {
             self.budget.charge(decision.decided_at);
             let key = ClientKey::of(&decision.walsender);
@@ -291,6 +299,7 @@ impl Memory {
                 matches: Vec::new(),
                 protected: false,
                 matched_on: None,
+                acted_on: false,
             }
         });
         inst.seen = this_round;

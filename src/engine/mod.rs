@@ -36,7 +36,7 @@ mod memory;
 mod tests;
 
 pub use checks::{evidence_line, Evidence};
-use checks::{judge, Checks};
+use checks::{judge, propose, Checks, Stand};
 pub use guards::Budget;
 use guards::{guard, Pass, Quorum};
 pub use memory::{ClientKey, Delivery, Memory};
@@ -351,20 +351,9 @@ impl Judging<'_> {
             current_lsn: self.snapshot.current_lsn,
             retained_wal: ws.retained_wal,
         };
-        // The rules that match, and those that no longer do but still have
-        // a cancel to escalate or a signal to retry on this instance.
-        // (`pending` first: it is rarely true and cheap, the search of the
-        // matches is not.)
-        let unmatched_pending = (0..policy.rules.len()).filter(|ri| {
-            inst.rules[*ri].pending(&policy.rules[*ri], self.dry_run) && !inst.matches.contains(ri)
-        });
-        let judged: Vec<usize> = inst
-            .matches
-            .iter()
-            .copied()
-            .chain(unmatched_pending)
-            .collect();
-        for ri in judged {
+        // Judges rule `ri`; `matched`: whether its matchers match (if not,
+        // it has a cancel to escalate or a signal to retry on this instance).
+        let mut judge_rule = |inst: &mut Instance, ri: usize, matched: bool| {
             let rule = &policy.rules[ri];
             let checks = Checks {
                 conditions: &rule.conditions,
@@ -394,16 +383,14 @@ impl Judging<'_> {
                     now,
                 );
             }
-            let (verdict, candidate) = judge(
+            let stand = judge(
                 rule,
-                ri,
-                ws,
                 &checks,
                 &mut inst.rules[ri],
                 (held_from, now),
-                (explain, self.dry_run),
+                self.dry_run,
             );
-            if !inst.matches.contains(&ri) {
+            if !matched {
                 inst.rules[ri].breach_since = None;
             }
             if let Some(since) = inst.rules[ri]
@@ -417,15 +404,34 @@ impl Judging<'_> {
                     now,
                 );
             }
-            if let Some(decision) = candidate {
+            if let Stand::Fires(action, cause) = &stand {
                 candidates.push(Candidate {
-                    decision: *decision,
+                    decision: propose(rule, ri, ws, &checks, (*action, cause.clone()), now),
                     verdict: explain.then_some(round.verdicts.len()),
                     deferred: inst.rules[ri].deferred,
                 });
             }
-            if let Some(verdict) = verdict.filter(|_| explain) {
-                round.verdicts.push((wi, ri, verdict));
+            if explain {
+                round.verdicts.push((wi, ri, stand.verdict(&checks)));
+            }
+        };
+        // The rules that match, then those that no longer do but still have
+        // something pending on this instance. By index, not by iterator:
+        // judging a rule changes the instance. (`pending` first: it is
+        // rarely true and cheap, the search of the matches is not.)
+        for i in 0..inst.matches.len() {
+            let ri = inst.matches[i];
+            judge_rule(inst, ri, true);
+        }
+        if !inst.acted_on {
+            // Nothing recorded done on it: nothing can be pending.
+            return;
+        }
+        for ri in 0..policy.rules.len() {
+            if inst.rules[ri].pending(&policy.rules[ri], self.dry_run)
+                && !inst.matches.contains(&ri)
+            {
+                judge_rule(inst, ri, false);
             }
         }
     }
