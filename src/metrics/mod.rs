@@ -444,7 +444,6 @@ pub fn walsender_labels(snapshot: &Snapshot) -> Vec<Labels> {
     labels
 }
 
-/// Replaces the per-walsender families with the last poll's walsenders.
 /// `replwarden_rule_matches` from the last poll's counts.
 fn rule_matches_series(s: &mut State) {
     let series = s.series.entry(RULE_MATCHES.name).or_default();
@@ -453,6 +452,7 @@ fn rule_matches_series(s: &mut State) {
     }
 }
 
+/// Replaces the per-walsender families with the last poll's walsenders.
 fn walsender_series(s: &mut State) {
     let snapshot = Arc::clone(&s.last_poll);
     let mut lag_seconds = Vec::new();
