@@ -578,6 +578,12 @@ impl Daemon {
                 error!(error = %crate::errors::error_chain(&e), "lost the connection to PostgreSQL; reconnecting");
                 return Some(Next::Reconnect);
             }
+            // The walsenders were read, judged and counted as a poll before
+            // the slot step failed: not a failed poll (each "poll failed"
+            // is one `replwarden_polls_total{result="error"}`).
+            Some(Err(e @ PollError::Slots(_))) => {
+                error!(error = %crate::errors::error_chain(&e), "slot step failed; will retry at the next tick")
+            }
             Some(Err(e)) => {
                 error!(error = %crate::errors::error_chain(&e), "poll failed; will retry at the next tick")
             }
