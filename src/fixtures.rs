@@ -1,4 +1,4 @@
-//! Hand-built walsenders, snapshots and policies for the unit tests, the
+//! Hand-built walsenders, slots, snapshots and policies for the unit tests, the
 //! integration tests and the benches: one baseline of each, varied where a
 //! test needs it with struct update syntax
 //! (`Walsender { age, ..fixtures::walsender(1, "a") }`).
@@ -15,6 +15,7 @@ use std::time::{Duration, SystemTime};
 
 use crate::config;
 use crate::policy::Policy;
+use crate::slots::Slot;
 use crate::snapshot::{ClientAddr, Snapshot, WalState, Walsender, WalsenderId};
 use crate::units::{ByteSize, Lsn};
 
@@ -24,6 +25,31 @@ pub const LSN: Lsn = Lsn(0x3000000);
 /// `secs` after the Unix epoch.
 pub fn at(secs: u64) -> SystemTime {
     SystemTime::UNIX_EPOCH + Duration::from_secs(secs)
+}
+
+/// An inactive, permanent physical replication slot `name` that holds
+/// 4 KiB of WAL (`wal_status` `reserved`), nothing else set.
+pub fn slot(name: &str) -> Slot {
+    Slot {
+        name: name.to_string(),
+        slot_type: "physical".to_string(),
+        database: None,
+        plugin: None,
+        temporary: false,
+        active: false,
+        active_pid: None,
+        restart_lsn: Some(Lsn(0x1000_0000)),
+        confirmed_flush_lsn: None,
+        xmin: None,
+        catalog_xmin: None,
+        wal_status: Some("reserved".to_string()),
+        invalidation_reason: None,
+        retained_wal: Some(ByteSize(4096)),
+        synced: false,
+        synchronized_standby: false,
+        inactive_since: None,
+        inactive_age: None,
+    }
 }
 
 /// A physical standby `app` as `replicator` from 10.1.2.3, streaming

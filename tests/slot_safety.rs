@@ -29,14 +29,6 @@ fn slot_exists(cluster: &Cluster, name: &str) -> bool {
     )) == "1"
 }
 
-fn slot_actions(daemon: &Daemon, slot: &str) -> Vec<Value> {
-    daemon
-        .actions()
-        .into_iter()
-        .filter(|e| e["slot_name"] == slot)
-        .collect()
-}
-
 fn write_wal(cluster: &Cluster, rows: u32) {
     cluster.sql(&format!(
         "INSERT INTO t (payload) SELECT repeat('x', 1000) FROM generate_series(1, {rows})"
@@ -185,7 +177,7 @@ fn a_standby_that_restarts_under_a_drop_rule_keeps_its_slot() {
     standby.start();
     primary.wait_streaming("sb1");
     assert!(slot_exists(&primary, "sb1"));
-    assert!(slot_actions(&daemon, "sb1").is_empty(), "{}", daemon.dump());
+    assert!(daemon.slot_actions("sb1").is_empty(), "{}", daemon.dump());
 }
 
 /// P1.2: the server skips any whitespace around a name of
@@ -269,7 +261,7 @@ fn a_pinned_logical_slot_consumed_between_polls_is_kept_on_every_major() {
             "the open transaction pins restart_lsn"
         );
         assert!(slot_exists(&primary, "etl"), "{}", daemon.dump());
-        assert!(slot_actions(&daemon, "etl").is_empty(), "{}", daemon.dump());
+        assert!(daemon.slot_actions("etl").is_empty(), "{}", daemon.dump());
         // No longer consumed: dropped (the rule does hold for it).
         let dropped = daemon.wait_for("the unconsumed slot dropped", LONG, |e| {
             e["event"] == "action" && e["slot_name"] == "etl"

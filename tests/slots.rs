@@ -13,7 +13,6 @@ use std::time::Duration;
 use harness::{free_port, on_every_major, plan, wait_until, Client, Cluster, Daemon};
 use replwarden::slots::pg::{self, SlotOutcome};
 use replwarden::sql::ServerVersion;
-use serde_json::Value;
 
 const LONG: Duration = Duration::from_secs(90);
 
@@ -40,14 +39,6 @@ fn wait_active(primary: &Cluster, name: &str, active: bool) {
         ));
         (a == if active { "t" } else { "f" }).then_some(())
     });
-}
-
-fn slot_actions(daemon: &Daemon, slot: &str) -> Vec<Value> {
-    daemon
-        .actions()
-        .into_iter()
-        .filter(|e| e["slot_name"] == slot)
-        .collect()
 }
 
 const RULES: &str = r#"
@@ -142,15 +133,15 @@ fn on_major(bin: &Path) -> String {
     }
     std::thread::sleep(Duration::from_secs(2));
     assert!(
-        slot_actions(&daemon, "reports").is_empty(),
+        daemon.slot_actions("reports").is_empty(),
         "{}",
         daemon.dump()
     );
     assert!(slot_exists(&primary, "reports"));
-    assert_eq!(slot_actions(&daemon, "logged").len(), 1, "logged once");
+    assert_eq!(daemon.slot_actions("logged").len(), 1, "logged once");
     let guarded = if major >= 17 {
         assert!(
-            slot_actions(&daemon, "guarded").is_empty(),
+            daemon.slot_actions("guarded").is_empty(),
             "{}",
             daemon.dump()
         );
@@ -206,11 +197,7 @@ fn a_dry_run_keeps_every_slot_and_plan_shows_what_would_be_dropped() {
     assert_eq!(simulated["outcome"], "dry_run");
     std::thread::sleep(Duration::from_secs(2));
     assert!(slot_exists(&primary, "abandoned"));
-    assert_eq!(
-        slot_actions(&daemon, "abandoned").len(),
-        1,
-        "simulated once"
-    );
+    assert_eq!(daemon.slot_actions("abandoned").len(), 1, "simulated once");
 }
 
 /// The drop statement, driven directly so the slot can be changed between

@@ -715,24 +715,10 @@ mod tests {
 
     fn slot(name: &str, active: bool, retained: u64) -> Slot {
         Slot {
-            name: name.to_string(),
-            slot_type: "physical".to_string(),
-            database: None,
-            plugin: None,
-            temporary: false,
             active,
             active_pid: active.then_some(4711),
-            restart_lsn: Some(Lsn(0x1000_0000)),
-            confirmed_flush_lsn: None,
-            xmin: None,
-            catalog_xmin: None,
-            wal_status: Some("reserved".to_string()),
-            invalidation_reason: None,
             retained_wal: Some(ByteSize(retained)),
-            synced: false,
-            synchronized_standby: false,
-            inactive_since: None,
-            inactive_age: None,
+            ..crate::fixtures::slot(name)
         }
     }
 

@@ -249,24 +249,10 @@ mod tests {
 
     fn slot(name: &str, wal_status: Option<&str>) -> Slot {
         Slot {
-            name: name.to_string(),
-            slot_type: "physical".to_string(),
-            database: None,
-            plugin: None,
-            temporary: false,
-            active: false,
-            active_pid: None,
             restart_lsn: wal_status.map(|_| Lsn(0x1000)),
-            confirmed_flush_lsn: None,
-            xmin: None,
-            catalog_xmin: None,
             wal_status: wal_status.map(str::to_string),
-            invalidation_reason: None,
             retained_wal: wal_status.map(|_| ByteSize(4096)),
-            synced: false,
-            synchronized_standby: false,
-            inactive_since: None,
-            inactive_age: None,
+            ..crate::fixtures::slot(name)
         }
     }
 

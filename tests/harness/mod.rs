@@ -907,6 +907,14 @@ impl Daemon {
             .collect()
     }
 
+    /// The action events on replication slot `slot`.
+    pub fn slot_actions(&self, slot: &str) -> Vec<Value> {
+        self.actions()
+            .into_iter()
+            .filter(|e| e["slot_name"] == slot)
+            .collect()
+    }
+
     /// Waits for the first event (from the start) that `pred` accepts.
     pub fn wait_for(&self, what: &str, timeout: Duration, pred: impl Fn(&Value) -> bool) -> Value {
         self.wait_for_from(0, what, timeout, pred)
