@@ -268,9 +268,9 @@ impl Daemon {
                         superuser = session.preflight.superuser,
                         "connected to PostgreSQL"
                     );
-                    log_preflight(&session.preflight, &self.config.policy.slots);
                     self.slots
                         .connected(&session.preflight, &self.config.policy);
+                    log_preflight(&session.preflight, self.slots.drop_warning());
                     // Whatever ended the last session (lost, or new settings
                     // by reload), nothing was seen in between: every grace
                     // starts over (README, Safety: outages).
@@ -788,11 +788,9 @@ impl PollError {
 /// Logs what the privilege preflight found (at every connect): one
 /// verdict, with a drop slot rule the role may not carry out counted as a
 /// failure like a missing grant (it was once logged after "passed").
-fn log_preflight(p: &Preflight, slots: &crate::slots::SlotPolicy) {
+fn log_preflight(p: &Preflight, drop_warning: Option<&str>) {
     let mut findings = report::preflight_findings(p);
-    findings.extend(
-        crate::slots::report::drop_privilege_warning(slots, p).map(|w| (Severity::Error, w)),
-    );
+    findings.extend(drop_warning.map(|w| (Severity::Error, w.to_string())));
     if findings
         .iter()
         .all(|(severity, _)| *severity != Severity::Error)

@@ -78,12 +78,18 @@ impl Warden {
     }
 
     /// A new session, with what its privilege preflight found. The
-    /// connect's preflight has logged the drop-privilege warning for
-    /// `policy` (`daemon::log_preflight`); a poll logs it again only when a
-    /// reload changes it.
+    /// connect logs the drop-privilege warning for `policy`
+    /// ([`Warden::drop_warning`], in `daemon::log_preflight`); a poll logs
+    /// it again only when a reload changes it.
     pub fn connected(&mut self, preflight: &Preflight, policy: &Policy) {
         self.warned = report::drop_privilege_warning(&policy.slots, preflight);
         self.preflight = Some(preflight.clone());
+    }
+
+    /// The drop-privilege warning of this session as last logged (or to
+    /// be logged at connect): a `drop` slot rule the role may not carry out.
+    pub fn drop_warning(&self) -> Option<&str> {
+        self.warned.as_deref()
     }
 
     /// The daemon cancelled or terminated the walsender of slot `name`:
